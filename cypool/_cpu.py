@@ -1,0 +1,155 @@
+"""The CPU path: runs a validated :class:`~cypool._plan.Plan` on NumPy arrays.
+
+Inputs are brought to C-contiguous arrays of the plan's compute dtype (a
+copy only when needed; the caller's array is never written), results are
+computed by the OpenMP kernels of ``cypool._kernels`` and, when the caller
+passed ``out=``, written there.
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+
+from . import _kernels as K
+from ._plan import Plan, Window
+
+_UNIT = Window("adaptive", 1, 1)
+
+
+@lru_cache(maxsize=512)
+def _table(w: Window) -> np.ndarray:
+    if w.kind == "adaptive":
+        t = K.adaptive_table(w.size, w.osize)
+    else:
+        t = K.fixed_table(w.size, w.osize, w.kernel, w.stride, w.pad_before,
+                          w.pad_after, w.dilation, w.count_include_pad)
+    t = np.ascontiguousarray(t)
+    t.flags.writeable = False
+    return t
+
+
+@lru_cache(maxsize=512)
+def _inverse(w: Window) -> tuple:
+    ptr, outs = K.inverse_table(_table(w), w.step, w.size)
+    ptr.flags.writeable = False
+    outs.flags.writeable = False
+    return ptr, outs
+
+
+def _windows3(plan: Plan) -> tuple:
+    return (_UNIT,) * (3 - plan.rank) + tuple(plan.windows)
+
+
+def num_threads() -> int:
+    return K.max_threads()
+
+
+def _channel_block(c: int, items: int, threads: int) -> int:
+    """Channels per work item: all of them unless there are too few items
+    to keep every thread busy (batch 1, global pooling), then blocks of a
+    multiple of 16 lanes.  Any blocking gives bit-identical results."""
+    if c <= 16 or items >= 4 * threads:
+        return max(c, 1)
+    want = -(-4 * threads // max(items, 1))
+    block = -(-c // want)
+    return max(16, -(-block // 16) * 16)
+
+
+def _lowest(dtype: np.dtype):
+    return -np.inf if dtype.kind == "f" else np.iinfo(dtype).min
+
+
+def _flat_input(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if x.dtype == np.bool_ and dtype == np.uint8:
+        x = x.view(np.uint8)
+    return np.ascontiguousarray(x, dtype=dtype).reshape(-1)
+
+
+def _target(out, shape, dtype, *inputs):
+    """The array the kernel writes: ``out`` itself when it can take the
+    kernel's output directly, else a fresh contiguous array."""
+    if (out is not None and out.dtype == dtype and out.flags.c_contiguous
+            and not any(np.may_share_memory(out, a) for a in inputs)):
+        return out
+    return np.empty(shape, dtype=dtype)
+
+
+def _deliver(result: np.ndarray, out, dtype: np.dtype) -> np.ndarray:
+    if out is not None:
+        if result is not out:
+            np.copyto(out, result, casting="unsafe")
+        return out
+    return result if result.dtype == dtype else result.astype(dtype)
+
+
+def forward(plan: Plan, x: np.ndarray, *, return_indices: bool = False,
+            out=None, out_indices=None):
+    """Pool ``x`` as ``plan`` says; returns values, or (values, indices)."""
+    comp = plan.compute_dtype
+    xk = _flat_input(x, comp)
+    y = _target(out, plan.out_shape, comp, x)
+    is_max = plan.op == "max"
+    yi = None
+    if is_max and return_indices:
+        yi = _target(out_indices, plan.out_shape, np.dtype(np.int64), x)
+    if y.size:
+        w3 = _windows3(plan)
+        kshape, koshape = plan.kshape, plan.koshape
+        items = koshape[0] * koshape[1] * koshape[2]
+        threads = num_threads()
+        cblock = _channel_block(kshape[4], items, threads)
+        idx = yi if yi is not None else (np.empty(y.shape, np.int64) if is_max
+                                         else np.empty(1, np.int64))
+        init = _lowest(comp) if is_max else 0
+        K.forward(xk, y.reshape(-1), idx.reshape(-1), kshape, koshape,
+                  tuple(w.step for w in w3), _table(w3[0]), _table(w3[1]), _table(w3[2]),
+                  is_max, plan.div_mode, plan.div_value, init, cblock,
+                  min(threads, max(1, items * -(-kshape[4] // cblock))))
+    values = _deliver(y, out, plan.out_dtype)
+    if yi is None:
+        return values
+    return values, _deliver(yi, out_indices, np.dtype(np.int64))
+
+
+def avg_backward(plan: Plan, grad_output: np.ndarray, *, out=None) -> np.ndarray:
+    """Gradient of the average pool ``plan`` with respect to its input."""
+    comp = plan.compute_dtype
+    gk = _flat_input(grad_output, comp)
+    gi = _target(out, plan.in_shape, comp, grad_output)
+    if gi.size:
+        w3 = _windows3(plan)
+        kshape, koshape = plan.kshape, plan.koshape
+        threads = num_threads()
+        items = kshape[0] * kshape[1] * kshape[2]
+        cblock = _channel_block(kshape[4], items, threads)
+        scratch = np.empty(max(gk.size, 1), dtype=comp)
+        if gk.size == 0:
+            gk = np.zeros(1, dtype=comp)
+        inv = [a for w in w3[:2] for a in _inverse(w)]
+        K.avg_backward(gk, scratch, gi.reshape(-1), kshape, koshape,
+                       tuple(w.step for w in w3), _table(w3[0]), _table(w3[1]),
+                       _table(w3[2]), *inv, plan.div_mode, plan.div_value, cblock,
+                       min(threads, max(1, items * -(-kshape[4] // cblock))))
+    return _deliver(gi, out, plan.out_dtype)
+
+
+def max_backward(plan: Plan, grad_output: np.ndarray, indices: np.ndarray, *,
+                 out=None) -> np.ndarray:
+    """Gradient of the max pool ``plan``, given the forward call's indices."""
+    comp = plan.compute_dtype
+    gk = _flat_input(grad_output, comp)
+    ik = np.ascontiguousarray(indices, dtype=np.int64).reshape(-1)
+    gi = _target(out, plan.in_shape, comp, grad_output, indices)
+    if gi.size:
+        kshape, koshape = plan.kshape, plan.koshape
+        n, c = kshape[0], kshape[4]
+        threads = num_threads()
+        cblock = _channel_block(c, n, threads)
+        if gk.size == 0:
+            gk, ik = np.zeros(1, comp), np.full(1, -1, np.int64)
+        K.max_backward(gk, ik, gi.reshape(-1), n, c, math.prod(kshape[1:4]),
+                       math.prod(koshape[1:4]), cblock,
+                       min(threads, max(1, n * -(-c // cblock))))
+    return _deliver(gi, out, plan.out_dtype)

@@ -1,0 +1,66 @@
+"""Which path a call takes, keyed by array type.
+
+The table maps a backend name to the module and class that identify its
+arrays and to the module implementing it.  A module is only looked up in
+``sys.modules``: cypool never imports CuPy or Dask to classify an array, so
+NumPy users never pay for them.  A backend's implementation module has the
+same three entry points as ``cypool._cpu``: ``forward``, ``avg_backward``
+and ``max_backward``, each taking a validated plan.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> (module that defines the array type, type name, implementation module or None)
+_TABLE = {
+    "cupy": ("cupy", "ndarray", None),
+    "dask": ("dask.array", "Array", None),
+}
+
+
+def _is(x, module: str, cls: str) -> bool:
+    mod = sys.modules.get(module)
+    return mod is not None and isinstance(x, getattr(mod, cls))
+
+
+def backend(x) -> str:
+    """The path a cypool call on ``x`` takes: ``"numpy"``, ``"cupy"`` or ``"dask"``.
+
+    Examples
+    --------
+    >>> import numpy as np, cypool
+    >>> cypool.backend(np.zeros((1, 2, 3)))
+    'numpy'
+    >>> cypool.backend([[1.0, 2.0]])
+    'numpy'
+    """
+    for name, (module, cls, _) in _TABLE.items():
+        if _is(x, module, cls):
+            return name
+    return "numpy"
+
+
+def implementation(fn: str, *arrays):
+    """The implementation module for a call on ``arrays`` (``None`` entries skipped).
+
+    Raises TypeError when the arrays belong to different backends (host and
+    device arrays mixed) or to a backend this build cannot run.
+    """
+    kinds = {backend(a) for a in arrays if a is not None}
+    if len(kinds) > 1:
+        raise TypeError(f"{fn}(): arrays of different kinds in one call ({', '.join(sorted(kinds))});"
+                        " move them to one library first")
+    kind = kinds.pop() if kinds else "numpy"
+    if kind == "numpy":
+        for a in arrays:
+            if a is not None and hasattr(a, "__cuda_array_interface__"):
+                raise TypeError(f"{fn}(): got a device array ({type(a).__name__}); this "
+                                "version of cypool pools host (NumPy) arrays only")
+        from . import _cpu
+        return _cpu
+    module = _TABLE[kind][2]
+    if module is None:
+        raise TypeError(f"{fn}(): {kind} arrays are not supported by this version of cypool; "
+                        "convert to NumPy first (cupy: .get(), dask: .compute())")
+    return importlib.import_module(module)

@@ -1,0 +1,433 @@
+"""The public pooling functions.
+
+Each function is written once and instantiated for 1, 2 and 3 spatial
+dimensions; it turns its arguments into a plan (``cypool._plan``), picks the
+path by array type (``cypool._dispatch``) and hands the plan over.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _dispatch
+from ._plan import (adaptive_plan, as_array, as_bool, check_input_shape, check_out,
+                    layout_name, split_shape)
+
+_DIMS = {1: "L", 2: "H, W", 3: "D, H, W"}
+_ODIMS = {1: "OL", 2: "OH, OW", 3: "OD, OH, OW"}
+
+_LAYOUT_DOC = """\
+channels_last : bool, default False
+    If True, the channel axis is last: ``(N, {dims}, C)`` or ``({dims}, C)``.
+    The result has the same layout."""
+
+_OUT_DOC = """\
+out : ndarray, optional
+    Array of exactly the result's shape and dtype to write the result into;
+    it is returned."""
+
+_EXAMPLES = {
+    ("adaptive_avg", 1): """\
+>>> x = np.array([[[1., 2., 3., 4., 5.]]], dtype=np.float32)
+>>> cypool.adaptive_avg_pool1d(x, 3)
+array([[[1.5, 3. , 4.5]]], dtype=float32)""",
+    ("adaptive_avg", 2): """\
+>>> x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+>>> cypool.adaptive_avg_pool2d(x, 2)
+array([[[[ 2.5,  4.5],
+         [10.5, 12.5]]]], dtype=float32)
+>>> cypool.adaptive_avg_pool2d(x, (1, None)).shape   # None keeps that size
+(1, 1, 1, 4)""",
+    ("adaptive_avg", 3): """\
+>>> x = np.ones((2, 3, 4, 6, 8))
+>>> cypool.adaptive_avg_pool3d(x, (1, 2, 3)).shape
+(2, 3, 1, 2, 3)""",
+    ("adaptive_max", 1): """\
+>>> x = np.array([[3., 1., 2.]])
+>>> cypool.adaptive_max_pool1d(x, 5, return_indices=True)
+(array([[3., 3., 1., 2., 2.]]), array([[0, 0, 1, 2, 2]]))""",
+    ("adaptive_max", 2): """\
+>>> x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+>>> values, indices = cypool.adaptive_max_pool2d(x, 2, return_indices=True)
+>>> values
+array([[[[ 5.,  7.],
+         [13., 15.]]]], dtype=float32)
+>>> indices
+array([[[[ 5,  7],
+         [13, 15]]]])""",
+    ("adaptive_max", 3): """\
+>>> x = np.arange(64.0).reshape(1, 4, 4, 4)
+>>> cypool.adaptive_max_pool3d(x, 1)
+array([[[[63.]]]])""",
+    ("global_avg", 1): """\
+>>> x = np.array([[[1., 2., 3.], [4., 5., 6.]]])
+>>> cypool.global_avg_pool1d(x)
+array([[[2.],
+        [5.]]])
+>>> cypool.global_avg_pool1d(x, keepdims=False)
+array([[2., 5.]])""",
+    ("global_avg", 2): """\
+>>> x = np.arange(8, dtype=np.float32).reshape(1, 2, 2, 2)
+>>> cypool.global_avg_pool2d(x, keepdims=False)
+array([[1.5, 5.5]], dtype=float32)
+>>> cypool.global_avg_pool2d(x.transpose(0, 2, 3, 1), channels_last=True).shape
+(1, 1, 1, 2)""",
+    ("global_avg", 3): """\
+>>> cypool.global_avg_pool3d(np.ones((2, 3, 4, 5, 6)), keepdims=False).shape
+(2, 3)""",
+    ("global_max", 1): """\
+>>> x = np.array([[4, 9, 2], [7, 1, 7]], dtype=np.uint8)
+>>> cypool.global_max_pool1d(x, keepdims=False, return_indices=True)
+(array([9, 7], dtype=uint8), array([1, 0]))""",
+    ("global_max", 2): """\
+>>> x = np.arange(8, dtype=np.float32).reshape(1, 2, 2, 2)
+>>> cypool.global_max_pool2d(x, keepdims=False)
+array([[3., 7.]], dtype=float32)""",
+    ("global_max", 3): """\
+>>> cypool.global_max_pool3d(np.zeros((3, 4, 5, 6)), keepdims=False).shape
+(3,)""",
+    ("adaptive_avg_backward", 1): """\
+>>> g = np.ones((1, 1, 2))
+>>> cypool.adaptive_avg_pool1d_backward(g, (1, 1, 3))   # bins [0, 2) and [1, 3)
+array([[[0.5, 1. , 0.5]]])""",
+    ("adaptive_avg_backward", 2): """\
+>>> g = np.ones((1, 1, 2, 2), dtype=np.float32)
+>>> cypool.adaptive_avg_pool2d_backward(g, (1, 1, 4, 4))[0, 0]
+array([[0.25, 0.25, 0.25, 0.25],
+       [0.25, 0.25, 0.25, 0.25],
+       [0.25, 0.25, 0.25, 0.25],
+       [0.25, 0.25, 0.25, 0.25]], dtype=float32)""",
+    ("adaptive_avg_backward", 3): """\
+>>> g = np.ones((2, 1, 1, 1))
+>>> cypool.adaptive_avg_pool3d_backward(g, (2, 2, 2, 2))[0]
+array([[[0.125, 0.125],
+        [0.125, 0.125]],
+<BLANKLINE>
+       [[0.125, 0.125],
+        [0.125, 0.125]]])""",
+    ("adaptive_max_backward", 1): """\
+>>> x = np.array([[1., 5., 2., 0.]])
+>>> y, idx = cypool.adaptive_max_pool1d(x, 2, return_indices=True)
+>>> cypool.adaptive_max_pool1d_backward(np.array([[10., 100.]]), idx, x.shape)
+array([[ 0., 10., 100.,  0.]])""",
+    ("adaptive_max_backward", 2): """\
+>>> x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+>>> y, idx = cypool.adaptive_max_pool2d(x, 2, return_indices=True)
+>>> cypool.adaptive_max_pool2d_backward(np.ones_like(y), idx, x.shape)[0, 0]
+array([[0., 0., 0., 0.],
+       [0., 1., 0., 1.],
+       [0., 0., 0., 0.],
+       [0., 1., 0., 1.]], dtype=float32)""",
+    ("adaptive_max_backward", 3): """\
+>>> x = np.arange(8.0).reshape(1, 2, 2, 2)
+>>> y, idx = cypool.adaptive_max_pool3d(x, 1, return_indices=True)
+>>> cypool.adaptive_max_pool3d_backward(np.ones_like(y), idx, x.shape).reshape(-1)
+array([0., 0., 0., 0., 0., 0., 0., 1.])""",
+}
+
+
+def _doc(key: str, rank: int, text: str) -> str:
+    dims = _DIMS[rank]
+    text = text.replace("{LAYOUT}", _LAYOUT_DOC.format(dims=dims)).replace("{OUT}", _OUT_DOC)
+    text = text.format(rank=rank, dims=dims, odims=_ODIMS[rank])
+    return text + "\n\nExamples\n--------\n>>> import numpy as np, cypool\n" + _EXAMPLES[(key, rank)] + "\n"
+
+
+def _finish(fn, name: str, key: str, rank: int, doc: str):
+    fn.__name__ = fn.__qualname__ = name
+    fn.__module__ = "cypool"
+    fn.__doc__ = _doc(key, rank, doc)
+    return fn
+
+
+def _out_pair(out, fn):
+    """Split ``out=`` of a return_indices call into (values, indices)."""
+    if out is None:
+        return None, None
+    if not (isinstance(out, (tuple, list)) and len(out) == 2):
+        raise TypeError(f"{fn}(): with return_indices=True, out must be a (values, indices) "
+                        f"pair of arrays, got {type(out).__name__}")
+    return out[0], out[1]
+
+
+def _run_forward(fn, op, rank, x, output_size, channels_last, out, return_indices,
+                 keep_shape=None):
+    """Shared body of the adaptive and global forward functions."""
+    impl = _dispatch.implementation(fn, x)
+    if impl.__name__.endswith("_cpu"):
+        x = as_array(x, fn, "x")
+    plan = adaptive_plan(fn, op, rank, x.shape, x.dtype, output_size, channels_last)
+    result_shape = plan.out_shape if keep_shape is None else keep_shape(plan)
+    if return_indices:
+        out_v, out_i = _out_pair(out, fn)
+    else:
+        out_v, out_i = out, None
+    if out_v is not None:
+        check_out(out_v, result_shape, plan.out_dtype, fn)
+    if out_i is not None:
+        check_out(out_i, result_shape, np.dtype(np.int64), fn, "out[1]")
+    views = [_as_shape(o, plan.out_shape) for o in (out_v, out_i)]
+    res = impl.forward(plan, x, return_indices=return_indices, out=views[0],
+                       out_indices=views[1])
+    if keep_shape is None:
+        return res
+    parts = res if return_indices else (res,)
+    done = []
+    for r, o, v in zip(parts, (out_v, out_i), views):
+        if o is None:
+            done.append(r.reshape(result_shape))
+        else:
+            if v is None:
+                np.copyto(o, r.reshape(result_shape))
+            done.append(o)
+    return tuple(done) if return_indices else done[0]
+
+
+def _as_shape(out, shape):
+    """A view of ``out`` with the kernels' result ``shape`` (they differ only
+    by unit axes), or None when there is no out or no such view."""
+    if out is None or out.shape == tuple(shape):
+        return out
+    v = out.view()
+    try:
+        v.shape = shape
+    except AttributeError:
+        return None
+    return v
+
+
+# ---------------------------------------------------------------------------
+# Adaptive pooling
+# ---------------------------------------------------------------------------
+
+def _adaptive_avg(rank):
+    name = f"adaptive_avg_pool{rank}d"
+
+    def f(x, output_size, *, channels_last=False, out=None):
+        return _run_forward(name, "avg", rank, x, output_size, channels_last, out, False)
+
+    return _finish(f, name, "adaptive_avg", rank, """\
+Adaptive average pooling over {rank} spatial dimension(s), as PyTorch's
+``adaptive_avg_pool{rank}d``.
+
+Output position ``i`` of ``O`` along an input extent ``I`` averages the bin
+``[floor(i*I/O), ceil((i+1)*I/O))``; bins may overlap and ``O > I`` is
+allowed.  The window is summed in row-major order in the compute dtype and
+divided by each bin extent in turn, as PyTorch's CPU kernel does.
+
+Parameters
+----------
+x : array_like
+    ``(N, C, {dims})`` or ``(C, {dims})``; float16/32/64 (float16 is
+    accumulated in float32), integers and bool (returned as float64).
+output_size : int, None or tuple of {rank} ints/None
+    Output extent per spatial dimension; ``None`` keeps the input's extent.
+{LAYOUT}
+{OUT}
+
+Returns
+-------
+ndarray
+    ``(N, C, {odims})`` (or the unbatched / channels-last equivalent).""")
+
+
+def _adaptive_max(rank):
+    name = f"adaptive_max_pool{rank}d"
+
+    def f(x, output_size, return_indices=False, *, channels_last=False, out=None):
+        ri = as_bool(return_indices, name, "return_indices")
+        return _run_forward(name, "max", rank, x, output_size, channels_last, out, ri)
+
+    return _finish(f, name, "adaptive_max", rank, """\
+Adaptive max pooling over {rank} spatial dimension(s), as PyTorch's
+``adaptive_max_pool{rank}d``.
+
+Bins as in :func:`adaptive_avg_pool{rank}d`.  A NaN in a bin wins (the
+index of the last NaN in scan order is returned); among equal values the
+first in scan order wins.
+
+Parameters
+----------
+x : array_like
+    ``(N, C, {dims})`` or ``(C, {dims})``: any float, integer or bool dtype.
+output_size : int, None or tuple of {rank} ints/None
+    Output extent per spatial dimension; ``None`` keeps the input's extent.
+return_indices : bool, default False
+    Also return the int64 flat index of each maximum within its input plane
+    (``h*W + w`` in 2-d), as PyTorch does.
+{LAYOUT}
+out : ndarray or (ndarray, ndarray), optional
+    Where to write the result (a ``(values, indices)`` pair with
+    ``return_indices=True``); exactly the result's shape and dtype.
+
+Returns
+-------
+ndarray, or (ndarray, ndarray) with ``return_indices=True``
+    Values of ``x``'s dtype, and int64 indices of the same shape.""")
+
+
+# ---------------------------------------------------------------------------
+# Global pooling
+# ---------------------------------------------------------------------------
+
+def _squeezed(plan):
+    return (plan.n, plan.c) if plan.batched else (plan.c,)
+
+
+def _global(rank, op):
+    name = f"global_{op}_pool{rank}d"
+
+    if op == "avg":
+        def f(x, *, keepdims=True, channels_last=False, out=None):
+            keep = None if as_bool(keepdims, name, "keepdims") else _squeezed
+            return _run_forward(name, "avg", rank, x, 1, channels_last, out, False, keep)
+    else:
+        def f(x, *, keepdims=True, return_indices=False, channels_last=False, out=None):
+            keep = None if as_bool(keepdims, name, "keepdims") else _squeezed
+            ri = as_bool(return_indices, name, "return_indices")
+            return _run_forward(name, "max", rank, x, 1, channels_last, out, ri, keep)
+
+    what = "mean" if op == "avg" else "maximum"
+    extra = "" if op == "avg" else """
+return_indices : bool, default False
+    Also return the int64 flat index of each maximum within its plane."""
+    return _finish(f, name, f"global_{op}", rank, f"""\
+Global {op} pooling: the {what} over all {{rank}} spatial dimension(s).
+
+The same as ``adaptive_{op}_pool{{rank}}d(x, 1)`` (NaN handling and indices
+included), with the spatial axes optionally dropped.
+
+Parameters
+----------
+x : array_like
+    ``(N, C, {{dims}})`` or ``(C, {{dims}})``.
+keepdims : bool, default True
+    Keep the spatial axes as size 1 (``(N, C, 1, ...)``); if False the
+    result is ``(N, C)`` or ``(C,)``.{extra}
+{{LAYOUT}}
+{{OUT}}
+
+Returns
+-------
+ndarray{"" if op == "avg" else ", or (ndarray, ndarray) with return_indices=True"}""")
+
+
+# ---------------------------------------------------------------------------
+# Backward
+# ---------------------------------------------------------------------------
+
+def _backward_plan(fn, op, rank, grad_output, input_shape, channels_last):
+    channels_last = as_bool(channels_last, fn, "channels_last")
+    shape = check_input_shape(input_shape, rank, channels_last, fn)
+    _, _, _, ospatial = split_shape(grad_output.shape, rank, channels_last, fn, "grad_output")
+    plan = adaptive_plan(fn, op, rank, shape, grad_output.dtype, ospatial, channels_last,
+                         arg="input_shape", grad=True)
+    if plan.out_shape != tuple(grad_output.shape):
+        raise ValueError(f"{fn}(): grad_output has shape {tuple(grad_output.shape)}, which is "
+                         f"not the output shape of a pool of input_shape {shape} to "
+                         f"{ospatial} (that is {plan.out_shape}, "
+                         f"{layout_name(rank, channels_last)})")
+    return plan
+
+
+def _adaptive_avg_backward(rank):
+    name = f"adaptive_avg_pool{rank}d_backward"
+
+    def f(grad_output, input_shape, *, channels_last=False, out=None):
+        impl = _dispatch.implementation(name, grad_output)
+        if impl.__name__.endswith("_cpu"):
+            grad_output = as_array(grad_output, name, "grad_output")
+        plan = _backward_plan(name, "avg", rank, grad_output, input_shape, channels_last)
+        if out is not None:
+            check_out(out, plan.in_shape, plan.out_dtype, name)
+        return impl.avg_backward(plan, grad_output, out=out)
+
+    return _finish(f, name, "adaptive_avg_backward", rank, """\
+Gradient of :func:`adaptive_avg_pool{rank}d` with respect to its input.
+
+Each input element sums ``grad_output / bin extents`` over the bins that
+contain it, in output order, so the result is bit-identical to PyTorch's
+CPU autograd and the same at any thread count.
+
+Parameters
+----------
+grad_output : array_like
+    Gradient of the pooled result, ``(N, C, {odims})`` (float16/32/64).
+input_shape : tuple of ints
+    Shape of the forward call's input, in its layout.
+{LAYOUT}
+{OUT}
+
+Returns
+-------
+ndarray
+    Of shape ``input_shape`` and ``grad_output``'s dtype.""")
+
+
+def _check_indices(fn, indices, grad_output, plan):
+    if indices.shape != grad_output.shape:
+        raise ValueError(f"{fn}(): indices must have grad_output's shape "
+                         f"{tuple(grad_output.shape)}, got {tuple(indices.shape)}")
+    if indices.dtype.kind not in "iu":
+        raise TypeError(f"{fn}(): indices must be an integer array (the forward call's "
+                        f"int64 indices), got dtype {indices.dtype}")
+    plane = math.prod(plan.in_spatial)
+    if indices.size and (indices.min() < -1 or indices.max() >= plane):
+        raise ValueError(f"{fn}(): indices must lie in [0, {plane}) (flat positions in an "
+                         f"input plane of {plan.in_spatial}), got values in "
+                         f"[{indices.min()}, {indices.max()}]")
+
+
+def _adaptive_max_backward(rank):
+    name = f"adaptive_max_pool{rank}d_backward"
+
+    def f(grad_output, indices, input_shape, *, channels_last=False, out=None):
+        impl = _dispatch.implementation(name, grad_output, indices)
+        if impl.__name__.endswith("_cpu"):
+            grad_output = as_array(grad_output, name, "grad_output")
+            indices = as_array(indices, name, "indices")
+        plan = _backward_plan(name, "max", rank, grad_output, input_shape, channels_last)
+        _check_indices(name, indices, grad_output, plan)
+        if out is not None:
+            check_out(out, plan.in_shape, plan.out_dtype, name)
+        return impl.max_backward(plan, grad_output, indices, out=out)
+
+    return _finish(f, name, "adaptive_max_backward", rank, """\
+Gradient of :func:`adaptive_max_pool{rank}d` with respect to its input.
+
+``grad_output`` is added at the positions ``indices`` name, in output
+order (overlapping bins that chose the same element add up), as PyTorch's
+CPU autograd does: bit-identical to it and the same at any thread count.
+
+Parameters
+----------
+grad_output : array_like
+    Gradient of the pooled values, ``(N, C, {odims})`` (float16/32/64).
+indices : array_like of int
+    The forward call's indices (``return_indices=True``), unchanged.
+input_shape : tuple of ints
+    Shape of the forward call's input, in its layout.
+{LAYOUT}
+{OUT}
+
+Returns
+-------
+ndarray
+    Of shape ``input_shape`` and ``grad_output``'s dtype.""")
+
+
+def _build():
+    table = {}
+    for rank in (1, 2, 3):
+        for make in (_adaptive_avg, _adaptive_max, _adaptive_avg_backward,
+                     _adaptive_max_backward):
+            f = make(rank)
+            table[f.__name__] = f
+        for op in ("avg", "max"):
+            f = _global(rank, op)
+            table[f.__name__] = f
+    return table
+
+
+FUNCTIONS = _build()

@@ -1,0 +1,483 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+# cython: cdivision=True, initializedcheck=False, nonecheck=False
+"""CPU pooling kernels.
+
+Every kernel sees the data as a C-contiguous 5-d block ``(N, D, H, W, C)``:
+channels-last arrays map onto it directly, channels-first arrays as
+``(N*C, D, H, W, 1)``, and 1-d/2-d pooling as ``D = 1`` (and ``H = 1``).
+Which input positions a window reads comes from per-dimension tables built
+by ``window_table`` from ``cypool_window.h``; the kernels never parse
+arguments and check nothing (``cypool._plan`` has done that).
+
+Work is split into items that each own a disjoint part of the result, so
+results are bit-identical at any thread count, and every window is summed
+or scanned in PyTorch's order (depth, then row, then column).
+"""
+
+from cython.parallel cimport prange
+from libc.stdint cimport (int8_t, uint8_t, int16_t, uint16_t, int32_t,
+                          uint32_t, int64_t, uint64_t)
+
+import numpy as np
+
+
+cdef extern from "cypool_window.h" nogil:
+    ctypedef long long cp_index
+    void cp_adaptive_window(cp_index o, cp_index O, cp_index I,
+                            cp_index *start, cp_index *count, cp_index *factor)
+    void cp_fixed_window(cp_index o, cp_index I, cp_index k, cp_index s,
+                         cp_index pb, cp_index pa, cp_index d, int count_include_pad,
+                         cp_index *start, cp_index *count, cp_index *factor)
+    cp_index cp_fixed_out_size(cp_index I, cp_index k, cp_index s,
+                               cp_index pb, cp_index pa, cp_index d, int ceil_mode)
+
+
+cdef extern from "cypool_threads.h" nogil:
+    int cp_openmp_enabled()
+    int cp_max_threads()
+    void cp_set_max_threads(int n)
+    int cp_team_size(int n)
+
+
+ctypedef fused value_t:
+    float
+    double
+    int8_t
+    uint8_t
+    int16_t
+    uint16_t
+    int32_t
+    uint32_t
+    int64_t
+    uint64_t
+
+ctypedef fused real_t:
+    float
+    double
+
+
+# Average divisor modes (see Geom.div_mode).
+DIV_PER_DIM = 0      # sum / count_d / count_h / count_w (PyTorch adaptive)
+DIV_PRODUCT = 1      # sum / (factor_d * factor_h * factor_w) (PyTorch avg_pool)
+DIV_CONSTANT = 2     # sum / divisor_override
+
+
+cdef struct Geom:
+    Py_ssize_t N, C                    # batch (planes) and channel lanes
+    Py_ssize_t size[3]                 # input extent per dim (D, H, W)
+    Py_ssize_t osize[3]                # output extent per dim
+    Py_ssize_t step[3]                 # tap step (dilation) per dim
+    const int64_t *win[3]              # (3, osize) tables: start, count, factor
+    int div_mode
+    double div_value
+
+
+cdef inline Py_ssize_t _start(const Geom *g, int k, Py_ssize_t o) noexcept nogil:
+    return g.win[k][o]
+
+cdef inline Py_ssize_t _count(const Geom *g, int k, Py_ssize_t o) noexcept nogil:
+    return g.win[k][g.osize[k] + o]
+
+cdef inline Py_ssize_t _factor(const Geom *g, int k, Py_ssize_t o) noexcept nogil:
+    return g.win[k][2 * g.osize[k] + o]
+
+
+cdef Geom _geom(tuple shape, tuple oshape, tuple steps,
+                int div_mode, double div_value,
+                const int64_t[:, ::1] t0, const int64_t[:, ::1] t1,
+                const int64_t[:, ::1] t2):
+    cdef Geom g
+    cdef int k
+    g.N = shape[0]
+    g.C = shape[4]
+    for k in range(3):
+        g.size[k] = shape[k + 1]
+        g.osize[k] = oshape[k + 1]
+        g.step[k] = steps[k]
+    g.win[0] = &t0[0, 0]
+    g.win[1] = &t1[0, 0]
+    g.win[2] = &t2[0, 0]
+    g.div_mode = div_mode
+    g.div_value = div_value
+    return g
+
+
+# --------------------------------------------------------------------------
+# Window tables
+# --------------------------------------------------------------------------
+
+def adaptive_table(Py_ssize_t size, Py_ssize_t osize):
+    """(3, osize) int64 table of adaptive windows: start, count, factor."""
+    t = np.empty((3, max(osize, 1)), dtype=np.int64)
+    cdef int64_t[:, ::1] tv = t
+    cdef Py_ssize_t o
+    cdef cp_index s, n, f
+    for o in range(osize):
+        cp_adaptive_window(o, osize, size, &s, &n, &f)
+        tv[0, o] = s
+        tv[1, o] = n
+        tv[2, o] = f
+    return t[:, :osize] if osize else t
+
+
+def fixed_out_size(Py_ssize_t size, Py_ssize_t k, Py_ssize_t s, Py_ssize_t pb,
+                   Py_ssize_t pa, Py_ssize_t d, bint ceil_mode):
+    """Output extent of a fixed-window pool along one dimension."""
+    return cp_fixed_out_size(size, k, s, pb, pa, d, ceil_mode)
+
+
+def fixed_table(Py_ssize_t size, Py_ssize_t osize, Py_ssize_t k, Py_ssize_t s,
+                Py_ssize_t pb, Py_ssize_t pa, Py_ssize_t d, bint count_include_pad):
+    """(3, osize) int64 table of fixed windows: start, count, factor."""
+    t = np.empty((3, max(osize, 1)), dtype=np.int64)
+    cdef int64_t[:, ::1] tv = t
+    cdef Py_ssize_t o
+    cdef cp_index st, n, f
+    for o in range(osize):
+        cp_fixed_window(o, size, k, s, pb, pa, d, count_include_pad, &st, &n, &f)
+        tv[0, o] = st
+        tv[1, o] = n
+        tv[2, o] = f
+    return t[:, :osize] if osize else t
+
+
+def inverse_table(const int64_t[:, ::1] table, Py_ssize_t step, Py_ssize_t size):
+    """Which outputs read each input position, as CSR arrays (ptr, outs).
+
+    ``outs[ptr[i]:ptr[i+1]]`` lists, in increasing order, the outputs whose
+    window reads input position ``i``.  The backward gathers walk these, so
+    each input gradient adds its terms in the order PyTorch's scatter does.
+    """
+    cdef Py_ssize_t osize = table.shape[1]
+    cdef Py_ssize_t o, t, i, total = 0
+    ptr = np.zeros(size + 1, dtype=np.int64)
+    cdef int64_t[::1] pv = ptr
+    for o in range(osize):
+        for t in range(table[1, o]):
+            pv[table[0, o] + t * step + 1] += 1
+            total += 1
+    for i in range(size):
+        pv[i + 1] += pv[i]
+    outs = np.empty(max(total, 1), dtype=np.int64)
+    cdef int64_t[::1] ov = outs
+    fill = np.array(ptr[:-1], copy=True)
+    cdef int64_t[::1] fv = fill
+    for o in range(osize):
+        for t in range(table[1, o]):
+            i = table[0, o] + t * step
+            ov[fv[i]] = o
+            fv[i] += 1
+    return ptr, outs
+
+
+cdef inline void _zero(real_t *p, Py_ssize_t W, Py_ssize_t C,
+                       Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+    """Zero lanes [c0, c1) of W rows of C lanes (one loop when that is all)."""
+    cdef Py_ssize_t w, c
+    if c0 == 0 and c1 == C:
+        for w in range(W * C):
+            p[w] = 0
+    else:
+        for w in range(W):
+            for c in range(c0, c1):
+                p[w * C + c] = 0
+
+
+# --------------------------------------------------------------------------
+# Forward: one item is one output row (n, od, oh) over channels [c0, c1)
+# --------------------------------------------------------------------------
+
+cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OUT, OUT
+                        const Geom *g, Py_ssize_t n, Py_ssize_t od, Py_ssize_t oh,
+                        Py_ssize_t c0, Py_ssize_t c1, bint is_max,
+                        value_t init) noexcept nogil:
+    cdef Py_ssize_t C = g.C, H = g.size[1], W = g.size[2]
+    cdef Py_ssize_t OW = g.osize[2], sw = g.step[2]
+    cdef Py_ssize_t d0 = _start(g, 0, od), nd = _count(g, 0, od), sd = g.step[0]
+    cdef Py_ssize_t h0 = _start(g, 1, oh), nh = _count(g, 1, oh), sh = g.step[1]
+    cdef Py_ssize_t row = ((n * g.osize[0] + od) * g.osize[1] + oh) * OW * C
+    cdef value_t *yr = y + row
+    cdef int64_t *ir = yi + row
+    cdef const value_t *xr
+    cdef const value_t *xp
+    cdef Py_ssize_t ow, c, a, b, t, d, h, w, w0, nw, j, plane_row
+    cdef value_t acc, v
+    cdef int64_t best
+    cdef double div
+
+    for ow in range(OW):
+        j = ow * C
+        if is_max:
+            best = (d0 * H + h0) * W + _start(g, 2, ow)
+            if C == 1:
+                yr[ow] = init
+                ir[ow] = best
+            else:
+                for c in range(c0, c1):
+                    yr[j + c] = init
+                    ir[j + c] = best
+        elif C == 1:
+            yr[ow] = 0
+        else:
+            for c in range(c0, c1):
+                yr[j + c] = 0
+
+    for a in range(nd):
+        d = d0 + a * sd
+        for b in range(nh):
+            h = h0 + b * sh
+            plane_row = (d * H + h) * W
+            xr = x + ((n * g.size[0] + d) * H + h) * W * C
+            for ow in range(OW):
+                w0 = _start(g, 2, ow)
+                nw = _count(g, 2, ow)
+                j = ow * C
+                if C == 1:
+                    # channels-first: one lane, keep the running value in a register
+                    acc = yr[ow]
+                    if is_max:
+                        best = ir[ow]
+                        for t in range(nw):
+                            w = w0 + t * sw
+                            v = xr[w]
+                            if v > acc or v != v:
+                                acc = v
+                                best = plane_row + w
+                        ir[ow] = best
+                    else:
+                        for t in range(nw):
+                            acc = acc + xr[w0 + t * sw]
+                    yr[ow] = acc
+                else:
+                    # channels-last: C independent lanes, contiguous
+                    for t in range(nw):
+                        w = w0 + t * sw
+                        xp = xr + w * C
+                        if is_max:
+                            best = plane_row + w
+                            for c in range(c0, c1):
+                                v = xp[c]
+                                if v > yr[j + c] or v != v:
+                                    yr[j + c] = v
+                                    ir[j + c] = best
+                        else:
+                            for c in range(c0, c1):
+                                yr[j + c] = yr[j + c] + xp[c]
+
+    if not is_max:
+        for ow in range(OW):
+            j = ow * C
+            if g.div_mode == 0:
+                for c in range(c0, c1):
+                    acc = yr[j + c] / <value_t> nd
+                    acc = acc / <value_t> nh
+                    yr[j + c] = acc / <value_t> _count(g, 2, ow)
+            else:
+                if g.div_mode == 1:
+                    div = <double> (_factor(g, 0, od) * _factor(g, 1, oh) * _factor(g, 2, ow))
+                else:
+                    div = g.div_value
+                for c in range(c0, c1):
+                    yr[j + c] = yr[j + c] / <value_t> div
+
+
+def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi,
+            tuple shape, tuple oshape, tuple steps,
+            const int64_t[:, ::1] t0, const int64_t[:, ::1] t1, const int64_t[:, ::1] t2,
+            bint is_max, int div_mode, double div_value, value_t init,
+            Py_ssize_t cblock, int nthreads):
+    """Pool x (N, D, H, W, C) into y (N, OD, OH, OW, C); yi gets max indices.
+
+    x: IN; y, yi: OUT (yi is only written when is_max).
+    """
+    cdef Geom g = _geom(shape, oshape, steps, div_mode, div_value, t0, t1, t2)
+    cdef Py_ssize_t nblk = (g.C + cblock - 1) // cblock
+    cdef Py_ssize_t OD = g.osize[0], OH = g.osize[1]
+    cdef Py_ssize_t items = g.N * OD * OH * nblk
+    cdef Py_ssize_t it, r, b, oh, od, n, c0, c1
+    if items == 0:
+        return
+    with nogil:
+        for it in prange(items, schedule="static", num_threads=nthreads):
+            b = it % nblk
+            r = it // nblk
+            oh = r % OH
+            r = r // OH
+            od = r % OD
+            n = r // OD
+            c0 = b * cblock
+            c1 = min(c0 + cblock, g.C)
+            _forward_item(&x[0], &y[0], &yi[0], &g, n, od, oh, c0, c1, is_max, init)
+
+
+# --------------------------------------------------------------------------
+# Average backward: scale the output gradient, then gather it per input row
+# --------------------------------------------------------------------------
+
+cdef void _scale_item(const real_t *go, real_t *gs, const Geom *g,     # IN, OUT
+                      Py_ssize_t n, Py_ssize_t od, Py_ssize_t oh) noexcept nogil:
+    cdef Py_ssize_t C = g.C, OW = g.osize[2]
+    cdef Py_ssize_t row = ((n * g.osize[0] + od) * g.osize[1] + oh) * OW * C
+    cdef Py_ssize_t ow, c, j
+    cdef real_t v, kd = _count(g, 0, od), kh = _count(g, 1, oh)
+    cdef double div
+    for ow in range(OW):
+        j = row + ow * C
+        if g.div_mode == 0:
+            for c in range(C):
+                v = go[j + c] / kd
+                v = v / kh
+                gs[j + c] = v / <real_t> _count(g, 2, ow)
+        else:
+            if g.div_mode == 1:
+                div = <double> (_factor(g, 0, od) * _factor(g, 1, oh) * _factor(g, 2, ow))
+            else:
+                div = g.div_value
+            for c in range(C):
+                gs[j + c] = go[j + c] / <real_t> div
+
+
+cdef void _gather_item(const real_t *gs, real_t *gi, const Geom *g,    # IN, OUT
+                       const int64_t **ptr, const int64_t **outs,
+                       Py_ssize_t n, Py_ssize_t d, Py_ssize_t h,
+                       Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+    # Input row (n, d, h) sums the scaled gradients of the output rows whose
+    # windows read it (from the inverse tables), each spread over its
+    # windows along W.  Every element gets its terms in output order
+    # (od, oh, ow), the order of PyTorch's scatter, so the sums match it bit
+    # for bit; the item owns its row, so no two threads write one element.
+    cdef Py_ssize_t C = g.C, W = g.size[2], OW = g.osize[2], sw = g.step[2]
+    cdef real_t *gr = gi + ((n * g.size[0] + d) * g.size[1] + h) * W * C
+    cdef real_t *gp
+    cdef const real_t *sr
+    cdef const real_t *sp
+    cdef Py_ssize_t w, c, a, b, t, ow, od, oh, w0, nw
+    cdef real_t v
+    _zero(gr, W, C, c0, c1)
+    for a in range(ptr[0][d], ptr[0][d + 1]):
+        od = outs[0][a]
+        for b in range(ptr[1][h], ptr[1][h + 1]):
+            oh = outs[1][b]
+            sr = gs + ((n * g.osize[0] + od) * g.osize[1] + oh) * OW * C
+            for ow in range(OW):
+                w0 = _start(g, 2, ow)
+                nw = _count(g, 2, ow)
+                if C == 1:
+                    v = sr[ow]
+                    gp = gr + w0
+                    if sw == 1:
+                        for t in range(nw):
+                            gp[t] = gp[t] + v
+                    else:
+                        for t in range(nw):
+                            gp[t * sw] = gp[t * sw] + v
+                else:
+                    sp = sr + ow * C
+                    for t in range(nw):
+                        gp = gr + (w0 + t * sw) * C
+                        for c in range(c0, c1):
+                            gp[c] = gp[c] + sp[c]
+
+
+def avg_backward(const real_t[::1] go, real_t[::1] gs, real_t[::1] gi,
+                 tuple shape, tuple oshape, tuple steps,
+                 const int64_t[:, ::1] t0, const int64_t[:, ::1] t1, const int64_t[:, ::1] t2,
+                 const int64_t[::1] p0, const int64_t[::1] q0,
+                 const int64_t[::1] p1, const int64_t[::1] q1,
+                 int div_mode, double div_value, Py_ssize_t cblock, int nthreads):
+    """Gradient of an average pool: gi (N, D, H, W, C) from go (N, OD, OH, OW, C).
+
+    go: IN; gs: scratch of go's size (the scaled gradient); gi: OUT.
+    (p_k, q_k) are the inverse_table CSR arrays of dimensions D and H.
+    """
+    cdef Geom g = _geom(shape, oshape, steps, div_mode, div_value, t0, t1, t2)
+    cdef const int64_t *ptr[2]
+    cdef const int64_t *outs[2]
+    ptr[0] = &p0[0]; ptr[1] = &p1[0]
+    outs[0] = &q0[0]; outs[1] = &q1[0]
+    cdef Py_ssize_t OD = g.osize[0], OH = g.osize[1]
+    cdef Py_ssize_t D = g.size[0], H = g.size[1]
+    cdef Py_ssize_t nblk = (g.C + cblock - 1) // cblock
+    cdef Py_ssize_t it, r, b, h, d, n, c0, c1
+    cdef Py_ssize_t oitems = g.N * OD * OH
+    cdef Py_ssize_t items = g.N * D * H * nblk
+    if items == 0:
+        return
+    with nogil:
+        if oitems > 0:
+            for it in prange(oitems, schedule="static", num_threads=nthreads):
+                _scale_item(&go[0], &gs[0], &g, it // (OD * OH), (it // OH) % OD, it % OH)
+        for it in prange(items, schedule="static", num_threads=nthreads):
+            b = it % nblk
+            r = it // nblk
+            h = r % H
+            r = r // H
+            d = r % D
+            n = r // D
+            c0 = b * cblock
+            c1 = min(c0 + cblock, g.C)
+            _gather_item(&gs[0], &gi[0], &g, ptr, outs, n, d, h, c0, c1)
+
+
+# --------------------------------------------------------------------------
+# Max backward: scatter per (n, channel block), which owns its gradients
+# --------------------------------------------------------------------------
+
+cdef void _scatter_item(const real_t *go, const int64_t *idx, real_t *gi,   # IN, IN, OUT
+                        Py_ssize_t n, Py_ssize_t C, Py_ssize_t plane, Py_ssize_t oplane,
+                        Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+    cdef real_t *gp = gi + n * plane * C
+    cdef const real_t *op = go + n * oplane * C
+    cdef const int64_t *ip = idx + n * oplane * C
+    cdef Py_ssize_t p, o, c
+    cdef int64_t j
+    _zero(gp, plane, C, c0, c1)
+    for o in range(oplane):
+        for c in range(c0, c1):
+            j = ip[o * C + c]
+            if j >= 0:
+                gp[j * C + c] = gp[j * C + c] + op[o * C + c]
+
+
+def max_backward(const real_t[::1] go, const int64_t[::1] idx, real_t[::1] gi,
+                 Py_ssize_t N, Py_ssize_t C, Py_ssize_t plane, Py_ssize_t oplane,
+                 Py_ssize_t cblock, int nthreads):
+    """Gradient of a max pool: gi[n, idx[n, o, c], c] += go[n, o, c], in output order.
+
+    go, idx: IN (idx in [0, plane) or -1 for "no input"); gi: OUT.
+    """
+    cdef Py_ssize_t nblk = (C + cblock - 1) // cblock
+    cdef Py_ssize_t items = N * nblk
+    cdef Py_ssize_t it, b, c0, c1
+    if items == 0:
+        return
+    with nogil:
+        for it in prange(items, schedule="static", num_threads=nthreads):
+            b = it % nblk
+            c0 = b * cblock
+            c1 = min(c0 + cblock, C)
+            _scatter_item(&go[0], &idx[0], &gi[0], it // nblk, C, plane, oplane, c0, c1)
+
+
+# --------------------------------------------------------------------------
+# Threads
+# --------------------------------------------------------------------------
+
+def openmp_enabled():
+    """True when this build's parallel loops were compiled with OpenMP."""
+    return bool(cp_openmp_enabled())
+
+
+def max_threads():
+    """Threads a parallel loop started now would use (omp_get_max_threads)."""
+    return cp_max_threads()
+
+
+def set_max_threads(int n):
+    """Set the OpenMP thread count of the calling thread (omp_set_num_threads)."""
+    cp_set_max_threads(n)
+
+
+def team_size(int n):
+    """How many threads a parallel region asking for n really gets."""
+    return cp_team_size(n)
