@@ -204,6 +204,7 @@ cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OU
     cdef value_t acc, v
     cdef int64_t best
     cdef double div
+    cdef bint take
 
     for ow in range(OW):
         j = ow * C
@@ -254,12 +255,14 @@ cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OU
                         w = w0 + t * sw
                         xp = xr + w * C
                         if is_max:
+                            # branch-free so the lane loop can be vectorised
                             best = plane_row + w
                             for c in range(c0, c1):
                                 v = xp[c]
-                                if v > yr[j + c] or v != v:
-                                    yr[j + c] = v
-                                    ir[j + c] = best
+                                acc = yr[j + c]
+                                take = (v > acc) | (v != v)
+                                yr[j + c] = v if take else acc
+                                ir[j + c] = best if take else ir[j + c]
                         else:
                             for c in range(c0, c1):
                                 yr[j + c] = yr[j + c] + xp[c]

@@ -1,0 +1,63 @@
+"""``python -m cypool``: a self-check against the slow reference, then a benchmark table.
+
+    python -m cypool              self-check + quick benchmark table
+    python -m cypool check        self-check only
+    python -m cypool bench        benchmark only (--full for every workload)
+
+The benchmark times cypool against PyTorch CPU (when installed) and NumPy at
+the same thread count, interleaved, and prints medians and ratios.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def main(argv=None) -> int:
+    import cypool
+    from cypool import _bench
+
+    p = argparse.ArgumentParser(prog="python -m cypool", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", nargs="?", default="all", choices=["all", "check", "bench"],
+                   help="what to run (default: all = check, then bench)")
+    p.add_argument("--full", action="store_true", help="benchmark every workload, not the quick set")
+    p.add_argument("--repeat", type=int, default=7, help="timed rounds per workload (default 7)")
+    p.add_argument("--threads", type=int, default=None, help="threads for cypool and torch")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    if args.repeat < 1:
+        p.error("--repeat must be >= 1")
+    if args.threads is not None:
+        if args.threads < 1:
+            p.error("--threads must be >= 1")
+        cypool.set_num_threads(args.threads)
+
+    cfg = cypool.show_config(print_out=False)
+    print(f"cypool {cfg['cypool']}  numpy {cfg['numpy']}  OpenMP "
+          f"{'on' if cfg['openmp'] else 'OFF'}  threads {cfg['threads']}")
+    status = 0
+    if args.command in ("all", "check"):
+        n, failures = _bench.self_check(progress=not args.no_progress)
+        if failures:
+            print(f"self-check: {len(failures)} of {n} comparisons FAILED:")
+            for f in failures:
+                print(f"  {f}")
+            status = 1
+        else:
+            print(f"self-check: all {n} comparisons with cypool.reference agree")
+    if args.command in ("all", "bench"):
+        results = _bench.run(quick=not args.full, repeat=args.repeat,
+                             progress=not args.no_progress)
+        print(_bench.table(results))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"config": cfg, "results": results}, f, indent=1)
+            print(f"results written to {args.json}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
