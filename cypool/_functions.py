@@ -12,7 +12,7 @@ import numpy as np
 
 from . import _dispatch
 from ._plan import (adaptive_plan, as_array, as_bool, check_input_shape, check_out,
-                    layout_name, split_shape)
+                    fixed_plan, layout_name, split_shape)
 
 _DIMS = {1: "L", 2: "H, W", 3: "D, H, W"}
 _ODIMS = {1: "OL", 2: "OH, OW", 3: "OD, OH, OW"}
@@ -124,11 +124,78 @@ array([[0., 0., 0., 0.],
 >>> y, idx = cypool.adaptive_max_pool3d(x, 1, return_indices=True)
 >>> cypool.adaptive_max_pool3d_backward(np.ones_like(y), idx, x.shape).reshape(-1)
 array([0., 0., 0., 0., 0., 0., 0., 1.])""",
+    ("avg", 1): """\
+>>> x = np.array([[[1., 2., 3., 4., 5.]]])
+>>> cypool.avg_pool1d(x, 3, stride=2, padding=1)
+array([[[1., 3., 3.]]])
+>>> cypool.avg_pool1d(x, 3, stride=2, padding=1, count_include_pad=False)
+array([[[1.5, 3. , 4.5]]])
+>>> cypool.avg_pool1d(x, 2, stride=1, padding="same")   # TensorFlow's rule, pad after
+array([[[1.5, 2.5, 3.5, 4.5, 2.5]]])""",
+    ("avg", 2): """\
+>>> x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+>>> cypool.avg_pool2d(x, 2)
+array([[[[ 2.5,  4.5],
+         [10.5, 12.5]]]], dtype=float32)
+>>> cypool.avg_pool2d(x, 3, stride=1, padding=((0, 1), (1, 1))).shape   # asymmetric
+(1, 1, 3, 4)""",
+    ("avg", 3): """\
+>>> x = np.ones((2, 3, 8, 8, 8), dtype=np.float32)
+>>> cypool.avg_pool3d(x, 2).shape
+(2, 3, 4, 4, 4)""",
+    ("max", 1): """\
+>>> x = np.array([[2., 2., 1., 2., np.nan, 0.]])
+>>> cypool.max_pool1d(x, 2, return_indices=True)       # ties: first; NaN wins
+(array([[ 2.,  2., nan]]), array([[0, 3, 4]]))""",
+    ("max", 2): """\
+>>> img = np.arange(16, dtype=np.uint8).reshape(1, 4, 4)   # integers run natively
+>>> cypool.max_pool2d(img, 2)
+array([[[ 5,  7],
+        [13, 15]]], dtype=uint8)
+>>> x = np.random.default_rng(0).random((1, 64, 112, 112), dtype=np.float32)
+>>> cypool.max_pool2d(x, 3, stride=2, padding=1).shape    # the ResNet stem
+(1, 64, 56, 56)""",
+    ("max", 3): """\
+>>> x = np.zeros((1, 2, 5, 6, 7), dtype=np.float32)
+>>> cypool.max_pool3d(x, 2, ceil_mode=True).shape
+(1, 2, 3, 3, 4)""",
+    ("avg_backward", 1): """\
+>>> cypool.avg_pool1d_backward(np.ones((1, 1, 3)), (1, 1, 5), 3, stride=2, padding=1)
+array([[[0.33333333, 0.66666667, 0.33333333, 0.66666667, 0.33333333]]])""",
+    ("avg_backward", 2): """\
+>>> g = np.ones((1, 1, 2, 2), dtype=np.float32)
+>>> cypool.avg_pool2d_backward(g, (1, 1, 4, 4), 2)[0, 0]
+array([[0.25, 0.25, 0.25, 0.25],
+       [0.25, 0.25, 0.25, 0.25],
+       [0.25, 0.25, 0.25, 0.25],
+       [0.25, 0.25, 0.25, 0.25]], dtype=float32)""",
+    ("avg_backward", 3): """\
+>>> cypool.avg_pool3d_backward(np.ones((1, 1, 1, 1)), (1, 2, 2, 2), 2).reshape(-1)
+array([0.125, 0.125, 0.125, 0.125, 0.125, 0.125, 0.125, 0.125])""",
+    ("max_backward", 1): """\
+>>> x = np.array([[1., 5., 2., 0.]])
+>>> y, idx = cypool.max_pool1d(x, 3, stride=1, return_indices=True)
+>>> cypool.max_pool1d_backward(np.array([[10., 100.]]), idx, x.shape, 3, stride=1)
+array([[  0., 110.,   0.,   0.]])""",
+    ("max_backward", 2): """\
+>>> x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+>>> y, idx = cypool.max_pool2d(x, 2, return_indices=True)
+>>> cypool.max_pool2d_backward(np.ones_like(y), idx, x.shape, 2)[0, 0]
+array([[0., 0., 0., 0.],
+       [0., 1., 0., 1.],
+       [0., 0., 0., 0.],
+       [0., 1., 0., 1.]], dtype=float32)""",
+    ("max_backward", 3): """\
+>>> x = np.arange(8.0).reshape(1, 2, 2, 2)
+>>> y, idx = cypool.max_pool3d(x, 2, return_indices=True)
+>>> cypool.max_pool3d_backward(np.ones_like(y), idx, x.shape, 2).reshape(-1)
+array([0., 0., 0., 0., 0., 0., 0., 1.])""",
 }
 
 
 def _doc(key: str, rank: int, text: str) -> str:
     dims = _DIMS[rank]
+    text = text.replace("FIXEDARGS", _FIXED_ARGS_DOC)
     text = text.replace("{LAYOUT}", _LAYOUT_DOC.format(dims=dims)).replace("{OUT}", _OUT_DOC)
     text = text.format(rank=rank, dims=dims, odims=_ODIMS[rank])
     return text + "\n\nExamples\n--------\n>>> import numpy as np, cypool\n" + _EXAMPLES[(key, rank)] + "\n"
@@ -152,12 +219,16 @@ def _out_pair(out, fn):
 
 
 def _run_forward(fn, op, rank, x, output_size, channels_last, out, return_indices,
-                 keep_shape=None):
-    """Shared body of the adaptive and global forward functions."""
+                 keep_shape=None, make_plan=None):
+    """Shared body of every forward function: plan (adaptive unless
+    ``make_plan(shape, dtype)`` is given), check ``out``, run, reshape."""
     impl = _dispatch.implementation(fn, x)
     if impl.__name__.endswith("_cpu"):
         x = as_array(x, fn, "x")
-    plan = adaptive_plan(fn, op, rank, x.shape, x.dtype, output_size, channels_last)
+    if make_plan is None:
+        plan = adaptive_plan(fn, op, rank, x.shape, x.dtype, output_size, channels_last)
+    else:
+        plan = make_plan(x.shape, x.dtype)
     result_shape = plan.out_shape if keep_shape is None else keep_shape(plan)
     if return_indices:
         out_v, out_i = _out_pair(out, fn)
@@ -317,17 +388,21 @@ ndarray{"" if op == "avg" else ", or (ndarray, ndarray) with return_indices=True
 # Backward
 # ---------------------------------------------------------------------------
 
-def _backward_plan(fn, op, rank, grad_output, input_shape, channels_last):
+def _backward_plan(fn, op, rank, grad_output, input_shape, channels_last, make_plan=None):
+    """Plan of the forward call a gradient belongs to (adaptive, with the output
+    size read off ``grad_output``, unless ``make_plan(shape)`` is given)."""
     channels_last = as_bool(channels_last, fn, "channels_last")
     shape = check_input_shape(input_shape, rank, channels_last, fn)
     _, _, _, ospatial = split_shape(grad_output.shape, rank, channels_last, fn, "grad_output")
-    plan = adaptive_plan(fn, op, rank, shape, grad_output.dtype, ospatial, channels_last,
-                         arg="input_shape", grad=True)
+    if make_plan is None:
+        plan = adaptive_plan(fn, op, rank, shape, grad_output.dtype, ospatial, channels_last,
+                             arg="input_shape", grad=True)
+    else:
+        plan = make_plan(shape)
     if plan.out_shape != tuple(grad_output.shape):
         raise ValueError(f"{fn}(): grad_output has shape {tuple(grad_output.shape)}, which is "
-                         f"not the output shape of a pool of input_shape {shape} to "
-                         f"{ospatial} (that is {plan.out_shape}, "
-                         f"{layout_name(rank, channels_last)})")
+                         f"not the output shape of the forward call on input_shape {shape} "
+                         f"(that is {plan.out_shape}, {layout_name(rank, channels_last)})")
     return plan
 
 
@@ -417,11 +492,210 @@ ndarray
     Of shape ``input_shape`` and ``grad_output``'s dtype.""")
 
 
+# ---------------------------------------------------------------------------
+# Fixed-window pooling
+# ---------------------------------------------------------------------------
+
+_FIXED_ARGS_DOC = """\
+kernel_size : int or tuple of {rank} ints
+    Window extent per spatial dimension.
+stride : int, tuple of {rank} ints or None
+    Window step; None (the default) means ``kernel_size``.
+padding : int, tuple of {rank} ints, tuple of {rank} (before, after) pairs, "valid" or "same"
+    Implicit padding.  An int or tuple pads both sides (at most half the
+    kernel, as PyTorch).  Beyond PyTorch: ``(before, after)`` pairs as
+    ``np.pad`` takes them (each at most ``dilation*(kernel_size-1)``, as in
+    ONNX, JAX and TensorFlow models), ``"valid"`` (no padding) and
+    ``"same"`` (TensorFlow's rule: output ``ceil(size/stride)``, the odd
+    extra pad after).  Padded positions never win a max and count as zeros
+    in an average when ``count_include_pad``.
+dilation : int or tuple of {rank} ints
+    Spacing between window taps.
+ceil_mode : bool
+    Round the output size up (PyTorch's rule: a last window that would
+    start in the right padding is dropped)."""
+
+
+def _fixed_plan_maker(name, op, rank, kernel_size, stride, padding, dilation, ceil_mode,
+                      count_include_pad, divisor_override, channels_last, grad=False,
+                      arg="x"):
+    return lambda shape, dtype=None: fixed_plan(
+        name, op, rank, shape, np.float64 if dtype is None else dtype, kernel_size, stride,
+        padding, dilation, ceil_mode, count_include_pad, divisor_override, channels_last,
+        arg=arg, grad=grad)
+
+
+def _avg_pool(rank):
+    name = f"avg_pool{rank}d"
+
+    def f(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+          divisor_override=None, *, dilation=1, channels_last=False, out=None):
+        mk = _fixed_plan_maker(name, "avg", rank, kernel_size, stride, padding, dilation,
+                               ceil_mode, count_include_pad, divisor_override, channels_last)
+        return _run_forward(name, "avg", rank, x, None, channels_last, out, False,
+                            make_plan=mk)
+
+    return _finish(f, name, "avg", rank, """\
+Average pooling with a fixed window over {rank} spatial dimension(s), as
+PyTorch's ``avg_pool{rank}d``, plus asymmetric and "same"/"valid" padding
+and dilation.
+
+Each window is summed in row-major order (float16 in float32) and divided
+once by its divisor: ``divisor_override`` if given, else the number of taps
+inside input-plus-padding (``count_include_pad=True``; the ``ceil_mode``
+overhang never counts) or inside the input only (``False``).  A dilated
+window with no tap in the input averages to 0.
+
+Parameters
+----------
+x : array_like
+    ``(N, C, {dims})`` or ``(C, {dims})``; float16/32/64, integers and
+    bool (returned as float64).
+FIXEDARGS
+count_include_pad : bool, default True
+    Count padded taps in the divisor.
+divisor_override : int, optional
+    Divide every window sum by this (non-zero) number instead.
+{LAYOUT}
+{OUT}
+
+Returns
+-------
+ndarray
+    ``(N, C, {odims})`` (or the unbatched / channels-last equivalent).""")
+
+
+def _max_pool(rank):
+    name = f"max_pool{rank}d"
+
+    def f(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+          return_indices=False, *, channels_last=False, out=None):
+        ri = as_bool(return_indices, name, "return_indices")
+        mk = _fixed_plan_maker(name, "max", rank, kernel_size, stride, padding, dilation,
+                               ceil_mode, True, None, channels_last)
+        return _run_forward(name, "max", rank, x, None, channels_last, out, ri, make_plan=mk)
+
+    return _finish(f, name, "max", rank, """\
+Max pooling with a fixed window over {rank} spatial dimension(s), as
+PyTorch's ``max_pool{rank}d``, plus asymmetric and "same"/"valid" padding.
+
+A NaN in a window wins (the index of the last NaN in scan order); among
+equal values the first in scan order wins; padding never wins.  Where
+PyTorch goes wrong, cypool does not: a dilated window with no tap in the
+input gives the dtype's lowest value (-inf for floats) and index -1
+(PyTorch returns an index outside the plane, and its backward then writes
+out of bounds); the backward functions skip index -1.
+
+Parameters
+----------
+x : array_like
+    ``(N, C, {dims})`` or ``(C, {dims})``: any float, integer or bool dtype.
+FIXEDARGS
+return_indices : bool, default False
+    Also return the int64 flat index of each maximum within its input plane.
+{LAYOUT}
+out : ndarray or (ndarray, ndarray), optional
+    Where to write the result (a ``(values, indices)`` pair with
+    ``return_indices=True``); exactly the result's shape and dtype.
+
+Returns
+-------
+ndarray, or (ndarray, ndarray) with ``return_indices=True``""")
+
+
+def _avg_pool_backward(rank):
+    name = f"avg_pool{rank}d_backward"
+
+    def f(grad_output, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
+          count_include_pad=True, divisor_override=None, *, dilation=1, channels_last=False,
+          out=None):
+        impl = _dispatch.implementation(name, grad_output)
+        if impl.__name__.endswith("_cpu"):
+            grad_output = as_array(grad_output, name, "grad_output")
+        mk = _fixed_plan_maker(name, "avg", rank, kernel_size, stride, padding, dilation,
+                               ceil_mode, count_include_pad, divisor_override, channels_last,
+                               grad=True, arg="input_shape")
+        plan = _backward_plan(name, "avg", rank, grad_output, input_shape, channels_last,
+                              lambda shape: mk(shape, grad_output.dtype))
+        if out is not None:
+            check_out(out, plan.in_shape, plan.out_dtype, name)
+        return impl.avg_backward(plan, grad_output, out=out)
+
+    return _finish(f, name, "avg_backward", rank, """\
+Gradient of :func:`avg_pool{rank}d` with respect to its input.
+
+Takes the forward call's arguments.  Each input element sums
+``grad_output / divisor`` over the windows that read it, in output order:
+PyTorch's result bit for bit, the same at any thread count.
+
+Parameters
+----------
+grad_output : array_like
+    Gradient of the pooled result (float16/32/64).
+input_shape : tuple of ints
+    Shape of the forward call's input, in its layout.
+FIXEDARGS
+count_include_pad, divisor_override, dilation
+    As in the forward call.
+{LAYOUT}
+{OUT}
+
+Returns
+-------
+ndarray
+    Of shape ``input_shape`` and ``grad_output``'s dtype.""")
+
+
+def _max_pool_backward(rank):
+    name = f"max_pool{rank}d_backward"
+
+    def f(grad_output, indices, input_shape, kernel_size, stride=None, padding=0, dilation=1,
+          ceil_mode=False, *, channels_last=False, out=None):
+        impl = _dispatch.implementation(name, grad_output, indices)
+        if impl.__name__.endswith("_cpu"):
+            grad_output = as_array(grad_output, name, "grad_output")
+            indices = as_array(indices, name, "indices")
+        mk = _fixed_plan_maker(name, "max", rank, kernel_size, stride, padding, dilation,
+                               ceil_mode, True, None, channels_last, grad=True,
+                               arg="input_shape")
+        plan = _backward_plan(name, "max", rank, grad_output, input_shape, channels_last,
+                              lambda shape: mk(shape, grad_output.dtype))
+        _check_indices(name, indices, grad_output, plan)
+        if out is not None:
+            check_out(out, plan.in_shape, plan.out_dtype, name)
+        return impl.max_backward(plan, grad_output, indices, out=out)
+
+    return _finish(f, name, "max_backward", rank, """\
+Gradient of :func:`max_pool{rank}d` with respect to its input.
+
+``grad_output`` is added at the positions ``indices`` name, in output
+order (overlapping windows that chose the same element add up); index -1
+(a window with no input) adds nothing.  PyTorch's result bit for bit.
+
+Parameters
+----------
+grad_output : array_like
+    Gradient of the pooled values (float16/32/64).
+indices : array_like of int
+    The forward call's indices (``return_indices=True``), unchanged.
+input_shape : tuple of ints
+    Shape of the forward call's input, in its layout.
+FIXEDARGS
+{LAYOUT}
+{OUT}
+
+Returns
+-------
+ndarray
+    Of shape ``input_shape`` and ``grad_output``'s dtype.""")
+
+
 def _build():
     table = {}
     for rank in (1, 2, 3):
         for make in (_adaptive_avg, _adaptive_max, _adaptive_avg_backward,
-                     _adaptive_max_backward):
+                     _adaptive_max_backward, _avg_pool, _max_pool, _avg_pool_backward,
+                     _max_pool_backward):
             f = make(rank)
             table[f.__name__] = f
         for op in ("avg", "max"):

@@ -260,3 +260,87 @@ def adaptive_plan(fn: str, op: str, rank: int, shape: tuple, dtype, output_size,
                 n=n, c=c, windows=windows, in_shape=tuple(shape),
                 out_shape=join_shape(batched, n, c, osize, channels_last),
                 in_dtype=np.dtype(dtype), compute_dtype=comp, out_dtype=res, div_mode=0)
+
+
+def _padding(padding, rank: int, fn: str, kernel: tuple, stride: tuple, dilation: tuple,
+             spatial: tuple):
+    """Per-dim (before, after) pads from PyTorch's int/tuple, np.pad-style pairs,
+    or the TensorFlow strings "valid" and "same"."""
+    if isinstance(padding, str):
+        mode = padding.lower()
+        if mode == "valid":
+            return ((0, 0),) * rank
+        if mode == "same":
+            pads = []
+            for i, k, s, d in zip(spatial, kernel, stride, dilation):
+                out = -(-i // s)
+                total = max((out - 1) * s + (k - 1) * d + 1 - i, 0)
+                pads.append((total // 2, total - total // 2))
+            return tuple(pads)
+        raise ValueError(f"{fn}(): padding must be an int, a sequence of {rank} ints or of "
+                         f"{rank} (before, after) pairs, 'valid' or 'same', got {padding!r}")
+    pairs = isinstance(padding, (tuple, list)) and len(padding) == rank and \
+        all(isinstance(p, (tuple, list)) for p in padding)
+    if pairs:
+        out = []
+        for p, k, d in zip(padding, kernel, dilation):
+            if len(p) != 2:
+                raise ValueError(f"{fn}(): padding pairs must be (before, after), got {padding!r}")
+            b, a = (as_int(v, fn, "padding") for v in p)
+            if b < 0 or a < 0 or max(b, a) > (k - 1) * d:
+                raise ValueError(f"{fn}(): each (before, after) padding must lie in "
+                                 f"[0, dilation*(kernel_size-1)] = [0, {(k - 1) * d}] so that "
+                                 f"every window reaches the input, got {padding!r}")
+            out.append((b, a))
+        return tuple(out)
+    pads = per_dim(padding, rank, fn, "padding")
+    for p, k in zip(pads, kernel):
+        if p < 0:
+            raise ValueError(f"{fn}(): padding must be non-negative, got {padding!r}")
+        if p > k // 2:
+            raise ValueError(f"{fn}(): padding should be at most half of kernel_size "
+                             f"(as PyTorch), got padding={padding!r} and kernel_size="
+                             f"{kernel!r}; use (before, after) pairs for other paddings")
+    return tuple((p, p) for p in pads)
+
+
+def fixed_plan(fn: str, op: str, rank: int, shape: tuple, dtype, kernel_size, stride,
+               padding, dilation, ceil_mode, count_include_pad, divisor_override,
+               channels_last: bool, *, arg: str = "x", grad: bool = False) -> Plan:
+    """Plan of a fixed-window (kernel/stride/padding/dilation) pool."""
+    from . import _kernels
+
+    channels_last = as_bool(channels_last, fn, "channels_last")
+    ceil_mode = as_bool(ceil_mode, fn, "ceil_mode")
+    count_include_pad = as_bool(count_include_pad, fn, "count_include_pad")
+    kernel = per_dim(kernel_size, rank, fn, "kernel_size", minimum=1)
+    if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
+        strides = kernel
+    else:
+        strides = per_dim(stride, rank, fn, "stride", minimum=1)
+    dil = per_dim(dilation, rank, fn, "dilation", minimum=1)
+    div_mode, div_value = 1, 1.0
+    if divisor_override is not None:
+        if op != "avg":
+            raise TypeError(f"{fn}(): divisor_override applies to average pooling only")
+        div_value = as_int(divisor_override, fn, "divisor_override")
+        if div_value == 0:
+            raise ValueError(f"{fn}(): divisor_override must not be zero")
+        div_mode = 2
+    batched, n, c, spatial = split_shape(shape, rank, channels_last, fn, arg)
+    pads = _padding(padding, rank, fn, kernel, strides, dil, spatial)
+    windows = []
+    for i, k, s, (pb, pa), d in zip(spatial, kernel, strides, pads, dil):
+        o = _kernels.fixed_out_size(i, k, s, pb, pa, d, ceil_mode)
+        if o < 1:
+            raise ValueError(f"{fn}(): {arg} of spatial size {spatial} is too small for "
+                             f"kernel_size={kernel}, stride={strides}, padding={pads}, "
+                             f"dilation={dil}: the output would be empty")
+        windows.append(Window("fixed", i, o, k, s, pb, pa, d, count_include_pad))
+    comp, res = grad_dtypes(dtype, fn) if grad else resolve_dtypes(dtype, op, fn, arg)
+    osize = tuple(w.osize for w in windows)
+    return Plan(fn=fn, op=op, rank=rank, batched=batched, channels_last=channels_last,
+                n=n, c=c, windows=tuple(windows), in_shape=tuple(shape),
+                out_shape=join_shape(batched, n, c, osize, channels_last),
+                in_dtype=np.dtype(dtype), compute_dtype=comp, out_dtype=res,
+                div_mode=div_mode, div_value=float(div_value))

@@ -209,7 +209,12 @@ cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OU
     for ow in range(OW):
         j = ow * C
         if is_max:
-            best = (d0 * H + h0) * W + _start(g, 2, ow)
+            # the first tap read, or -1 for a window with no input in it
+            # (a dilated window lying wholly in the padding)
+            if nd == 0 or nh == 0 or _count(g, 2, ow) == 0:
+                best = -1
+            else:
+                best = (d0 * H + h0) * W + _start(g, 2, ow)
             if C == 1:
                 yr[ow] = init
                 ir[ow] = best
@@ -280,8 +285,12 @@ cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OU
                     div = <double> (_factor(g, 0, od) * _factor(g, 1, oh) * _factor(g, 2, ow))
                 else:
                     div = g.div_value
-                for c in range(c0, c1):
-                    yr[j + c] = yr[j + c] / <value_t> div
+                if div == 0:        # window wholly in padding, padding not counted
+                    for c in range(c0, c1):
+                        yr[j + c] = 0
+                else:
+                    for c in range(c0, c1):
+                        yr[j + c] = yr[j + c] / <value_t> div
 
 
 def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi,
@@ -337,7 +346,7 @@ cdef void _scale_item(const real_t *go, real_t *gs, const Geom *g,     # IN, OUT
             else:
                 div = g.div_value
             for c in range(C):
-                gs[j + c] = go[j + c] / <real_t> div
+                gs[j + c] = 0 if div == 0 else go[j + c] / <real_t> div
 
 
 cdef void _gather_item(const real_t *gs, real_t *gi, const Geom *g,    # IN, OUT
