@@ -21,7 +21,8 @@ import itertools
 
 import numpy as np
 
-__all__ = ["adaptive_bins", "adaptive_pool", "adaptive_pool_backward", "global_pool"]
+__all__ = ["adaptive_bins", "adaptive_pool", "adaptive_pool_backward", "global_pool",
+           "fixed_output_size", "fixed_pool", "fixed_pool_backward"]
 
 
 def adaptive_bins(size: int, osize: int) -> list[tuple[int, int]]:
@@ -133,4 +134,139 @@ def adaptive_pool_backward(grad_output, input_shape, op: str, rank: int, *, indi
                 sl = tuple(slice(*bins[k][pos[k]]) for k in range(rank))
                 size = np.prod([e - s for s, e in (bins[k][pos[k]] for k in range(rank))])
                 gi[(b, ch) + sl] += v / size
+    return _from_ncx(gi.astype(g.dtype.newbyteorder("=")), batched, channels_last)
+
+
+# ---------------------------------------------------------------------------
+# Fixed windows
+# ---------------------------------------------------------------------------
+
+def _tuple(v, rank):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * rank
+
+
+def _pads(padding, rank, spatial, kernel, stride, dilation):
+    if isinstance(padding, str):
+        if padding == "valid":
+            return [(0, 0)] * rank
+        out = []
+        for i, k, s, d in zip(spatial, kernel, stride, dilation):
+            o = -(-i // s)
+            total = max((o - 1) * s + (k - 1) * d + 1 - i, 0)
+            out.append((total // 2, total - total // 2))
+        return out
+    pads = _tuple(padding, rank)
+    return [tuple(p) if isinstance(p, (tuple, list)) else (p, p) for p in pads]
+
+
+def fixed_output_size(size, k, s, pb, pa, d, ceil_mode):
+    """Output extent: floor (or ceil) of (size + pads - d*(k-1) - 1)/s, plus 1;
+    with ceil_mode a last window starting at or after size + pb is dropped."""
+    span = size + pb + pa - d * (k - 1) - 1
+    out = (-(-span // s) if ceil_mode else span // s) + 1
+    if ceil_mode and (out - 1) * s >= size + pb:
+        out -= 1
+    return out
+
+
+def _fixed_geometry(shape_ncx, kernel_size, stride, padding, dilation, ceil_mode, rank):
+    spatial = shape_ncx[2:]
+    kernel = _tuple(kernel_size, rank)
+    stride = kernel if stride is None else _tuple(stride, rank)
+    dilation = _tuple(dilation, rank)
+    pads = _pads(padding, rank, spatial, kernel, stride, dilation)
+    osize = tuple(fixed_output_size(i, k, s, pb, pa, d, ceil_mode)
+                  for i, k, s, (pb, pa), d in zip(spatial, kernel, stride, pads, dilation))
+    return spatial, kernel, stride, dilation, pads, osize
+
+
+def _taps(o, i, k, s, pb, pa, d):
+    """(real taps, number of taps inside input + padding) of window o along one dim."""
+    taps = [o * s - pb + t * d for t in range(k)]
+    return [t for t in taps if 0 <= t < i], sum(1 for t in taps if t < i + pa)
+
+
+def fixed_pool(x, kernel_size, op: str, rank: int, *, stride=None, padding=0, dilation=1,
+               ceil_mode=False, count_include_pad=True, divisor_override=None,
+               channels_last=False, return_indices=False):
+    """Fixed-window ``op`` pooling, one output at a time, tap by tap.
+
+    Average: real taps summed in float64, divided by ``divisor_override``,
+    or by the taps inside input+padding (``count_include_pad``) or inside
+    the input; 0 when that divisor is 0.  Max: real taps in row-major order,
+    NaN wins (last NaN), ties first; no real tap gives the dtype's lowest
+    value and index -1.
+    """
+    x = np.asarray(x)
+    xn, batched = _to_ncx(x, rank, channels_last)
+    spatial, kernel, stride, dilation, pads, osize = _fixed_geometry(
+        xn.shape, kernel_size, stride, padding, dilation, ceil_mode, rank)
+    n, c = xn.shape[:2]
+    rdt = _result_dtype(x.dtype, op)
+    y = np.zeros((n, c) + osize, dtype=rdt)
+    idx = np.full((n, c) + osize, -1, dtype=np.int64)
+    for pos in itertools.product(*(range(o) for o in osize)):
+        per = [_taps(pos[j], spatial[j], kernel[j], stride[j], pads[j][0], pads[j][1],
+                     dilation[j]) for j in range(rank)]
+        real = list(itertools.product(*(p[0] for p in per)))
+        if op == "avg":
+            if divisor_override is not None:
+                div = divisor_override
+            elif count_include_pad:
+                div = int(np.prod([p[1] for p in per]))
+            else:
+                div = len(real)
+        for b, ch in itertools.product(range(n), range(c)):
+            vals = [xn[(b, ch) + t] for t in real]
+            if op == "avg":
+                y[(b, ch) + pos] = 0 if div == 0 else sum(float(v) for v in vals) / div
+                continue
+            if not vals:
+                y[(b, ch) + pos] = -np.inf if rdt.kind == "f" else (
+                    False if rdt.kind == "b" else np.iinfo(rdt).min)
+                continue
+            nans = [j for j, v in enumerate(vals) if v != v]
+            j = nans[-1] if nans else int(np.argmax(np.array(vals)))
+            y[(b, ch) + pos] = vals[j]
+            idx[(b, ch) + pos] = np.ravel_multi_index(real[j], spatial)
+    y = _from_ncx(y, batched, channels_last)
+    if op == "max" and return_indices:
+        return y, _from_ncx(idx, batched, channels_last)
+    return y
+
+
+def fixed_pool_backward(grad_output, input_shape, kernel_size, op: str, rank: int, *,
+                        indices=None, stride=None, padding=0, dilation=1, ceil_mode=False,
+                        count_include_pad=True, divisor_override=None, channels_last=False):
+    """Gradient of :func:`fixed_pool` with respect to its input (float64 sums)."""
+    g = np.asarray(grad_output)
+    gn, batched = _to_ncx(g, rank, channels_last)
+    in_n = ([] if batched else [1]) + list(input_shape)
+    if channels_last:
+        in_n.insert(1, in_n.pop())
+    spatial, kernel, stride, dilation, pads, osize = _fixed_geometry(
+        tuple(in_n), kernel_size, stride, padding, dilation, ceil_mode, rank)
+    gi = np.zeros(tuple(in_n), dtype=np.float64)
+    if indices is not None:
+        idn, _ = _to_ncx(np.asarray(indices), rank, channels_last)
+    n, c = gn.shape[:2]
+    for pos in itertools.product(*(range(o) for o in osize)):
+        per = [_taps(pos[j], spatial[j], kernel[j], stride[j], pads[j][0], pads[j][1],
+                     dilation[j]) for j in range(rank)]
+        real = list(itertools.product(*(p[0] for p in per)))
+        if divisor_override is not None:
+            div = divisor_override
+        elif count_include_pad:
+            div = int(np.prod([p[1] for p in per]))
+        else:
+            div = len(real)
+        for b, ch in itertools.product(range(n), range(c)):
+            v = float(gn[(b, ch) + pos])
+            if op == "max":
+                j = int(idn[(b, ch) + pos])
+                if j >= 0:
+                    gi[(b, ch) + tuple(np.unravel_index(j, spatial))] += v
+            elif div != 0:
+                for t in real:
+                    gi[(b, ch) + t] += v / div
     return _from_ncx(gi.astype(g.dtype.newbyteorder("=")), batched, channels_last)
