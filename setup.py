@@ -76,7 +76,8 @@ class OpenMPBuildExt(build_ext):
                 if want == "1":
                     raise SystemExit(msg + "; CYPOOL_OPENMP=1 asks for OpenMP, so the build stops.")
                 print(msg + "; building serial kernels.", file=sys.stderr)
-        opt = ["/O2"] if ctype == "msvc" else ["-O3", "-fno-math-errno", "-fno-trapping-math"]
+        opt = ["/O2"] if ctype == "msvc" else ["-O3", "-fno-math-errno", "-fno-trapping-math",
+                                              "-Wno-tautological-compare"]
         for ext in self.extensions:
             ext.extra_compile_args = opt + (cflags if use_openmp else [])
             ext.extra_link_args = ldflags if use_openmp else []

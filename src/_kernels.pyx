@@ -32,6 +32,13 @@ cdef extern from "cypool_window.h" nogil:
                                cp_index pb, cp_index pa, cp_index d, int ceil_mode)
 
 
+cdef extern from "cypool_lanes.h" nogil:
+    void cp_lanes_add_f32(float *acc, const float *x, Py_ssize_t n)
+    void cp_lanes_add_f64(double *acc, const double *x, Py_ssize_t n)
+    void cp_lanes_max_f32(float *m, int64_t *mi, const float *x, int64_t idx, Py_ssize_t n)
+    void cp_lanes_max_f64(double *m, int64_t *mi, const double *x, int64_t idx, Py_ssize_t n)
+
+
 cdef extern from "cypool_threads.h" nogil:
     int cp_openmp_enabled()
     int cp_max_threads()
@@ -260,14 +267,22 @@ cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OU
                         w = w0 + t * sw
                         xp = xr + w * C
                         if is_max:
-                            # branch-free so the lane loop can be vectorised
                             best = plane_row + w
-                            for c in range(c0, c1):
-                                v = xp[c]
-                                acc = yr[j + c]
-                                take = (v > acc) | (v != v)
-                                yr[j + c] = v if take else acc
-                                ir[j + c] = best if take else ir[j + c]
+                            if value_t is float:
+                                cp_lanes_max_f32(yr + j + c0, ir + j + c0, xp + c0, best, c1 - c0)
+                            elif value_t is double:
+                                cp_lanes_max_f64(yr + j + c0, ir + j + c0, xp + c0, best, c1 - c0)
+                            else:
+                                for c in range(c0, c1):
+                                    v = xp[c]
+                                    acc = yr[j + c]
+                                    take = (v > acc) | (v != v)
+                                    yr[j + c] = v if take else acc
+                                    ir[j + c] = best if take else ir[j + c]
+                        elif value_t is float:
+                            cp_lanes_add_f32(yr + j + c0, xp + c0, c1 - c0)
+                        elif value_t is double:
+                            cp_lanes_add_f64(yr + j + c0, xp + c0, c1 - c0)
                         else:
                             for c in range(c0, c1):
                                 yr[j + c] = yr[j + c] + xp[c]
@@ -387,8 +402,10 @@ cdef void _gather_item(const real_t *gs, real_t *gi, const Geom *g,    # IN, OUT
                     sp = sr + ow * C
                     for t in range(nw):
                         gp = gr + (w0 + t * sw) * C
-                        for c in range(c0, c1):
-                            gp[c] = gp[c] + sp[c]
+                        if real_t is float:
+                            cp_lanes_add_f32(gp + c0, sp + c0, c1 - c0)
+                        else:
+                            cp_lanes_add_f64(gp + c0, sp + c0, c1 - c0)
 
 
 def avg_backward(const real_t[::1] go, real_t[::1] gs, real_t[::1] gi,
