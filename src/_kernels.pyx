@@ -14,7 +14,8 @@ results are bit-identical at any thread count, and every window is summed
 or scanned in PyTorch's order (depth, then row, then column).
 """
 
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
+from libc.stdlib cimport free, malloc
 from libc.stdint cimport (int8_t, uint8_t, int16_t, uint16_t, int32_t,
                           uint32_t, int64_t, uint64_t)
 
@@ -308,6 +309,41 @@ cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OU
                         yr[j + c] = yr[j + c] / <value_t> div
 
 
+# Channels-first planes this small are pooled LANES at a time as lanes of a
+# transposed block (see _plane_lanes_item).
+DEF LANES = 32
+DEF LANE_PLANE_MAX = 1024
+
+
+cdef void _plane_lanes_item(const value_t *x, value_t *y, int64_t *yi,   # IN, OUT, OUT
+                            const Geom *g, Py_ssize_t p0, Py_ssize_t nl,
+                            value_t *bx, value_t *by, int64_t *bi,        # scratch
+                            bint is_max, value_t init) noexcept nogil:
+    # Planes [p0, p0 + nl) of a channels-first array: each one alone is a
+    # chain of dependent adds (or compares) per output, too short for the row
+    # sweep to overlap.  Transposed into nl lanes they become a channels-last
+    # block that the vectorised lane loops pool side by side; each lane still
+    # sees its taps in the same order, so the results are bit-identical.
+    cdef Geom lg = g[0]
+    cdef Py_ssize_t S = g.size[0] * g.size[1] * g.size[2]
+    cdef Py_ssize_t OS = g.osize[0] * g.osize[1] * g.osize[2]
+    cdef Py_ssize_t s, l, o, od, oh
+    lg.N = 1
+    lg.C = nl
+    for l in range(nl):
+        for s in range(S):
+            bx[s * nl + l] = x[(p0 + l) * S + s]
+    for od in range(g.osize[0]):
+        for oh in range(g.osize[1]):
+            _forward_item(bx, by, bi, &lg, 0, od, oh, 0, nl, is_max, init)
+    for l in range(nl):
+        for o in range(OS):
+            y[(p0 + l) * OS + o] = by[o * nl + l]
+        if is_max:
+            for o in range(OS):
+                yi[(p0 + l) * OS + o] = bi[o * nl + l]
+
+
 def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi,
             tuple shape, tuple oshape, tuple steps,
             const int64_t[:, ::1] t0, const int64_t[:, ::1] t1, const int64_t[:, ::1] t2,
@@ -321,8 +357,32 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi,
     cdef Py_ssize_t nblk = (g.C + cblock - 1) // cblock
     cdef Py_ssize_t OD = g.osize[0], OH = g.osize[1]
     cdef Py_ssize_t items = g.N * OD * OH * nblk
-    cdef Py_ssize_t it, r, b, oh, od, n, c0, c1
+    cdef Py_ssize_t S = g.size[0] * g.size[1] * g.size[2]
+    cdef Py_ssize_t OS = OD * OH * g.osize[2]
+    cdef Py_ssize_t it, r, b, oh, od, n, c0, c1, groups
+    cdef value_t *bx
+    cdef value_t *by
+    cdef int64_t *bi
+    cdef int failed = 0
     if items == 0:
+        return
+    if g.C == 1 and S <= LANE_PLANE_MAX and g.N >= 2 * LANES:
+        groups = (g.N + LANES - 1) // LANES
+        with nogil, parallel(num_threads=nthreads):
+            bx = <value_t *> malloc(S * LANES * sizeof(value_t))
+            by = <value_t *> malloc(OS * LANES * sizeof(value_t))
+            bi = <int64_t *> malloc(OS * LANES * sizeof(int64_t))
+            for it in prange(groups, schedule="static"):
+                if bx == NULL or by == NULL or bi == NULL:
+                    failed = 1
+                else:
+                    _plane_lanes_item(&x[0], &y[0], &yi[0], &g, it * LANES,
+                                      min(LANES, g.N - it * LANES), bx, by, bi, is_max, init)
+            free(bx)
+            free(by)
+            free(bi)
+        if failed:
+            raise MemoryError("cypool: no memory for the kernels' scratch buffers")
         return
     with nogil:
         for it in prange(items, schedule="static", num_threads=nthreads):
