@@ -225,13 +225,94 @@ def _global_workloads(shape, quick):
     return out
 
 
+def _fixed_workloads(shape, op, rank, quick, dtype="float32", **kw):
+    """max_pool/avg_pool workloads, forward and backward, both layouts."""
+    torch, F = _torch()
+    args = ", ".join(f"{k[0] if k != 'count_include_pad' else 'cip'}={v}" for k, v in kw.items())
+    name = f"{op}_pool{rank}d {shape} {args}"
+    integer = np.dtype(dtype).kind in "iu"
+    out = []
+    for layout in ("NCHW", "NHWC"):
+        cl = layout == "NHWC"
+        fwd_c = getattr(cypool, f"{op}_pool{rank}d")
+        bwd_c = getattr(cypool, f"{op}_pool{rank}d_backward")
+
+        def setup(cl=cl):
+            x = _data(shape, "float32")
+            if integer:
+                x = (np.abs(x) * 40).astype(dtype)
+            d = {"x": np.ascontiguousarray(np.moveaxis(x, 1, -1)) if cl else x}
+            if op == "max":
+                y, d["idx"] = fwd_c(d["x"], return_indices=True, channels_last=cl, **kw)
+            else:
+                y = fwd_c(d["x"], channels_last=cl, **kw)
+            d["g"] = np.ones(y.shape, np.float32)
+            if torch is not None:
+                t = torch.from_numpy(x)
+                fmt = torch.channels_last if rank == 2 else torch.channels_last_3d
+                d["t"] = t.contiguous(memory_format=fmt) if cl and rank > 1 else t
+                if not integer:
+                    tf = getattr(F, f"{op}_pool{rank}d")
+                    if op == "max":
+                        ty, d["ti"] = tf(d["t"], return_indices=True, **kw)
+                    else:
+                        ty = tf(d["t"], **kw)
+                    d["tg"] = torch.ones_like(ty)
+            return d
+
+        fwd_peers, bwd_peers = {}, {}
+        if torch is not None and not (cl and rank == 1):
+            tf = getattr(F, f"{op}_pool{rank}d")
+            # values and indices, like cypool's call; integer workloads time values
+            # only (torch's channels-last kernel keeps uint8 indices in 8 bits and
+            # refuses planes past 127 elements)
+            extra = {"return_indices": True} if op == "max" and not integer else {}
+            fwd_peers["torch"] = lambda d, tf=tf, extra=extra: tf(d["t"], **extra, **kw)
+            if not integer:
+                k = kw["kernel_size"]
+                s = kw.get("stride", k)
+                p = kw.get("padding", 0)
+                ks, ss, ps = ([v] * rank if np.ndim(v) == 0 else list(v) for v in (k, s, p))
+                if op == "max" and rank > 1:
+                    aten = getattr(torch.ops.aten, f"max_pool{rank}d_with_indices_backward")
+                    bwd_peers["torch"] = lambda d, aten=aten: aten(
+                        d["tg"], d["t"], ks, ss, ps, [1] * rank, False, d["ti"])
+                elif op == "avg" and rank > 1:
+                    aten = getattr(torch.ops.aten, f"avg_pool{rank}d_backward")
+                    cip = kw.get("count_include_pad", True)
+                    bwd_peers["torch"] = lambda d, aten=aten, cip=cip: aten(
+                        d["tg"], d["t"], ks, ss, ps, False, cip, None)
+        if op == "max":
+            fwd = lambda d, cl=cl: fwd_c(d["x"], return_indices=not integer, channels_last=cl,
+                                         **kw)
+            bwd = lambda d, cl=cl: bwd_c(d["g"], d["idx"], d["x"].shape, channels_last=cl, **kw)
+        else:
+            fwd = lambda d, cl=cl: fwd_c(d["x"], channels_last=cl, **kw)
+            bwd = lambda d, cl=cl: bwd_c(d["g"], d["x"].shape, channels_last=cl, **kw)
+        out.append(Workload(name, shape, dtype, "forward", layout, quick and not cl, setup,
+                            fwd, fwd_peers))
+        if not integer:
+            out.append(Workload(name, shape, dtype, "backward", layout, False, setup, bwd,
+                                bwd_peers))
+    return out
+
+
 def workloads() -> list[Workload]:
     """The registry: every built-in workload, quick ones first."""
     ws = []
     ws += _adaptive_workloads((32, 64, 112, 112), (7, 7), "avg", quick=True)
     ws += _adaptive_workloads((32, 512, 14, 14), (7, 7), "max", quick=True)
     ws += _global_workloads((64, 2048, 7, 7), quick=True)
+    ws += _fixed_workloads((32, 64, 112, 112), "max", 2, True, kernel_size=3, stride=2,
+                           padding=1)
     ws += _adaptive_workloads((32, 64, 113, 97), (7, 5), "avg", quick=False)
+    ws += _fixed_workloads((32, 256, 56, 56), "avg", 2, False, kernel_size=2, stride=2)
+    ws += _fixed_workloads((8, 128, 64, 64), "avg", 2, False, kernel_size=3, stride=1,
+                           padding=1, count_include_pad=False)
+    ws += _fixed_workloads((4, 32, 32, 64, 64), "max", 3, False, kernel_size=2)
+    ws += _fixed_workloads((1, 64, 224, 224), "max", 2, False, kernel_size=3, stride=2,
+                           padding=1)
+    ws += _fixed_workloads((16, 3, 512, 512), "max", 2, False, dtype="uint8", kernel_size=2)
     ws += _adaptive_workloads((1, 256, 224, 224), (7, 7), "avg", quick=False)
     ws += _adaptive_workloads((16, 64, 112, 112), (7, 7), "avg", quick=False, dtype="float64")
     ws += _adaptive_workloads((1, 64, 7, 7), (1, 1), "avg", quick=False)
@@ -252,8 +333,15 @@ def run_workload(w: Workload, repeat: int, min_time: float = 0.05) -> dict:
     """Median seconds of cypool and each peer, timed round-robin."""
     d = w.setup()
     fns = {"cypool": w.cypool, **w.peers}
-    for f in fns.values():          # warm-up (first-touch, caches, lazy init)
-        f(d)
+    unsupported = {}
+    for k, f in list(fns.items()):  # warm-up (first-touch, caches, lazy init)
+        try:
+            f(d)
+        except Exception as e:      # a peer that refuses this case is reported, not timed
+            if k == "cypool":
+                raise
+            unsupported[k] = f"{type(e).__name__}: {str(e)[:120]}"
+            del fns[k]
     one = min(_time_once(f, d) for f in fns.values())
     inner = max(1, min(1000, int(min_time / max(one, 1e-7))))  # batch tiny calls
     times = {k: [] for k in fns}
@@ -267,7 +355,8 @@ def run_workload(w: Workload, repeat: int, min_time: float = 0.05) -> dict:
     return {"name": w.name, "direction": w.direction, "layout": w.layout, "dtype": w.dtype,
             "shape": list(w.shape), "threads": cypool.get_num_threads(), "repeat": repeat,
             "median_s": med,
-            "speedup": {k: med[k] / med["cypool"] for k in med if k != "cypool"}}
+            "speedup": {k: med[k] / med["cypool"] for k in med if k != "cypool"},
+            "unsupported": unsupported}
 
 
 def run(quick: bool = True, repeat: int = 7, progress: bool = True) -> list[dict]:
@@ -287,7 +376,8 @@ def run(quick: bool = True, repeat: int = 7, progress: bool = True) -> list[dict
 
 def table(results: list[dict]) -> str:
     """The results as a fixed-width text table (times in ms, ratios = peer / cypool)."""
-    peers = sorted({p for r in results for p in r["speedup"]}, key=lambda p: (p != "torch", p))
+    peers = sorted({p for r in results for p in [*r["speedup"], *r.get("unsupported", {})]},
+                   key=lambda p: (p != "torch", p))
     head = ["workload", "dir", "layout", "cypool ms"] + [f"{p} ms" for p in peers] + \
            [f"vs {p}" for p in peers]
     rows = []
@@ -295,14 +385,16 @@ def table(results: list[dict]) -> str:
         m = r["median_s"]
         row = [f"{r['name']} {r['dtype']}" if r["dtype"] != "float32" else r["name"],
                {"forward": "fwd", "backward": "bwd"}[r["direction"]], r["layout"], f"{m['cypool'] * 1e3:.3f}"]
-        row += [f"{m[p] * 1e3:.3f}" if p in m else "-" for p in peers]
+        row += [f"{m[p] * 1e3:.3f}" if p in m else
+                ("fails" if p in r.get("unsupported", {}) else "-") for p in peers]
         row += [f"{r['speedup'][p]:.2f}x" if p in r["speedup"] else "-" for p in peers]
         rows.append(row)
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     fmt = lambda row: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
                                 for i, (c, w) in enumerate(zip(row, widths)))
     lines = [fmt(head), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows]
-    lines.append("vs X = X's median time / cypool's (above 1: cypool is faster)")
+    lines.append("vs X = X's median time / cypool's (above 1: cypool is faster); "
+                 "fails = the peer raises on this case")
     speedups = [r["speedup"]["torch"] for r in results if "torch" in r["speedup"]]
     if speedups:
         gm = math.exp(sum(math.log(s) for s in speedups) / len(speedups))

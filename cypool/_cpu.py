@@ -42,8 +42,13 @@ def _windows3(plan: Plan) -> tuple:
     return (_UNIT,) * (3 - plan.rank) + tuple(plan.windows)
 
 
-def num_threads() -> int:
-    return K.max_threads()
+# Below this many elements touched, a call runs on one thread: waking a
+# thread team costs more than the work (the result is the same either way).
+SERIAL_WORK = 1 << 15
+
+
+def num_threads(work: int = SERIAL_WORK) -> int:
+    return 1 if work < SERIAL_WORK else K.max_threads()
 
 
 def _channel_block(c: int, items: int, threads: int) -> int:
@@ -98,7 +103,7 @@ def forward(plan: Plan, x: np.ndarray, *, return_indices: bool = False,
         w3 = _windows3(plan)
         kshape, koshape = plan.kshape, plan.koshape
         items = koshape[0] * koshape[1] * koshape[2]
-        threads = num_threads()
+        threads = num_threads(xk.size + y.size)
         cblock = _channel_block(kshape[4], items, threads)
         idx = yi if yi is not None else (np.empty(y.shape, np.int64) if is_max
                                          else np.empty(1, np.int64))
@@ -121,7 +126,7 @@ def avg_backward(plan: Plan, grad_output: np.ndarray, *, out=None) -> np.ndarray
     if gi.size:
         w3 = _windows3(plan)
         kshape, koshape = plan.kshape, plan.koshape
-        threads = num_threads()
+        threads = num_threads(gk.size + gi.size)
         items = kshape[0] * kshape[1] * kshape[2]
         cblock = _channel_block(kshape[4], items, threads)
         scratch = np.empty(max(gk.size, 1), dtype=comp)
@@ -145,7 +150,7 @@ def max_backward(plan: Plan, grad_output: np.ndarray, indices: np.ndarray, *,
     if gi.size:
         kshape, koshape = plan.kshape, plan.koshape
         n, c = kshape[0], kshape[4]
-        threads = num_threads()
+        threads = num_threads(gk.size + gi.size)
         cblock = _channel_block(c, n, threads)
         if gk.size == 0:
             gk, ik = np.zeros(1, comp), np.full(1, -1, np.int64)
