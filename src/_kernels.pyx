@@ -250,13 +250,15 @@ cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OU
                     # channels-first: one lane, keep the running value in a register
                     acc = yr[ow]
                     if is_max:
+                        # branch-free (conditional moves): random data makes
+                        # "is this tap the new max" unpredictable
                         best = ir[ow]
                         for t in range(nw):
                             w = w0 + t * sw
                             v = xr[w]
-                            if v > acc or v != v:
-                                acc = v
-                                best = plane_row + w
+                            take = (v > acc) | (v != v)
+                            acc = v if take else acc
+                            best = (plane_row + w) if take else best
                         ir[ow] = best
                     else:
                         for t in range(nw):
@@ -309,10 +311,12 @@ cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OU
                         yr[j + c] = yr[j + c] / <value_t> div
 
 
-# Channels-first planes this small are pooled LANES at a time as lanes of a
-# transposed block (see _plane_lanes_item).
-DEF LANES = 32
-DEF LANE_PLANE_MAX = 1024
+# Channels-first planes are pooled up to MAX_LANES at a time as lanes of a
+# transposed block (see _plane_lanes_item) when at least MIN_LANES planes fit
+# in a LANE_BLOCK_BYTES scratch block.
+DEF MAX_LANES = 32
+DEF MIN_LANES = 8
+DEF LANE_BLOCK_BYTES = 524288
 
 
 cdef void _plane_lanes_item(const value_t *x, value_t *y, int64_t *yi,   # IN, OUT, OUT
@@ -359,25 +363,26 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi,
     cdef Py_ssize_t items = g.N * OD * OH * nblk
     cdef Py_ssize_t S = g.size[0] * g.size[1] * g.size[2]
     cdef Py_ssize_t OS = OD * OH * g.osize[2]
-    cdef Py_ssize_t it, r, b, oh, od, n, c0, c1, groups
+    cdef Py_ssize_t it, r, b, oh, od, n, c0, c1, groups, lanes
     cdef value_t *bx
     cdef value_t *by
     cdef int64_t *bi
     cdef int failed = 0
     if items == 0:
         return
-    if g.C == 1 and S <= LANE_PLANE_MAX and g.N >= 2 * LANES:
-        groups = (g.N + LANES - 1) // LANES
+    lanes = min(MAX_LANES, LANE_BLOCK_BYTES // (S * sizeof(value_t)))
+    if g.C == 1 and lanes >= MIN_LANES and g.N >= 2 * lanes:
+        groups = (g.N + lanes - 1) // lanes
         with nogil, parallel(num_threads=nthreads):
-            bx = <value_t *> malloc(S * LANES * sizeof(value_t))
-            by = <value_t *> malloc(OS * LANES * sizeof(value_t))
-            bi = <int64_t *> malloc(OS * LANES * sizeof(int64_t))
+            bx = <value_t *> malloc(S * lanes * sizeof(value_t))
+            by = <value_t *> malloc(OS * lanes * sizeof(value_t))
+            bi = <int64_t *> malloc(OS * lanes * sizeof(int64_t))
             for it in prange(groups, schedule="static"):
                 if bx == NULL or by == NULL or bi == NULL:
                     failed = 1
                 else:
-                    _plane_lanes_item(&x[0], &y[0], &yi[0], &g, it * LANES,
-                                      min(LANES, g.N - it * LANES), bx, by, bi, is_max, init)
+                    _plane_lanes_item(&x[0], &y[0], &yi[0], &g, it * lanes,
+                                      min(lanes, g.N - it * lanes), bx, by, bi, is_max, init)
             free(bx)
             free(by)
             free(bi)
