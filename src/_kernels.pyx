@@ -307,8 +307,10 @@ cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OU
                     for c in range(c0, c1):
                         yr[j + c] = 0
                 else:
+                    # 0 + q, as PyTorch adds the quotient to a zeroed output:
+                    # a zero sum over a negative divisor gives +0.0, not -0.0
                     for c in range(c0, c1):
-                        yr[j + c] = yr[j + c] / <value_t> div
+                        yr[j + c] = 0 + yr[j + c] / <value_t> div
 
 
 # Channels-first planes are pooled up to MAX_LANES at a time as lanes of a
