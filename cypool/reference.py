@@ -186,6 +186,16 @@ def _taps(o, i, k, s, pb, pa, d):
     return [t for t in taps if 0 <= t < i], sum(1 for t in taps if t < i + pa)
 
 
+def _divisor(per, real, divisor_override, count_include_pad):
+    """An average's divisor: the override, the taps inside input + padding, or
+    the real taps."""
+    if divisor_override is not None:
+        return divisor_override
+    if count_include_pad:
+        return int(np.prod([p[1] for p in per]))
+    return len(real)
+
+
 def fixed_pool(x, kernel_size, op: str, rank: int, *, stride=None, padding=0, dilation=1,
                ceil_mode=False, count_include_pad=True, divisor_override=None,
                channels_last=False, return_indices=False):
@@ -209,13 +219,7 @@ def fixed_pool(x, kernel_size, op: str, rank: int, *, stride=None, padding=0, di
         per = [_taps(pos[j], spatial[j], kernel[j], stride[j], pads[j][0], pads[j][1],
                      dilation[j]) for j in range(rank)]
         real = list(itertools.product(*(p[0] for p in per)))
-        if op == "avg":
-            if divisor_override is not None:
-                div = divisor_override
-            elif count_include_pad:
-                div = int(np.prod([p[1] for p in per]))
-            else:
-                div = len(real)
+        div = _divisor(per, real, divisor_override, count_include_pad)
         for b, ch in itertools.product(range(n), range(c)):
             vals = [xn[(b, ch) + t] for t in real]
             if op == "avg":
@@ -254,12 +258,7 @@ def fixed_pool_backward(grad_output, input_shape, kernel_size, op: str, rank: in
         per = [_taps(pos[j], spatial[j], kernel[j], stride[j], pads[j][0], pads[j][1],
                      dilation[j]) for j in range(rank)]
         real = list(itertools.product(*(p[0] for p in per)))
-        if divisor_override is not None:
-            div = divisor_override
-        elif count_include_pad:
-            div = int(np.prod([p[1] for p in per]))
-        else:
-            div = len(real)
+        div = _divisor(per, real, divisor_override, count_include_pad)
         for b, ch in itertools.product(range(n), range(c)):
             v = float(gn[(b, ch) + pos])
             if op == "max":

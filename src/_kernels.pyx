@@ -110,6 +110,24 @@ cdef Geom _geom(tuple shape, tuple oshape, tuple steps,
     return g
 
 
+cdef struct Item:
+    Py_ssize_t n, a, b, c0, c1       # batch, two outer positions, channel range
+
+
+cdef inline Item _item(Py_ssize_t it, Py_ssize_t A, Py_ssize_t B, Py_ssize_t nblk,
+                       Py_ssize_t cblock, Py_ssize_t C) noexcept nogil:
+    """Work item ``it`` of the flattened (n, a < A, b < B, channel block) space."""
+    cdef Item r
+    cdef Py_ssize_t q = it // nblk
+    r.c0 = (it % nblk) * cblock
+    r.c1 = min(r.c0 + cblock, C)
+    r.b = q % B
+    q = q // B
+    r.a = q % A
+    r.n = q // A
+    return r
+
+
 # --------------------------------------------------------------------------
 # Window tables
 # --------------------------------------------------------------------------
@@ -365,7 +383,8 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi,
     cdef Py_ssize_t items = g.N * OD * OH * nblk
     cdef Py_ssize_t S = g.size[0] * g.size[1] * g.size[2]
     cdef Py_ssize_t OS = OD * OH * g.osize[2]
-    cdef Py_ssize_t it, r, b, oh, od, n, c0, c1, groups, lanes
+    cdef Py_ssize_t it, groups, lanes
+    cdef Item w
     cdef value_t *bx
     cdef value_t *by
     cdef int64_t *bi
@@ -393,15 +412,8 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi,
         return
     with nogil:
         for it in prange(items, schedule="static", num_threads=nthreads):
-            b = it % nblk
-            r = it // nblk
-            oh = r % OH
-            r = r // OH
-            od = r % OD
-            n = r // OD
-            c0 = b * cblock
-            c1 = min(c0 + cblock, g.C)
-            _forward_item(&x[0], &y[0], &yi[0], &g, n, od, oh, c0, c1, is_max, init)
+            w = _item(it, OD, OH, nblk, cblock, g.C)
+            _forward_item(&x[0], &y[0], &yi[0], &g, w.n, w.a, w.b, w.c0, w.c1, is_max, init)
 
 
 # --------------------------------------------------------------------------
@@ -494,7 +506,8 @@ def avg_backward(const real_t[::1] go, real_t[::1] gs, real_t[::1] gi,
     cdef Py_ssize_t OD = g.osize[0], OH = g.osize[1]
     cdef Py_ssize_t D = g.size[0], H = g.size[1]
     cdef Py_ssize_t nblk = (g.C + cblock - 1) // cblock
-    cdef Py_ssize_t it, r, b, h, d, n, c0, c1
+    cdef Py_ssize_t it
+    cdef Item w
     cdef Py_ssize_t oitems = g.N * OD * OH
     cdef Py_ssize_t items = g.N * D * H * nblk
     if items == 0:
@@ -504,15 +517,8 @@ def avg_backward(const real_t[::1] go, real_t[::1] gs, real_t[::1] gi,
             for it in prange(oitems, schedule="static", num_threads=nthreads):
                 _scale_item(&go[0], &gs[0], &g, it // (OD * OH), (it // OH) % OD, it % OH)
         for it in prange(items, schedule="static", num_threads=nthreads):
-            b = it % nblk
-            r = it // nblk
-            h = r % H
-            r = r // H
-            d = r % D
-            n = r // D
-            c0 = b * cblock
-            c1 = min(c0 + cblock, g.C)
-            _gather_item(&gs[0], &gi[0], &g, ptr, outs, n, d, h, c0, c1)
+            w = _item(it, D, H, nblk, cblock, g.C)
+            _gather_item(&gs[0], &gi[0], &g, ptr, outs, w.n, w.a, w.b, w.c0, w.c1)
 
 
 # --------------------------------------------------------------------------
