@@ -383,7 +383,7 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi,
     cdef Py_ssize_t items = g.N * OD * OH * nblk
     cdef Py_ssize_t S = g.size[0] * g.size[1] * g.size[2]
     cdef Py_ssize_t OS = OD * OH * g.osize[2]
-    cdef Py_ssize_t it, groups, lanes
+    cdef Py_ssize_t it, groups, lanes, taps
     cdef Item w
     cdef value_t *bx
     cdef value_t *by
@@ -391,8 +391,16 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi,
     cdef int failed = 0
     if items == 0:
         return
+    # Channels-first: the row sweep keeps OW chains of taps in flight, which
+    # is enough when windows are wide; narrow windows (or a single output
+    # column) are better pooled as lanes of transposed planes.
     lanes = min(MAX_LANES, LANE_BLOCK_BYTES // (S * sizeof(value_t)))
-    if g.C == 1 and lanes >= MIN_LANES and g.N >= 2 * lanes:
+    lanes = lanes - lanes % MIN_LANES
+    taps = 0
+    for it in range(g.osize[2]):
+        taps += _count(&g, 2, it)
+    if (g.C == 1 and lanes >= MIN_LANES and g.N >= 2 * lanes
+            and (g.osize[2] < 4 or taps < 8 * g.osize[2])):
         groups = (g.N + lanes - 1) // lanes
         with nogil, parallel(num_threads=nthreads):
             bx = <value_t *> malloc(S * lanes * sizeof(value_t))
