@@ -132,7 +132,7 @@ def avg_backward(plan: Plan, grad_output: np.ndarray, *, out=None) -> np.ndarray
         scratch = np.empty(max(gk.size, 1), dtype=comp)
         if gk.size == 0:
             gk = np.zeros(1, dtype=comp)
-        inv = [a for w in w3[:2] for a in _inverse(w)]
+        inv = [a for w in w3 for a in _inverse(w)]
         K.avg_backward(gk, scratch, gi.reshape(-1), kshape, koshape,
                        tuple(w.step for w in w3), _table(w3[0]), _table(w3[1]),
                        _table(w3[2]), *inv, plan.div_mode, plan.div_value, cblock,

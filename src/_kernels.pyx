@@ -38,6 +38,8 @@ cdef extern from "cypool_lanes.h" nogil:
     void cp_lanes_add_f64(double *acc, const double *x, Py_ssize_t n)
     void cp_lanes_max_f32(float *m, int64_t *mi, const float *x, int64_t idx, Py_ssize_t n)
     void cp_lanes_max_f64(double *m, int64_t *mi, const double *x, int64_t idx, Py_ssize_t n)
+    void cp_spread_f32(float *p, float v, Py_ssize_t n, Py_ssize_t step)
+    void cp_spread_f64(double *p, double v, Py_ssize_t n, Py_ssize_t step)
 
 
 cdef extern from "cypool_threads.h" nogil:
@@ -452,12 +454,15 @@ cdef void _scale_item(const real_t *go, real_t *gs, const Geom *g,     # IN, OUT
 
 
 cdef void _gather_item(const real_t *gs, real_t *gi, const Geom *g,    # IN, OUT
-                       const int64_t **ptr, const int64_t **outs,
+                       const int64_t **ptr, const int64_t **outs, bint overlap_w,
                        Py_ssize_t n, Py_ssize_t d, Py_ssize_t h,
                        Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
     # Input row (n, d, h) sums the scaled gradients of the output rows whose
-    # windows read it (from the inverse tables), each spread over its
-    # windows along W.  Every element gets its terms in output order
+    # windows read it (from the inverse tables of D and H).  Along W each
+    # output's gradient is spread over its window, or, when windows overlap
+    # along W on a channels-first row, gathered per element from the inverse
+    # table of W (spreading overlapping windows chains every add through
+    # memory).  Either way every element gets its terms in output order
     # (od, oh, ow), the order of PyTorch's scatter, so the sums match it bit
     # for bit; the item owns its row, so no two threads write one element.
     cdef Py_ssize_t C = g.C, W = g.size[2], OW = g.osize[2], sw = g.step[2]
@@ -473,18 +478,21 @@ cdef void _gather_item(const real_t *gs, real_t *gi, const Geom *g,    # IN, OUT
         for b in range(ptr[1][h], ptr[1][h + 1]):
             oh = outs[1][b]
             sr = gs + ((n * g.osize[0] + od) * g.osize[1] + oh) * OW * C
+            if C == 1 and overlap_w:
+                for w in range(W):
+                    v = gr[w]
+                    for t in range(ptr[2][w], ptr[2][w + 1]):
+                        v = v + sr[outs[2][t]]
+                    gr[w] = v
+                continue
             for ow in range(OW):
                 w0 = _start(g, 2, ow)
                 nw = _count(g, 2, ow)
                 if C == 1:
-                    v = sr[ow]
-                    gp = gr + w0
-                    if sw == 1:
-                        for t in range(nw):
-                            gp[t] = gp[t] + v
+                    if real_t is float:
+                        cp_spread_f32(gr + w0, sr[ow], nw, sw)
                     else:
-                        for t in range(nw):
-                            gp[t * sw] = gp[t * sw] + v
+                        cp_spread_f64(gr + w0, sr[ow], nw, sw)
                 else:
                     sp = sr + ow * C
                     for t in range(nw):
@@ -500,17 +508,23 @@ def avg_backward(const real_t[::1] go, real_t[::1] gs, real_t[::1] gi,
                  const int64_t[:, ::1] t0, const int64_t[:, ::1] t1, const int64_t[:, ::1] t2,
                  const int64_t[::1] p0, const int64_t[::1] q0,
                  const int64_t[::1] p1, const int64_t[::1] q1,
+                 const int64_t[::1] p2, const int64_t[::1] q2,
                  int div_mode, double div_value, Py_ssize_t cblock, int nthreads):
     """Gradient of an average pool: gi (N, D, H, W, C) from go (N, OD, OH, OW, C).
 
     go: IN; gs: scratch of go's size (the scaled gradient); gi: OUT.
-    (p_k, q_k) are the inverse_table CSR arrays of dimensions D and H.
+    (p_k, q_k) are the inverse_table CSR arrays of dimensions D, H and W.
     """
     cdef Geom g = _geom(shape, oshape, steps, div_mode, div_value, t0, t1, t2)
-    cdef const int64_t *ptr[2]
-    cdef const int64_t *outs[2]
-    ptr[0] = &p0[0]; ptr[1] = &p1[0]
-    outs[0] = &q0[0]; outs[1] = &q1[0]
+    cdef const int64_t *ptr[3]
+    cdef const int64_t *outs[3]
+    ptr[0] = &p0[0]; ptr[1] = &p1[0]; ptr[2] = &p2[0]
+    outs[0] = &q0[0]; outs[1] = &q1[0]; outs[2] = &q2[0]
+    cdef Py_ssize_t i
+    cdef bint overlap_w = False
+    for i in range(g.size[2]):          # does any input column feed two outputs?
+        if p2[i + 1] - p2[i] > 1:
+            overlap_w = True
     cdef Py_ssize_t OD = g.osize[0], OH = g.osize[1]
     cdef Py_ssize_t D = g.size[0], H = g.size[1]
     cdef Py_ssize_t nblk = (g.C + cblock - 1) // cblock
@@ -526,7 +540,7 @@ def avg_backward(const real_t[::1] go, real_t[::1] gs, real_t[::1] gi,
                 _scale_item(&go[0], &gs[0], &g, it // (OD * OH), (it // OH) % OD, it % OH)
         for it in prange(items, schedule="static", num_threads=nthreads):
             w = _item(it, D, H, nblk, cblock, g.C)
-            _gather_item(&gs[0], &gi[0], &g, ptr, outs, w.n, w.a, w.b, w.c0, w.c1)
+            _gather_item(&gs[0], &gi[0], &g, ptr, outs, overlap_w, w.n, w.a, w.b, w.c0, w.c1)
 
 
 # --------------------------------------------------------------------------
