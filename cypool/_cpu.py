@@ -62,6 +62,18 @@ def _channel_block(c: int, items: int, threads: int) -> int:
     return max(16, -(-block // 16) * 16)
 
 
+_CTYPE = {"float32": "float", "float64": "double", "int8": "int8_t", "uint8": "uint8_t",
+          "int16": "int16_t", "uint16": "uint16_t", "int32": "int32_t", "uint32": "uint32_t",
+          "int64": "int64_t", "uint64": "uint64_t"}
+
+
+@lru_cache(maxsize=64)
+def _kernel(name: str, dtype: np.dtype):
+    """The kernel's specialisation for ``dtype``: calling it directly skips
+    Cython's run-time signature matching, most of a small call's cost."""
+    return getattr(K, name)[_CTYPE[dtype.name]]
+
+
 def _lowest(dtype: np.dtype):
     return -np.inf if dtype.kind == "f" else np.iinfo(dtype).min
 
@@ -108,7 +120,7 @@ def forward(plan: Plan, x: np.ndarray, *, return_indices: bool = False,
         idx = yi if yi is not None else (np.empty(y.shape, np.int64) if is_max
                                          else np.empty(1, np.int64))
         init = _lowest(comp) if is_max else 0
-        K.forward(xk, y.reshape(-1), idx.reshape(-1), kshape, koshape,
+        _kernel("forward", comp)(xk, y.reshape(-1), idx.reshape(-1), kshape, koshape,
                   tuple(w.step for w in w3), _table(w3[0]), _table(w3[1]), _table(w3[2]),
                   is_max, plan.div_mode, plan.div_value, init, cblock,
                   min(threads, max(1, items * -(-kshape[4] // cblock))))
@@ -133,7 +145,7 @@ def avg_backward(plan: Plan, grad_output: np.ndarray, *, out=None) -> np.ndarray
         if gk.size == 0:
             gk = np.zeros(1, dtype=comp)
         inv = [a for w in w3 for a in _inverse(w)]
-        K.avg_backward(gk, scratch, gi.reshape(-1), kshape, koshape,
+        _kernel("avg_backward", comp)(gk, scratch, gi.reshape(-1), kshape, koshape,
                        tuple(w.step for w in w3), _table(w3[0]), _table(w3[1]),
                        _table(w3[2]), *inv, plan.div_mode, plan.div_value, cblock,
                        min(threads, max(1, items * -(-kshape[4] // cblock))))
@@ -154,7 +166,7 @@ def max_backward(plan: Plan, grad_output: np.ndarray, indices: np.ndarray, *,
         cblock = _channel_block(c, n, threads)
         if gk.size == 0:
             gk, ik = np.zeros(1, comp), np.full(1, -1, np.int64)
-        K.max_backward(gk, ik, gi.reshape(-1), n, c, math.prod(kshape[1:4]),
+        _kernel("max_backward", comp)(gk, ik, gi.reshape(-1), n, c, math.prod(kshape[1:4]),
                        math.prod(koshape[1:4]), cblock,
                        min(threads, max(1, n * -(-c // cblock))))
     return _deliver(gi, out, plan.out_dtype)
