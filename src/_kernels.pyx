@@ -38,6 +38,8 @@ cdef extern from "cypool_lanes.h" nogil:
     void cp_lanes_add_f64(double *acc, const double *x, Py_ssize_t n)
     void cp_lanes_max_f32(float *m, int64_t *mi, const float *x, int64_t idx, Py_ssize_t n)
     void cp_lanes_max_f64(double *m, int64_t *mi, const double *x, int64_t idx, Py_ssize_t n)
+    float cp_sum_f32(const float *x, Py_ssize_t n)
+    double cp_sum_f64(const double *x, Py_ssize_t n)
     void cp_spread_f32(float *p, float v, Py_ssize_t n, Py_ssize_t step)
     void cp_spread_f64(double *p, double v, Py_ssize_t n, Py_ssize_t step)
 
@@ -231,7 +233,6 @@ cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OU
     cdef Py_ssize_t ow, c, a, b, t, d, h, w, w0, nw, j, plane_row
     cdef value_t acc, v
     cdef int64_t best
-    cdef double div
     cdef bint take
 
     for ow in range(OW):
@@ -311,26 +312,46 @@ cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OU
                                 yr[j + c] = yr[j + c] + xp[c]
 
     if not is_max:
-        for ow in range(OW):
-            j = ow * C
-            if g.div_mode == 0:
-                for c in range(c0, c1):
-                    acc = yr[j + c] / <value_t> nd
-                    acc = acc / <value_t> nh
-                    yr[j + c] = acc / <value_t> _count(g, 2, ow)
+        _finish_avg(yr, g, od, oh, c0, c1)
+
+
+cdef void _finish_avg(value_t *yr, const Geom *g, Py_ssize_t od, Py_ssize_t oh,   # IN/OUT
+                      Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+    # Output row (od, oh) of window sums -> averages, as PyTorch divides:
+    # by each extent in turn (adaptive) or once by the divisor (fixed).
+    cdef Py_ssize_t C = g.C, ow, c, j
+    cdef value_t acc
+    cdef double div
+    for ow in range(g.osize[2]):
+        j = ow * C
+        if g.div_mode == 0:
+            for c in range(c0, c1):
+                acc = yr[j + c] / <value_t> _count(g, 0, od)
+                acc = acc / <value_t> _count(g, 1, oh)
+                yr[j + c] = acc / <value_t> _count(g, 2, ow)
+        else:
+            if g.div_mode == 1:
+                div = <double> (_factor(g, 0, od) * _factor(g, 1, oh) * _factor(g, 2, ow))
             else:
-                if g.div_mode == 1:
-                    div = <double> (_factor(g, 0, od) * _factor(g, 1, oh) * _factor(g, 2, ow))
-                else:
-                    div = g.div_value
-                if div == 0:        # window wholly in padding, padding not counted
-                    for c in range(c0, c1):
-                        yr[j + c] = 0
-                else:
-                    # 0 + q, as PyTorch adds the quotient to a zeroed output:
-                    # a zero sum over a negative divisor gives +0.0, not -0.0
-                    for c in range(c0, c1):
-                        yr[j + c] = 0 + yr[j + c] / <value_t> div
+                div = g.div_value
+            if div == 0:        # window wholly in padding, padding not counted
+                for c in range(c0, c1):
+                    yr[j + c] = 0
+            else:
+                # 0 + q, as PyTorch adds the quotient to a zeroed output:
+                # a zero sum over a negative divisor gives +0.0, not -0.0
+                for c in range(c0, c1):
+                    yr[j + c] = 0 + yr[j + c] / <value_t> div
+
+
+cdef bint _whole_plane(const Geom *g) noexcept nogil:
+    """True when the only window is the whole (contiguous) plane."""
+    cdef int k
+    for k in range(3):
+        if g.osize[k] != 1 or g.step[k] != 1 or _start(g, k, 0) != 0 \
+                or _count(g, k, 0) != g.size[k]:
+            return False
+    return True
 
 
 # Channels-first planes are pooled up to MAX_LANES at a time as lanes of a
@@ -353,12 +374,16 @@ cdef void _plane_lanes_item(const value_t *x, value_t *y, int64_t *yi,   # IN, O
     cdef Geom lg = g[0]
     cdef Py_ssize_t S = g.size[0] * g.size[1] * g.size[2]
     cdef Py_ssize_t OS = g.osize[0] * g.osize[1] * g.osize[2]
-    cdef Py_ssize_t s, l, o, od, oh
+    cdef Py_ssize_t s, s0, s1, l, o, od, oh
     lg.N = 1
     lg.C = nl
-    for l in range(nl):
-        for s in range(S):
-            bx[s * nl + l] = x[(p0 + l) * S + s]
+    cdef const value_t *xl
+    for s0 in range(0, S, 16):          # 16 columns of every plane at a time
+        s1 = min(s0 + 16, S)
+        for l in range(nl):
+            xl = x + (p0 + l) * S
+            for s in range(s0, s1):
+                bx[s * nl + l] = xl[s]
     for od in range(g.osize[0]):
         for oh in range(g.osize[1]):
             _forward_item(bx, by, bi, &lg, 0, od, oh, 0, nl, is_max, init)
@@ -393,6 +418,19 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi,
     cdef int failed = 0
     if items == 0:
         return
+    if value_t is float or value_t is double:
+        if not is_max and g.C == 1 and _whole_plane(&g):
+            # global average of channels-first planes: one contiguous sum per
+            # plane, vectorised in an order fixed by cp_sum (not the row-major
+            # chain; PyTorch itself uses mean() here)
+            with nogil:
+                for it in prange(g.N, schedule="static", num_threads=nthreads):
+                    if value_t is float:
+                        y[it] = cp_sum_f32(&x[it * S], S)
+                    else:
+                        y[it] = cp_sum_f64(&x[it * S], S)
+                    _finish_avg(&y[it], &g, 0, 0, 0, 1)
+            return
     # Channels-first: the row sweep keeps OW chains of taps in flight, which
     # is enough when windows are wide; narrow windows (or a single output
     # column) are better pooled as lanes of transposed planes.

@@ -75,8 +75,40 @@
         }                                                                                 \
     }
 
+/* Sum of n contiguous values in an order fixed by n alone, never by the
+ * vector unit: P running partial sums (element i goes to sum i % P, with
+ * P = 64 from 256 values up, else 16), then the partials added in a fixed
+ * pairwise tree, then the tail in order.  Every clone (AVX-512, AVX2,
+ * baseline) does exactly these additions, so the result is the same bits on
+ * every machine and at any thread count. */
+#define CP_DEFINE_SUM_P(T, SUFFIX, P)                                                     \
+    CP_CLONES static T cp_sum##P##_##SUFFIX(const T *restrict x, ptrdiff_t n)             \
+    {                                                                                     \
+        T acc[P] = {0};                                                                   \
+        ptrdiff_t i = 0, j;                                                               \
+        for (; i + P <= n; i += P)                                                        \
+            for (j = 0; j < P; j++)                                                       \
+                acc[j] = acc[j] + x[i + j];                                               \
+        for (ptrdiff_t h = P / 2; h > 0; h /= 2)                                          \
+            for (j = 0; j < h; j++)                                                       \
+                acc[j] = acc[j] + acc[j + h];                                             \
+        T s = acc[0];                                                                     \
+        for (; i < n; i++)                                                                \
+            s = s + x[i];                                                                 \
+        return s;                                                                         \
+    }
+#define CP_DEFINE_SUM(T, SUFFIX)                                                          \
+    CP_DEFINE_SUM_P(T, SUFFIX, 16)                                                        \
+    CP_DEFINE_SUM_P(T, SUFFIX, 64)                                                        \
+    static inline T cp_sum_##SUFFIX(const T *x, ptrdiff_t n)                              \
+    {                                                                                     \
+        return n >= 256 ? cp_sum64_##SUFFIX(x, n) : cp_sum16_##SUFFIX(x, n);              \
+    }
+
 CP_DEFINE_LANES(float, f32)
 CP_DEFINE_LANES(double, f64)
+CP_DEFINE_SUM(float, f32)
+CP_DEFINE_SUM(double, f64)
 CP_DEFINE_SPREAD(float, f32)
 CP_DEFINE_SPREAD(double, f64)
 

@@ -118,3 +118,47 @@ def test_all_padding_reference_agrees():
     np.testing.assert_array_equal(v, rv)
     np.testing.assert_array_equal(i, ri)
     assert (i == -1).any()
+
+
+def _fixed_order_sum(v: np.ndarray) -> np.ndarray:
+    """cp_sum's documented order, in NumPy: partial sums i % P (P = 64 from 256
+    values, else 16) added row by row, a pairwise tree, then the tail."""
+    p = 64 if v.size >= 256 else 16
+    m = v.size // p
+    acc = np.zeros(p, v.dtype)
+    for r in range(m):
+        acc = acc + v[r * p:(r + 1) * p]
+    while p > 1:
+        p //= 2
+        acc = acc[:p] + acc[p:2 * p]
+    s = acc[0]
+    for t in v[m * (64 if v.size >= 256 else 16):]:
+        s = s + t
+    return s
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("hw", [(1, 5), (7, 7), (15, 20), (37, 41)])
+def test_global_average_channels_first_order(hw, dtype, monkeypatch):
+    """Whole-plane averages of channels-first arrays use a vectorised sum in an
+    order fixed by the plane size alone: same bits at any thread count and on
+    any CPU, and within rounding of the float64 reference."""
+    monkeypatch.setattr(_cpu, "SERIAL_WORK", 0)
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((3, 5) + hw).astype(dtype)
+    y = cypool.global_avg_pool2d(x)
+    n = hw[0] * hw[1]
+    for b, c in np.ndindex(3, 5):
+        s = _fixed_order_sum(x[b, c].reshape(-1))
+        assert y[b, c, 0, 0] == s / dtype(hw[0]) / dtype(hw[1]), (b, c, n)
+    ref = reference.global_pool(x, "avg", 2)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(y, ref, rtol=tol, atol=tol)
+    before = cypool.get_num_threads()
+    try:
+        cypool.set_num_threads(1)
+        one = cypool.global_avg_pool2d(x).tobytes()
+        cypool.set_num_threads(2)
+        assert cypool.global_avg_pool2d(x).tobytes() == one
+    finally:
+        cypool.set_num_threads(before)
