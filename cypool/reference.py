@@ -186,14 +186,24 @@ def _taps(o, i, k, s, pb, pa, d):
     return [t for t in taps if 0 <= t < i], sum(1 for t in taps if t < i + pa)
 
 
-def _divisor(per, real, divisor_override, count_include_pad):
-    """An average's divisor: the override, the taps inside input + padding, or
-    the real taps."""
-    if divisor_override is not None:
-        return divisor_override
-    if count_include_pad:
-        return int(np.prod([p[1] for p in per]))
-    return len(real)
+def _windows(spatial, kernel, stride, pads, dilation, osize, divisor_override,
+             count_include_pad):
+    """(output position, its real taps, an average's divisor) for every output.
+
+    The divisor is the override, the taps inside input + padding, or the
+    real taps."""
+    rank = len(spatial)
+    for pos in itertools.product(*(range(o) for o in osize)):
+        per = [_taps(pos[j], spatial[j], kernel[j], stride[j], pads[j][0], pads[j][1],
+                     dilation[j]) for j in range(rank)]
+        real = list(itertools.product(*(p[0] for p in per)))
+        if divisor_override is not None:
+            div = divisor_override
+        elif count_include_pad:
+            div = int(np.prod([p[1] for p in per]))
+        else:
+            div = len(real)
+        yield pos, real, div
 
 
 def fixed_pool(x, kernel_size, op: str, rank: int, *, stride=None, padding=0, dilation=1,
@@ -215,11 +225,8 @@ def fixed_pool(x, kernel_size, op: str, rank: int, *, stride=None, padding=0, di
     rdt = _result_dtype(x.dtype, op)
     y = np.zeros((n, c) + osize, dtype=rdt)
     idx = np.full((n, c) + osize, -1, dtype=np.int64)
-    for pos in itertools.product(*(range(o) for o in osize)):
-        per = [_taps(pos[j], spatial[j], kernel[j], stride[j], pads[j][0], pads[j][1],
-                     dilation[j]) for j in range(rank)]
-        real = list(itertools.product(*(p[0] for p in per)))
-        div = _divisor(per, real, divisor_override, count_include_pad)
+    for pos, real, div in _windows(spatial, kernel, stride, pads, dilation, osize,
+                                   divisor_override, count_include_pad):
         for b, ch in itertools.product(range(n), range(c)):
             vals = [xn[(b, ch) + t] for t in real]
             if op == "avg":
@@ -254,11 +261,8 @@ def fixed_pool_backward(grad_output, input_shape, kernel_size, op: str, rank: in
     if indices is not None:
         idn, _ = _to_ncx(np.asarray(indices), rank, channels_last)
     n, c = gn.shape[:2]
-    for pos in itertools.product(*(range(o) for o in osize)):
-        per = [_taps(pos[j], spatial[j], kernel[j], stride[j], pads[j][0], pads[j][1],
-                     dilation[j]) for j in range(rank)]
-        real = list(itertools.product(*(p[0] for p in per)))
-        div = _divisor(per, real, divisor_override, count_include_pad)
+    for pos, real, div in _windows(spatial, kernel, stride, pads, dilation, osize,
+                                   divisor_override, count_include_pad):
         for b, ch in itertools.product(range(n), range(c)):
             v = float(gn[(b, ch) + pos])
             if op == "max":

@@ -470,25 +470,13 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi,
 
 cdef void _scale_item(const real_t *go, real_t *gs, const Geom *g,     # IN, OUT
                       Py_ssize_t n, Py_ssize_t od, Py_ssize_t oh) noexcept nogil:
-    cdef Py_ssize_t C = g.C, OW = g.osize[2]
-    cdef Py_ssize_t row = ((n * g.osize[0] + od) * g.osize[1] + oh) * OW * C
-    cdef Py_ssize_t ow, c, j
-    cdef real_t v, kd = _count(g, 0, od), kh = _count(g, 1, oh)
-    cdef double div
-    for ow in range(OW):
-        j = row + ow * C
-        if g.div_mode == 0:
-            for c in range(C):
-                v = go[j + c] / kd
-                v = v / kh
-                gs[j + c] = v / <real_t> _count(g, 2, ow)
-        else:
-            if g.div_mode == 1:
-                div = <double> (_factor(g, 0, od) * _factor(g, 1, oh) * _factor(g, 2, ow))
-            else:
-                div = g.div_value
-            for c in range(C):
-                gs[j + c] = 0 if div == 0 else go[j + c] / <real_t> div
+    # The gradient reaching each tap of a window: the output gradient divided
+    # exactly as the forward pass divides the window's sum.
+    cdef Py_ssize_t i, m = g.osize[2] * g.C
+    cdef Py_ssize_t row = ((n * g.osize[0] + od) * g.osize[1] + oh) * m
+    for i in range(m):
+        gs[row + i] = go[row + i]
+    _finish_avg(gs + row, g, od, oh, 0, g.C)
 
 
 cdef void _gather_item(const real_t *gs, real_t *gi, const Geom *g,    # IN, OUT
