@@ -44,6 +44,13 @@ cdef extern from "cypool_lanes.h" nogil:
     void cp_spread_f64(double *p, double v, Py_ssize_t n, Py_ssize_t step)
 
 
+cdef extern from "cypool_transpose.h" nogil:
+    void cp_transpose_32(const void *src, Py_ssize_t ss, void *dst, Py_ssize_t ds,
+                         Py_ssize_t rows, Py_ssize_t cols)
+    void cp_transpose_64(const void *src, Py_ssize_t ss, void *dst, Py_ssize_t ds,
+                         Py_ssize_t rows, Py_ssize_t cols)
+
+
 cdef extern from "cypool_threads.h" nogil:
     int cp_openmp_enabled()
     int cp_max_threads()
@@ -374,25 +381,30 @@ cdef void _plane_lanes_item(const value_t *x, value_t *y, int64_t *yi,   # IN, O
     cdef Geom lg = g[0]
     cdef Py_ssize_t S = g.size[0] * g.size[1] * g.size[2]
     cdef Py_ssize_t OS = g.osize[0] * g.osize[1] * g.osize[2]
-    cdef Py_ssize_t s, s0, s1, l, o, od, oh
+    cdef Py_ssize_t od, oh
     lg.N = 1
     lg.C = nl
-    cdef const value_t *xl
-    for s0 in range(0, S, 16):          # 16 columns of every plane at a time
-        s1 = min(s0 + 16, S)
-        for l in range(nl):
-            xl = x + (p0 + l) * S
-            for s in range(s0, s1):
-                bx[s * nl + l] = xl[s]
+    _transpose(x + p0 * S, S, bx, nl, nl, S)
     for od in range(g.osize[0]):
         for oh in range(g.osize[1]):
             _forward_item(bx, by, bi, &lg, 0, od, oh, 0, nl, is_max, init)
-    for l in range(nl):
-        for o in range(OS):
-            y[(p0 + l) * OS + o] = by[o * nl + l]
-        if is_max:
-            for o in range(OS):
-                yi[(p0 + l) * OS + o] = bi[o * nl + l]
+    _transpose(by, nl, y + p0 * OS, OS, OS, nl)
+    if is_max:
+        cp_transpose_64(bi, nl, yi + p0 * OS, OS, OS, nl)
+
+
+cdef inline void _transpose(const value_t *src, Py_ssize_t ss, value_t *dst, Py_ssize_t ds,
+                            Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
+    """dst[c*ds + r] = src[r*ss + c] (vector tiles for 4- and 8-byte types)."""
+    cdef Py_ssize_t r, c
+    if sizeof(value_t) == 4:
+        cp_transpose_32(src, ss, dst, ds, rows, cols)
+    elif sizeof(value_t) == 8:
+        cp_transpose_64(src, ss, dst, ds, rows, cols)
+    else:
+        for r in range(rows):
+            for c in range(cols):
+                dst[c * ds + r] = src[r * ss + c]
 
 
 def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi,
