@@ -101,6 +101,21 @@ def _deliver(result: np.ndarray, out, dtype: np.dtype) -> np.ndarray:
     return result if result.dtype == dtype else result.astype(dtype)
 
 
+_NO_INDICES = np.empty(1, np.int64)
+
+
+@lru_cache(maxsize=256)
+def _prepared(plan: Plan):
+    """The forward kernel and its geometry arguments for ``plan`` (memoised:
+    plans are cached and hash by identity)."""
+    w3 = _windows3(plan)
+    kshape, koshape = plan.kshape, plan.koshape
+    geometry = (kshape, koshape, tuple(w.step for w in w3),
+                _table(w3[0]), _table(w3[1]), _table(w3[2]))
+    return (_kernel("forward", plan.compute_dtype), geometry,
+            koshape[0] * koshape[1] * koshape[2], kshape[4])
+
+
 def forward(plan: Plan, x: np.ndarray, *, return_indices: bool = False,
             out=None, out_indices=None):
     """Pool ``x`` as ``plan`` says; returns values, or (values, indices)."""
@@ -112,18 +127,14 @@ def forward(plan: Plan, x: np.ndarray, *, return_indices: bool = False,
     if is_max and return_indices:
         yi = _target(out_indices, plan.out_shape, np.dtype(np.int64), x)
     if y.size:
-        w3 = _windows3(plan)
-        kshape, koshape = plan.kshape, plan.koshape
-        items = koshape[0] * koshape[1] * koshape[2]
+        kernel, geometry, items, c = _prepared(plan)
         threads = num_threads(xk.size + y.size)
-        cblock = _channel_block(kshape[4], items, threads)
+        cblock = _channel_block(c, items, threads)
         idx = yi if yi is not None else (np.empty(y.shape, np.int64) if is_max
-                                         else np.empty(1, np.int64))
-        init = _lowest(comp) if is_max else 0
-        _kernel("forward", comp)(xk, y.reshape(-1), idx.reshape(-1), kshape, koshape,
-                  tuple(w.step for w in w3), _table(w3[0]), _table(w3[1]), _table(w3[2]),
-                  is_max, plan.div_mode, plan.div_value, init, cblock,
-                  min(threads, max(1, items * -(-kshape[4] // cblock))))
+                                         else _NO_INDICES)
+        kernel(xk, y.reshape(-1), idx.reshape(-1), *geometry,
+               is_max, plan.div_mode, plan.div_value, _lowest(comp) if is_max else 0,
+               cblock, min(threads, max(1, items * -(-c // cblock))))
     values = _deliver(y, out, plan.out_dtype)
     if yi is None:
         return values

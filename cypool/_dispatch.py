@@ -12,6 +12,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+import numpy as np
+
 # name -> (module that defines the array type, type name, implementation module or None)
 _TABLE = {
     "cupy": ("cupy", "ndarray", None),
@@ -47,6 +49,9 @@ def implementation(fn: str, *arrays):
     Raises TypeError when the arrays belong to different backends (host and
     device arrays mixed) or to a backend this build cannot run.
     """
+    if all(type(a) is np.ndarray or a is None for a in arrays):   # the common case, fast
+        from . import _cpu
+        return _cpu
     kinds = {backend(a) for a in arrays if a is not None}
     if len(kinds) > 1:
         raise TypeError(f"{fn}(): arrays of different kinds in one call ({', '.join(sorted(kinds))});"

@@ -38,9 +38,12 @@ class Window:
         return self.dilation
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Plan:
     """A validated pooling call, independent of the array library.
+
+    Plans compare and hash by identity: :func:`cached` hands out one plan
+    per distinct call, so the CPU path can memoise its kernel arguments on it.
 
     Shapes come in two forms: the user's (``in_shape``/``out_shape``, in the
     user's layout and batching) and the kernel's (``kshape``/``koshape``),
@@ -247,6 +250,45 @@ def check_input_shape(input_shape, rank: int, channels_last: bool, fn: str):
 # Plans
 # ---------------------------------------------------------------------------
 
+_PLANS: dict = {}
+_PLANS_MAX = 4096
+
+
+def _typed(v):
+    """A hashable key of v that tells 1 from True from 1.0 (equal, but not the
+    same argument: only some of them are valid)."""
+    t = type(v)
+    if t is tuple or t is list:
+        if all(type(e) is int for e in v):        # shapes and plain int tuples
+            return (t, tuple(v))
+        return (t, tuple(map(_typed, v)))
+    return (t, v)
+
+
+def cached(builder):
+    """Memoise a plan builder on its arguments (types included).  Only valid
+    calls are stored: a call that raises is validated again next time.
+    Arguments that cannot be hashed skip the cache."""
+    def wrapper(*args, **kw):
+        try:
+            key = (builder, _typed(args), _typed(tuple(sorted(kw.items()))))
+            hash(key)
+        except TypeError:
+            return builder(*args, **kw)
+        plan = _PLANS.get(key)
+        if plan is None:
+            plan = builder(*args, **kw)
+            if len(_PLANS) >= _PLANS_MAX:
+                _PLANS.clear()
+            _PLANS[key] = plan
+        return plan
+
+    wrapper.__wrapped__ = builder
+    wrapper.__doc__ = builder.__doc__
+    return wrapper
+
+
+@cached
 def adaptive_plan(fn: str, op: str, rank: int, shape: tuple, dtype, output_size,
                   channels_last: bool, *, arg: str = "x", grad: bool = False) -> Plan:
     """Plan of an adaptive pool of an array of ``shape`` to ``output_size``."""
@@ -304,6 +346,7 @@ def _padding(padding, rank: int, fn: str, kernel: tuple, stride: tuple, dilation
     return tuple((p, p) for p in pads)
 
 
+@cached
 def fixed_plan(fn: str, op: str, rank: int, shape: tuple, dtype, kernel_size, stride,
                padding, dilation, ceil_mode, count_include_pad, divisor_override,
                channels_last: bool, *, arg: str = "x", grad: bool = False) -> Plan:
