@@ -26,6 +26,10 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=7, help="timed rounds per workload (default 7)")
     p.add_argument("--threads", type=int, default=None, help="threads for cypool and torch")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--chart", metavar="PATH", help="also draw the speedups as a PNG chart "
+                   "(needs matplotlib)")
+    p.add_argument("--scaling", action="store_true",
+                   help="also time cypool at one thread and report the second thread's gain")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     if args.repeat < 1:
@@ -50,12 +54,15 @@ def main(argv=None) -> int:
             print(f"self-check: all {n} comparisons with cypool.reference agree")
     if args.command in ("all", "bench"):
         results = _bench.run(quick=not args.full, repeat=args.repeat,
-                             progress=not args.no_progress)
+                             progress=not args.no_progress, scaling=args.scaling)
         print(_bench.table(results))
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"config": cfg, "results": results}, f, indent=1)
             print(f"results written to {args.json}")
+        if args.chart:
+            _bench.chart(results, args.chart)
+            print(f"chart written to {args.chart}")
     return status
 
 

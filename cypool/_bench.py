@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 import cypool
-from cypool import reference
+from cypool import _peers, reference
 
 
 # ---------------------------------------------------------------------------
@@ -187,6 +187,10 @@ def _adaptive_workloads(shape, osize, op, quick, dtype="float32"):
                     d["tg"], d["t"], d["ti"])
         if not cl and _blocks_divisible(shape, osize):
             fwd_peers["numpy"] = lambda d: _numpy_block(d["x_nchw"], osize, op)
+        fwd_peers.update(_peers.peers("adaptive", op, 2, shape, dtype, layout, "forward",
+                                      osize=osize))
+        bwd_peers.update(_peers.peers("adaptive", op, 2, shape, dtype, layout, "backward",
+                                      osize=osize))
         if op == "avg":
             fwd = lambda d, cl=cl: cypool.adaptive_avg_pool2d(d["x"], osize, channels_last=cl)
             bwd = lambda d, cl=cl: cypool.adaptive_avg_pool2d_backward(d["g"], d["x"].shape,
@@ -210,13 +214,14 @@ def _global_workloads(shape, quick):
 
         def setup(cl=cl):
             x = _data(shape)
-            d = {"x": _nhwc(x) if cl else x}
+            d = {"x": _nhwc(x) if cl else x, "x_nchw": x}
             if torch is not None:
                 t = torch.from_numpy(x)
                 d["t"] = t.contiguous(memory_format=torch.channels_last) if cl else t
             return d
 
         peers = {"numpy": (lambda d, cl=cl: d["x"].mean(axis=(1, 2) if cl else (2, 3)))}
+        peers.update(_peers.peers("global", "avg", 2, shape, "float32", layout, "forward"))
         if torch is not None:
             peers["torch"] = lambda d: F.adaptive_avg_pool2d(d["t"], 1)
         out.append(Workload(name, shape, "float32", "forward", layout, quick,
@@ -241,7 +246,7 @@ def _fixed_workloads(shape, op, rank, quick, dtype="float32", **kw):
             x = _data(shape, "float32")
             if integer:
                 x = (np.abs(x) * 40).astype(dtype)
-            d = {"x": np.ascontiguousarray(np.moveaxis(x, 1, -1)) if cl else x}
+            d = {"x": np.ascontiguousarray(np.moveaxis(x, 1, -1)) if cl else x, "x_nchw": x}
             if op == "max":
                 y, d["idx"] = fwd_c(d["x"], return_indices=True, channels_last=cl, **kw)
             else:
@@ -282,6 +287,10 @@ def _fixed_workloads(shape, op, rank, quick, dtype="float32", **kw):
                     cip = kw.get("count_include_pad", True)
                     bwd_peers["torch"] = lambda d, aten=aten, cip=cip: aten(
                         d["tg"], d["t"], ks, ss, ps, False, cip, None)
+        fwd_peers.update(_peers.peers("fixed", op, rank, shape, dtype, layout, "forward", kw=kw))
+        if not integer:
+            bwd_peers.update(_peers.peers("fixed", op, rank, shape, dtype, layout, "backward",
+                                          kw=kw))
         if op == "max":
             fwd = lambda d, cl=cl: fwd_c(d["x"], return_indices=not integer, channels_last=cl,
                                          **kw)
@@ -329,8 +338,41 @@ def _time_once(f, d) -> float:
     return time.perf_counter() - t0
 
 
-def run_workload(w: Workload, repeat: int, min_time: float = 0.05) -> dict:
-    """Median seconds of cypool and each peer, timed round-robin."""
+def _arrays(obj):
+    if isinstance(obj, (tuple, list)):
+        return [a for o in obj for a in _arrays(o)]
+    return [obj] if isinstance(obj, np.ndarray) else []
+
+
+def _bytes_read(w: Workload, d: dict) -> int:
+    """Bytes cypool's call must read: the input (forward), or the output
+    gradient and, for max pooling, the indices (backward)."""
+    if w.direction == "forward":
+        return d["x"].nbytes
+    return d["g"].nbytes + (d["idx"].nbytes if "max" in w.name and "idx" in d else 0)
+
+
+def _roofline(n_read: int, n_written: int, repeat: int) -> float:
+    """Median seconds to read n_read bytes once and write n_written bytes once
+    at cypool's thread count: the least any pooling kernel can take."""
+    from cypool import _kernels
+
+    src = np.ones(max(n_read // 4, 1), np.float32)
+    dst = np.empty(max(n_written // 4, 1), np.float32)
+    threads = cypool.get_num_threads()
+    _kernels.stream_probe(src, dst, threads)
+    ts = []
+    for _ in range(max(repeat, 5)):
+        t0 = time.perf_counter()
+        _kernels.stream_probe(src, dst, threads)
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def run_workload(w: Workload, repeat: int, min_time: float = 0.05,
+                 scaling: bool = False) -> dict:
+    """Median seconds of cypool and each peer, timed round-robin; the memory
+    roofline of the same traffic; with ``scaling``, cypool at one thread too."""
     d = w.setup()
     fns = {"cypool": w.cypool, **w.peers}
     unsupported = {}
@@ -352,14 +394,33 @@ def run_workload(w: Workload, repeat: int, min_time: float = 0.05) -> dict:
                 f(d)
             times[k].append((time.perf_counter() - t0) / inner)
     med = {k: statistics.median(v) for k, v in times.items()}
-    return {"name": w.name, "direction": w.direction, "layout": w.layout, "dtype": w.dtype,
-            "shape": list(w.shape), "threads": cypool.get_num_threads(), "repeat": repeat,
-            "median_s": med,
-            "speedup": {k: med[k] / med["cypool"] for k in med if k != "cypool"},
-            "unsupported": unsupported}
+    written = sum(a.nbytes for a in _arrays(w.cypool(d)))
+    roof = _roofline(_bytes_read(w, d), written, repeat)
+    result = {"name": w.name, "direction": w.direction, "layout": w.layout, "dtype": w.dtype,
+              "shape": list(w.shape), "threads": cypool.get_num_threads(), "repeat": repeat,
+              "median_s": med,
+              "speedup": {k: med[k] / med["cypool"] for k in med if k != "cypool"},
+              "roofline_s": roof, "roofline_fraction": roof / med["cypool"],
+              "unsupported": unsupported}
+    if scaling:
+        before = cypool.get_num_threads()
+        try:
+            cypool.set_num_threads(1)
+            ts = []
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                for _ in range(inner):
+                    w.cypool(d)
+                ts.append((time.perf_counter() - t0) / inner)
+        finally:
+            cypool.set_num_threads(before)
+        result["cypool_1thread_s"] = statistics.median(ts)
+        result["thread_speedup"] = result["cypool_1thread_s"] / med["cypool"]
+    return result
 
 
-def run(quick: bool = True, repeat: int = 7, progress: bool = True) -> list[dict]:
+def run(quick: bool = True, repeat: int = 7, progress: bool = True,
+        scaling: bool = False) -> list[dict]:
     """Time the (quick or full) workloads at cypool's current thread count."""
     torch, _ = _torch()
     if torch is not None:
@@ -368,7 +429,7 @@ def run(quick: bool = True, repeat: int = 7, progress: bool = True) -> list[dict
     bar = Progress(len(ws), "benchmark") if progress else None
     results = []
     for w in ws:
-        results.append(run_workload(w, repeat))
+        results.append(run_workload(w, repeat, scaling=scaling))
         if bar:
             bar.step(f"{w.name} {w.direction} {w.layout}")
     return results
@@ -378,13 +439,18 @@ def table(results: list[dict]) -> str:
     """The results as a fixed-width text table (times in ms, ratios = peer / cypool)."""
     peers = sorted({p for r in results for p in [*r["speedup"], *r.get("unsupported", {})]},
                    key=lambda p: (p != "torch", p))
-    head = ["workload", "dir", "layout", "cypool ms"] + [f"{p} ms" for p in peers] + \
-           [f"vs {p}" for p in peers]
+    scaling = any("thread_speedup" in r for r in results)
+    head = ["workload", "dir", "layout", "cypool ms", "roofline"] + \
+        (["1-thread ms", "2nd thread"] if scaling else []) + \
+        [f"{p} ms" for p in peers] + [f"vs {p}" for p in peers]
     rows = []
     for r in results:
         m = r["median_s"]
         row = [f"{r['name']} {r['dtype']}" if r["dtype"] != "float32" else r["name"],
-               {"forward": "fwd", "backward": "bwd"}[r["direction"]], r["layout"], f"{m['cypool'] * 1e3:.3f}"]
+               {"forward": "fwd", "backward": "bwd"}[r["direction"]], r["layout"],
+               f"{m['cypool'] * 1e3:.3f}", f"{100 * r['roofline_fraction']:.0f}%"]
+        if scaling:
+            row += [f"{r['cypool_1thread_s'] * 1e3:.3f}", f"{r['thread_speedup']:.2f}x"]
         row += [f"{m[p] * 1e3:.3f}" if p in m else
                 ("fails" if p in r.get("unsupported", {}) else "-") for p in peers]
         row += [f"{r['speedup'][p]:.2f}x" if p in r["speedup"] else "-" for p in peers]
@@ -394,10 +460,40 @@ def table(results: list[dict]) -> str:
                                 for i, (c, w) in enumerate(zip(row, widths)))
     lines = [fmt(head), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows]
     lines.append("vs X = X's median time / cypool's (above 1: cypool is faster); "
-                 "fails = the peer raises on this case")
+                 "fails = the peer raises on this case; roofline = time to read the "
+                 "inputs and write the outputs once (same threads) / cypool's time")
     speedups = [r["speedup"]["torch"] for r in results if "torch" in r["speedup"]]
     if speedups:
         gm = math.exp(sum(math.log(s) for s in speedups) / len(speedups))
         lines.append(f"geometric-mean speedup over torch: {gm:.2f}x "
                      f"({len(speedups)} workloads, {results[0]['threads']} threads)")
     return "\n".join(lines)
+
+
+def chart(results: list[dict], path: str) -> None:
+    """A PNG bar chart of cypool's speedup over each peer, per workload."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    peers = sorted({p for r in results for p in r["speedup"]}, key=lambda p: (p != "torch", p))
+    labels = [f"{r['name']} {'fwd' if r['direction'] == 'forward' else 'bwd'} {r['layout']}"
+              for r in results]
+    fig, ax = plt.subplots(figsize=(13, 0.32 * len(results) + 1.5))
+    height = 0.8 / max(len(peers), 1)
+    for j, p in enumerate(peers):
+        ys = [i + j * height for i in range(len(results))]
+        vals = [r["speedup"].get(p, np.nan) for r in results]
+        ax.barh(ys, vals, height=height, label=f"vs {p}")
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_yticks([i + 0.4 - height / 2 for i in range(len(results))])
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("speedup of cypool (peer time / cypool time, log scale; > 1: cypool faster)")
+    ax.set_title(f"cypool vs peers, {results[0]['threads']} threads")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

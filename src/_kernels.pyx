@@ -622,6 +622,34 @@ def max_backward(const real_t[::1] go, const int64_t[::1] idx, real_t[::1] gi,
 
 
 # --------------------------------------------------------------------------
+# Memory roofline probe
+# --------------------------------------------------------------------------
+
+def stream_probe(const real_t[::1] x, real_t[::1] y, int nthreads):
+    """Read every element of x once and write every element of y once, with
+    nthreads threads: the least memory traffic any pooling of x into y needs.
+    Returns a checksum (so the reads cannot be optimised away)."""
+    cdef Py_ssize_t n = x.shape[0], m = y.shape[0], chunk = 1 << 16
+    cdef Py_ssize_t nchunks = (n + chunk - 1) // chunk, mchunks = (m + chunk - 1) // chunk
+    cdef Py_ssize_t i, j, lo, hi
+    cdef double total = 0
+    with nogil:
+        for i in prange(nchunks, schedule="static", num_threads=nthreads):
+            lo = i * chunk
+            hi = min(lo + chunk, n)
+            if real_t is float:
+                total += cp_sum_f32(&x[lo], hi - lo)
+            else:
+                total += cp_sum_f64(&x[lo], hi - lo)
+        for i in prange(mchunks, schedule="static", num_threads=nthreads):
+            lo = i * chunk
+            hi = min(lo + chunk, m)
+            for j in range(lo, hi):
+                y[j] = 0
+    return total
+
+
+# --------------------------------------------------------------------------
 # Threads
 # --------------------------------------------------------------------------
 
