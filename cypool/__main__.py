@@ -28,6 +28,9 @@ def main(argv=None) -> int:
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument("--chart", metavar="PATH", help="also draw the speedups as a PNG chart "
                    "(needs matplotlib)")
+    p.add_argument("--peers", metavar="NAMES",
+                   help="comma-separated peers to time (default: every one installed: "
+                        "torch, numpy, onnxruntime, jax, skimage)")
     p.add_argument("--scaling", action="store_true",
                    help="also time cypool at one thread and report the second thread's gain")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -54,7 +57,8 @@ def main(argv=None) -> int:
             print(f"self-check: all {n} comparisons with cypool.reference agree")
     if args.command in ("all", "bench"):
         results = _bench.run(quick=not args.full, repeat=args.repeat,
-                             progress=not args.no_progress, scaling=args.scaling)
+                             progress=not args.no_progress, scaling=args.scaling,
+                             peers=set(args.peers.split(",")) if args.peers else None)
         print(_bench.table(results))
         if args.json:
             with open(args.json, "w") as f:

@@ -420,12 +420,15 @@ def run_workload(w: Workload, repeat: int, min_time: float = 0.05,
 
 
 def run(quick: bool = True, repeat: int = 7, progress: bool = True,
-        scaling: bool = False) -> list[dict]:
+        scaling: bool = False, peers: set | None = None) -> list[dict]:
     """Time the (quick or full) workloads at cypool's current thread count."""
     torch, _ = _torch()
     if torch is not None:
         torch.set_num_threads(cypool.get_num_threads())
     ws = [w for w in workloads() if w.quick or not quick]
+    if peers is not None:       # only these peers (others, e.g. JAX's spinning threads, stay out)
+        for w in ws:
+            w.peers = {k: f for k, f in w.peers.items() if k in peers}
     bar = Progress(len(ws), "benchmark") if progress else None
     results = []
     for w in ws:
@@ -478,8 +481,8 @@ def chart(results: list[dict], path: str) -> None:
     import matplotlib.pyplot as plt
 
     peers = sorted({p for r in results for p in r["speedup"]}, key=lambda p: (p != "torch", p))
-    labels = [f"{r['name']} {'fwd' if r['direction'] == 'forward' else 'bwd'} {r['layout']}"
-              for r in results]
+    labels = [f"{r['name']}{'' if r['dtype'] == 'float32' else ' ' + r['dtype']} "
+              f"{'fwd' if r['direction'] == 'forward' else 'bwd'} {r['layout']}" for r in results]
     fig, ax = plt.subplots(figsize=(13, 0.32 * len(results) + 1.5))
     height = 0.8 / max(len(peers), 1)
     for j, p in enumerate(peers):

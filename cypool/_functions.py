@@ -519,10 +519,10 @@ ceil_mode : bool
 def _fixed_plan_maker(name, op, rank, kernel_size, stride, padding, dilation, ceil_mode,
                       count_include_pad, divisor_override, channels_last, grad=False,
                       arg="x"):
-    return lambda shape, dtype=None: fixed_plan(
-        name, op, rank, shape, np.float64 if dtype is None else dtype, kernel_size, stride,
-        padding, dilation, ceil_mode, count_include_pad, divisor_override, channels_last,
-        arg=arg, grad=grad)
+    """``make(shape, dtype)`` -> the plan of this fixed-window call on such an array."""
+    return lambda shape, dtype: fixed_plan(
+        name, op, rank, shape, dtype, kernel_size, stride, padding, dilation, ceil_mode,
+        count_include_pad, divisor_override, channels_last, arg=arg, grad=grad)
 
 
 def _avg_pool(rank):
