@@ -448,10 +448,16 @@ def _check_indices(fn, indices, grad_output, plan):
         raise TypeError(f"{fn}(): indices must be an integer array (the forward call's "
                         f"int64 indices), got dtype {indices.dtype}")
     plane = math.prod(plan.in_spatial)
-    if indices.size and (indices.min() < -1 or indices.max() >= plane):
-        raise ValueError(f"{fn}(): indices must lie in [0, {plane}) (flat positions in an "
-                         f"input plane of {plan.in_spatial}), got values in "
-                         f"[{indices.min()}, {indices.max()}]")
+    if indices.size:
+        if indices.dtype == np.int64 and indices.flags.c_contiguous:
+            from . import _cpu, _kernels
+            lo, hi = _kernels.index_range(indices.reshape(-1), _cpu.num_threads(indices.size))
+        else:
+            lo, hi = indices.min(), indices.max()
+        if lo < -1 or hi >= plane:
+            raise ValueError(f"{fn}(): indices must lie in [0, {plane}) (flat positions in an "
+                             f"input plane of {plan.in_spatial}; -1 for a window with no "
+                             f"input), got values in [{lo}, {hi}]")
 
 
 def _adaptive_max_backward(rank):

@@ -621,6 +621,27 @@ def max_backward(const real_t[::1] go, const int64_t[::1] idx, real_t[::1] gi,
             _scatter_item(&go[0], &idx[0], &gi[0], it // nblk, C, plane, oplane, c0, c1)
 
 
+def index_range(const int64_t[::1] idx, int nthreads):
+    """(min, max) of idx in one parallel pass (validating a backward's indices)."""
+    cdef Py_ssize_t n = idx.shape[0], chunk = 1 << 16
+    cdef Py_ssize_t nchunks = (n + chunk - 1) // chunk, i, j
+    if n == 0:
+        raise ValueError("index_range of an empty array")
+    part = np.empty((max(nchunks, 1), 2), dtype=np.int64)     # per-chunk (min, max)
+    cdef int64_t[:, ::1] pv = part
+    cdef int64_t a, b
+    with nogil:
+        for i in prange(nchunks, schedule="static", num_threads=nthreads):
+            a = idx[i * chunk]
+            b = a
+            for j in range(i * chunk, min(n, (i + 1) * chunk)):
+                a = min(a, idx[j])
+                b = max(b, idx[j])
+            pv[i, 0] = a
+            pv[i, 1] = b
+    return int(part[:, 0].min()), int(part[:, 1].max())
+
+
 # --------------------------------------------------------------------------
 # Memory roofline probe
 # --------------------------------------------------------------------------

@@ -162,3 +162,19 @@ def test_global_average_channels_first_order(hw, dtype, monkeypatch):
         assert cypool.global_avg_pool2d(x).tobytes() == one
     finally:
         cypool.set_num_threads(before)
+
+
+@pytest.mark.parametrize("n", [1, 7, 65536, 65537, 300001])
+def test_index_range_one_pass(n):
+    """The parallel (min, max) used to validate indices agrees with NumPy,
+    wherever the extremes sit (first, last, chunk edges)."""
+    from cypool import _kernels
+
+    rng = np.random.default_rng(n)
+    a = rng.integers(0, 1000, n)
+    for pos in {0, n - 1, min(65535, n - 1), n // 2}:
+        b = a.copy()
+        b[pos] = -5
+        b[(pos + 1) % n] = 5000 if n > 1 else -5
+        assert _kernels.index_range(b, 2) == (b.min(), b.max())
+        assert _kernels.index_range(b, 1) == (b.min(), b.max())
