@@ -363,10 +363,11 @@ cdef bint _whole_plane(const Geom *g) noexcept nogil:
 
 # Channels-first planes are pooled up to MAX_LANES at a time as lanes of a
 # transposed block (see _plane_lanes_item) when at least MIN_LANES planes fit
-# in a LANE_BLOCK_BYTES scratch block.
+# in a LANE_BLOCK_BYTES scratch block (per thread; 4 MiB takes 8 planes of
+# 224 x 224 or of 32 x 64 x 64).
 DEF MAX_LANES = 32
 DEF MIN_LANES = 8
-DEF LANE_BLOCK_BYTES = 524288
+DEF LANE_BLOCK_BYTES = 4194304
 
 
 cdef void _plane_lanes_item(const value_t *x, value_t *y, int64_t *yi,   # IN, OUT, OUT
@@ -446,12 +447,13 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi,
     # Channels-first: the row sweep keeps OW chains of taps in flight, which
     # is enough when windows are wide; narrow windows (or a single output
     # column) are better pooled as lanes of transposed planes.
-    lanes = min(MAX_LANES, LANE_BLOCK_BYTES // (S * sizeof(value_t)))
+    lanes = min(MAX_LANES, LANE_BLOCK_BYTES // (S * sizeof(value_t)), g.N // 2)
     lanes = lanes - lanes % MIN_LANES
     taps = 0
     for it in range(g.osize[2]):
         taps += _count(&g, 2, it)
-    if (g.C == 1 and lanes >= MIN_LANES and g.N >= 2 * lanes
+    if ((value_t is float or value_t is double)     # the types with vector lane loops
+            and g.C == 1 and lanes >= MIN_LANES
             and (g.osize[2] < 4 or taps < 8 * g.osize[2])):
         groups = (g.N + lanes - 1) // lanes
         with nogil, parallel(num_threads=nthreads):

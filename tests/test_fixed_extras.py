@@ -178,3 +178,35 @@ def test_index_range_one_pass(n):
         b[(pos + 1) % n] = 5000 if n > 1 else -5
         assert _kernels.index_range(b, 2) == (b.min(), b.max())
         assert _kernels.index_range(b, 1) == (b.min(), b.max())
+
+
+@pytest.mark.parametrize("shape,kw", [
+    ((1, 20, 37, 41), dict(kernel_size=3, stride=2, padding=1)),
+    ((2, 9, 30, 33), dict(kernel_size=2)),
+    ((1, 17, 9, 10, 11), dict(kernel_size=2, stride=(1, 2, 2), padding=1)),
+    ((3, 40, 6, 7), dict(kernel_size=(3, 1), stride=1, padding=(1, 0))),
+])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_plane_lanes_path_matches_torch(shape, kw, dtype):
+    """Channels-first arrays with 16 or more planes take the transposed-lanes
+    path (any plane size up to the scratch block, remainder lanes included);
+    it must give torch's bits: values, indices and gradients."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    rank = len(shape) - 2
+    rng = np.random.default_rng(len(shape) * 100 + shape[1])
+    x = np.round(rng.standard_normal(shape) * 3).astype(dtype)
+    x[rng.random(shape) < 0.02] = np.nan
+    t = torch.from_numpy(x)
+    v, i = getattr(cypool, f"max_pool{rank}d")(x, **kw, return_indices=True)
+    tv, ti = getattr(F, f"max_pool{rank}d")(t, **kw, return_indices=True)
+    np.testing.assert_array_equal(v, tv.numpy())
+    np.testing.assert_array_equal(i, ti.numpy())
+    a = getattr(cypool, f"avg_pool{rank}d")(np.nan_to_num(x), **kw)
+    ta = getattr(F, f"avg_pool{rank}d")(torch.from_numpy(np.nan_to_num(x)), **kw)
+    np.testing.assert_array_equal(a, ta.numpy())
+    g = rng.standard_normal(v.shape).astype(dtype)
+    tt = t.clone().requires_grad_()
+    getattr(F, f"max_pool{rank}d")(tt, **kw).backward(torch.from_numpy(g))
+    gm = getattr(cypool, f"max_pool{rank}d_backward")(g, i, x.shape, **kw)
+    np.testing.assert_array_equal(gm, tt.grad.numpy())
