@@ -34,10 +34,14 @@ cdef extern from "cypool_window.h" nogil:
 
 
 cdef extern from "cypool_lanes.h" nogil:
-    void cp_lanes_add_f32(float *acc, const float *x, Py_ssize_t n)
-    void cp_lanes_add_f64(double *acc, const double *x, Py_ssize_t n)
-    void cp_lanes_max_f32(float *m, int64_t *mi, const float *x, int64_t idx, Py_ssize_t n)
-    void cp_lanes_max_f64(double *m, int64_t *mi, const double *x, int64_t idx, Py_ssize_t n)
+    void cp_lanes_add_f32(float *acc, const float *x, Py_ssize_t n, Py_ssize_t taps,
+                          Py_ssize_t xstep)
+    void cp_lanes_add_f64(double *acc, const double *x, Py_ssize_t n, Py_ssize_t taps,
+                          Py_ssize_t xstep)
+    void cp_lanes_max_f32(float *m, int64_t *mi, const float *x, Py_ssize_t n,
+                          Py_ssize_t taps, Py_ssize_t xstep, int64_t idx, int64_t istep)
+    void cp_lanes_max_f64(double *m, int64_t *mi, const double *x, Py_ssize_t n,
+                          Py_ssize_t taps, Py_ssize_t xstep, int64_t idx, int64_t istep)
     float cp_sum_f32(const float *x, Py_ssize_t n)
     double cp_sum_f64(const double *x, Py_ssize_t n)
     void cp_spread_f32(float *p, float v, Py_ssize_t n, Py_ssize_t step)
@@ -292,28 +296,33 @@ cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OU
                         for t in range(nw):
                             acc = acc + xr[w0 + t * sw]
                     yr[ow] = acc
+                elif value_t is float or value_t is double:
+                    # channels-last: C independent lanes, contiguous; one call
+                    # runs the window row's taps in order
+                    xp = xr + w0 * C + c0
+                    if is_max:
+                        if value_t is float:
+                            cp_lanes_max_f32(yr + j + c0, ir + j + c0, xp, c1 - c0, nw,
+                                             sw * C, plane_row + w0, sw)
+                        else:
+                            cp_lanes_max_f64(yr + j + c0, ir + j + c0, xp, c1 - c0, nw,
+                                             sw * C, plane_row + w0, sw)
+                    elif value_t is float:
+                        cp_lanes_add_f32(yr + j + c0, xp, c1 - c0, nw, sw * C)
+                    else:
+                        cp_lanes_add_f64(yr + j + c0, xp, c1 - c0, nw, sw * C)
                 else:
-                    # channels-last: C independent lanes, contiguous
                     for t in range(nw):
                         w = w0 + t * sw
                         xp = xr + w * C
                         if is_max:
                             best = plane_row + w
-                            if value_t is float:
-                                cp_lanes_max_f32(yr + j + c0, ir + j + c0, xp + c0, best, c1 - c0)
-                            elif value_t is double:
-                                cp_lanes_max_f64(yr + j + c0, ir + j + c0, xp + c0, best, c1 - c0)
-                            else:
-                                for c in range(c0, c1):
-                                    v = xp[c]
-                                    acc = yr[j + c]
-                                    take = (v > acc) | (v != v)
-                                    yr[j + c] = v if take else acc
-                                    ir[j + c] = best if take else ir[j + c]
-                        elif value_t is float:
-                            cp_lanes_add_f32(yr + j + c0, xp + c0, c1 - c0)
-                        elif value_t is double:
-                            cp_lanes_add_f64(yr + j + c0, xp + c0, c1 - c0)
+                            for c in range(c0, c1):
+                                v = xp[c]
+                                acc = yr[j + c]
+                                take = (v > acc) | (v != v)
+                                yr[j + c] = v if take else acc
+                                ir[j + c] = best if take else ir[j + c]
                         else:
                             for c in range(c0, c1):
                                 yr[j + c] = yr[j + c] + xp[c]
@@ -538,9 +547,9 @@ cdef void _gather_item(const real_t *gs, real_t *gi, const Geom *g,    # IN, OUT
                     for t in range(nw):
                         gp = gr + (w0 + t * sw) * C
                         if real_t is float:
-                            cp_lanes_add_f32(gp + c0, sp + c0, c1 - c0)
+                            cp_lanes_add_f32(gp + c0, sp + c0, c1 - c0, 1, 0)
                         else:
-                            cp_lanes_add_f64(gp + c0, sp + c0, c1 - c0)
+                            cp_lanes_add_f64(gp + c0, sp + c0, c1 - c0, 1, 0)
 
 
 def avg_backward(const real_t[::1] go, real_t[::1] gs, real_t[::1] gi,

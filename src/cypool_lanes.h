@@ -22,24 +22,28 @@
 #endif
 
 #define CP_DEFINE_LANES(T, SUFFIX)                                                        \
-    /* acc[i] += x[i] */                                                                  \
+    /* acc[i] += x[t*xstep + i] for each tap t < taps, in tap order */                    \
     CP_CLONES static void cp_lanes_add_##SUFFIX(T *restrict acc, const T *restrict x,     \
-                                                ptrdiff_t n)                              \
+                                                ptrdiff_t n, ptrdiff_t taps,              \
+                                                ptrdiff_t xstep)                          \
     {                                                                                     \
-        for (ptrdiff_t i = 0; i < n; i++)                                                 \
-            acc[i] = acc[i] + x[i];                                                       \
+        for (ptrdiff_t t = 0; t < taps; t++)                                              \
+            for (ptrdiff_t i = 0; i < n; i++)                                             \
+                acc[i] = acc[i] + x[t * xstep + i];                                       \
     }                                                                                     \
-    /* running max with NaN winning; idx recorded where x[i] is taken */                  \
+    /* running max over taps in order, NaN winning; tap t has index idx + t*istep */      \
     CP_CLONES static void cp_lanes_max_##SUFFIX(T *restrict m, int64_t *restrict mi,      \
-                                                const T *restrict x, int64_t idx,         \
-                                                ptrdiff_t n)                              \
+                                                const T *restrict x, ptrdiff_t n,         \
+                                                ptrdiff_t taps, ptrdiff_t xstep,          \
+                                                int64_t idx, int64_t istep)               \
     {                                                                                     \
-        for (ptrdiff_t i = 0; i < n; i++) {                                               \
-            T v = x[i], a = m[i];                                                         \
-            int take = (v > a) | (v != v);                                                \
-            m[i] = take ? v : a;                                                          \
-            mi[i] = take ? idx : mi[i];                                                   \
-        }                                                                                 \
+        for (ptrdiff_t t = 0; t < taps; t++, idx += istep)                                \
+            for (ptrdiff_t i = 0; i < n; i++) {                                           \
+                T v = x[t * xstep + i], a = m[i];                                         \
+                int take = (v > a) | (v != v);                                            \
+                m[i] = take ? v : a;                                                      \
+                mi[i] = take ? idx : mi[i];                                               \
+            }                                                                             \
     }
 
 /* Loops over a few taps must stay scalar: vectorised 2+1 wide, the next
