@@ -377,6 +377,7 @@ cdef bint _whole_plane(const Geom *g) noexcept nogil:
 DEF MAX_LANES = 32
 DEF MIN_LANES = 8
 DEF LANE_BLOCK_BYTES = 4194304
+DEF L2_BLOCK_BYTES = 524288
 
 
 cdef void _plane_lanes_item(const value_t *x, value_t *y, int64_t *yi,   # IN, OUT, OUT
@@ -456,7 +457,12 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi,
     # Channels-first: the row sweep keeps OW chains of taps in flight, which
     # is enough when windows are wide; narrow windows (or a single output
     # column) are better pooled as lanes of transposed planes.
-    lanes = min(MAX_LANES, LANE_BLOCK_BYTES // (S * sizeof(value_t)), g.N // 2)
+    # as many lanes as fit a cache-sized block (L2_BLOCK_BYTES), but at least
+    # MIN_LANES while those fit LANE_BLOCK_BYTES
+    lanes = max(L2_BLOCK_BYTES // (S * sizeof(value_t)), MIN_LANES)
+    if lanes * S * sizeof(value_t) > LANE_BLOCK_BYTES:
+        lanes = 0
+    lanes = min(MAX_LANES, lanes, g.N // 2)
     lanes = lanes - lanes % MIN_LANES
     taps = 0
     for it in range(g.osize[2]):
