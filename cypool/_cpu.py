@@ -116,6 +116,19 @@ def _prepared(plan: Plan):
             koshape[0] * koshape[1] * koshape[2], kshape[4])
 
 
+@lru_cache(maxsize=256)
+def _prepared_backward(plan: Plan):
+    """The average-backward kernel and its geometry and inverse-table
+    arguments for ``plan`` (memoised like :func:`_prepared`)."""
+    w3 = _windows3(plan)
+    kshape, koshape = plan.kshape, plan.koshape
+    geometry = (kshape, koshape, tuple(w.step for w in w3),
+                _table(w3[0]), _table(w3[1]), _table(w3[2]),
+                *[a for w in w3 for a in _inverse(w)])
+    return (_kernel("avg_backward", plan.compute_dtype), geometry,
+            kshape[0] * kshape[1] * kshape[2], kshape[4])
+
+
 def forward(plan: Plan, x: np.ndarray, *, return_indices: bool = False,
             out=None, out_indices=None):
     """Pool ``x`` as ``plan`` says; returns values, or (values, indices)."""
@@ -147,19 +160,14 @@ def avg_backward(plan: Plan, grad_output: np.ndarray, *, out=None) -> np.ndarray
     gk = _flat_input(grad_output, comp)
     gi = _target(out, plan.in_shape, comp, grad_output)
     if gi.size:
-        w3 = _windows3(plan)
-        kshape, koshape = plan.kshape, plan.koshape
+        kernel, geometry, items, c = _prepared_backward(plan)
         threads = num_threads(gk.size + gi.size)
-        items = kshape[0] * kshape[1] * kshape[2]
-        cblock = _channel_block(kshape[4], items, threads)
+        cblock = _channel_block(c, items, threads)
         scratch = np.empty(max(gk.size, 1), dtype=comp)
         if gk.size == 0:
             gk = np.zeros(1, dtype=comp)
-        inv = [a for w in w3 for a in _inverse(w)]
-        _kernel("avg_backward", comp)(gk, scratch, gi.reshape(-1), kshape, koshape,
-                       tuple(w.step for w in w3), _table(w3[0]), _table(w3[1]),
-                       _table(w3[2]), *inv, plan.div_mode, plan.div_value, cblock,
-                       min(threads, max(1, items * -(-kshape[4] // cblock))))
+        kernel(gk, scratch, gi.reshape(-1), *geometry, plan.div_mode, plan.div_value, cblock,
+               min(threads, max(1, items * -(-c // cblock))))
     return _deliver(gi, out, plan.out_dtype)
 
 

@@ -254,15 +254,13 @@ _PLANS: dict = {}
 _PLANS_MAX = 4096
 
 
-def _typed(v):
-    """A hashable key of v that tells 1 from True from 1.0 (equal, but not the
-    same argument: only some of them are valid)."""
+def _sig(v):
+    """The types in an argument (nested for sequences): 1, True and 1.0 are
+    equal and hash alike, but only some of them are valid arguments."""
     t = type(v)
     if t is tuple or t is list:
-        if all(type(e) is int for e in v):        # shapes and plain int tuples
-            return (t, tuple(v))
-        return (t, tuple(map(_typed, v)))
-    return (t, v)
+        return (t, *map(_sig, v))
+    return t
 
 
 def cached(builder):
@@ -271,7 +269,8 @@ def cached(builder):
     Arguments that cannot be hashed skip the cache."""
     def wrapper(*args, **kw):
         try:
-            key = (builder, _typed(args), _typed(tuple(sorted(kw.items()))))
+            key = (builder, args, tuple(map(_sig, args)), tuple(kw.items()),
+                   tuple(map(_sig, kw.values())))
             hash(key)
         except TypeError:
             return builder(*args, **kw)
