@@ -143,11 +143,10 @@ def forward(plan: Plan, x: np.ndarray, *, return_indices: bool = False,
         kernel, geometry, items, c = _prepared(plan)
         threads = num_threads(xk.size + y.size)
         cblock = _channel_block(c, items, threads)
-        idx = yi if yi is not None else (np.empty(y.shape, np.int64) if is_max
-                                         else _NO_INDICES)
+        idx = yi if yi is not None else _NO_INDICES
         kernel(xk, y.reshape(-1), idx.reshape(-1), *geometry,
                is_max, plan.div_mode, plan.div_value, _lowest(comp) if is_max else 0,
-               cblock, min(threads, max(1, items * -(-c // cblock))))
+               cblock, min(threads, max(1, items * -(-c // cblock))), yi is not None)
     values = _deliver(y, out, plan.out_dtype)
     if yi is None:
         return values

@@ -42,6 +42,10 @@ cdef extern from "cypool_lanes.h" nogil:
                           Py_ssize_t taps, Py_ssize_t xstep, int64_t idx, int64_t istep)
     void cp_lanes_max_f64(double *m, int64_t *mi, const double *x, Py_ssize_t n,
                           Py_ssize_t taps, Py_ssize_t xstep, int64_t idx, int64_t istep)
+    void cp_lanes_maxv_f32(float *m, const float *x, Py_ssize_t n, Py_ssize_t taps,
+                           Py_ssize_t xstep)
+    void cp_lanes_maxv_f64(double *m, const double *x, Py_ssize_t n, Py_ssize_t taps,
+                           Py_ssize_t xstep)
     float cp_sum_f32(const float *x, Py_ssize_t n)
     double cp_sum_f64(const double *x, Py_ssize_t n)
     void cp_spread_f32(float *p, float v, Py_ssize_t n, Py_ssize_t step)
@@ -238,7 +242,7 @@ cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OU
     cdef Py_ssize_t h0 = _start(g, 1, oh), nh = _count(g, 1, oh), sh = g.step[1]
     cdef Py_ssize_t row = ((n * g.osize[0] + od) * g.osize[1] + oh) * OW * C
     cdef value_t *yr = y + row
-    cdef int64_t *ir = yi + row
+    cdef int64_t *ir = NULL if yi == NULL else yi + row     # NULL: values only
     cdef const value_t *xr
     cdef const value_t *xp
     cdef Py_ssize_t ow, c, a, b, t, d, h, w, w0, nw, j, plane_row
@@ -255,12 +259,9 @@ cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OU
                 best = -1
             else:
                 best = (d0 * H + h0) * W + _start(g, 2, ow)
-            if C == 1:
-                yr[ow] = init
-                ir[ow] = best
-            else:
-                for c in range(c0, c1):
-                    yr[j + c] = init
+            for c in range(c0, c1):
+                yr[j + c] = init
+                if ir != NULL:
                     ir[j + c] = best
         elif C == 1:
             yr[ow] = 0
@@ -281,7 +282,12 @@ cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OU
                 if C == 1:
                     # channels-first: one lane, keep the running value in a register
                     acc = yr[ow]
-                    if is_max:
+                    if is_max and ir == NULL:
+                        for t in range(nw):
+                            v = xr[w0 + t * sw]
+                            take = (v > acc) | (v != v)
+                            acc = v if take else acc
+                    elif is_max:
                         # branch-free (conditional moves): random data makes
                         # "is this tap the new max" unpredictable
                         best = ir[ow]
@@ -300,7 +306,12 @@ cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OU
                     # channels-last: C independent lanes, contiguous; one call
                     # runs the window row's taps in order
                     xp = xr + w0 * C + c0
-                    if is_max:
+                    if is_max and ir == NULL:
+                        if value_t is float:
+                            cp_lanes_maxv_f32(yr + j + c0, xp, c1 - c0, nw, sw * C)
+                        else:
+                            cp_lanes_maxv_f64(yr + j + c0, xp, c1 - c0, nw, sw * C)
+                    elif is_max:
                         if value_t is float:
                             cp_lanes_max_f32(yr + j + c0, ir + j + c0, xp, c1 - c0, nw,
                                              sw * C, plane_row + w0, sw)
@@ -322,7 +333,8 @@ cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OU
                                 acc = yr[j + c]
                                 take = (v > acc) | (v != v)
                                 yr[j + c] = v if take else acc
-                                ir[j + c] = best if take else ir[j + c]
+                                if ir != NULL:
+                                    ir[j + c] = best if take else ir[j + c]
                         else:
                             for c in range(c0, c1):
                                 yr[j + c] = yr[j + c] + xp[c]
@@ -398,9 +410,10 @@ cdef void _plane_lanes_item(const value_t *x, value_t *y, int64_t *yi,   # IN, O
     _transpose(x + p0 * S, S, bx, nl, nl, S)
     for od in range(g.osize[0]):
         for oh in range(g.osize[1]):
-            _forward_item(bx, by, bi, &lg, 0, od, oh, 0, nl, is_max, init)
+            _forward_item(bx, by, NULL if yi == NULL else bi, &lg, 0, od, oh, 0, nl,
+                          is_max, init)
     _transpose(by, nl, y + p0 * OS, OS, OS, nl)
-    if is_max:
+    if is_max and yi != NULL:
         cp_transpose_64(bi, nl, yi + p0 * OS, OS, OS, nl)
 
 
@@ -422,10 +435,11 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi,
             tuple shape, tuple oshape, tuple steps,
             const int64_t[:, ::1] t0, const int64_t[:, ::1] t1, const int64_t[:, ::1] t2,
             bint is_max, int div_mode, double div_value, value_t init,
-            Py_ssize_t cblock, int nthreads):
+            Py_ssize_t cblock, int nthreads, bint indices=True):
     """Pool x (N, D, H, W, C) into y (N, OD, OH, OW, C); yi gets max indices.
 
-    x: IN; y, yi: OUT (yi is only written when is_max).
+    x: IN; y, yi: OUT (yi is only written when is_max and indices; max pooling
+    without indices runs a values-only loop).
     """
     cdef Geom g = _geom(shape, oshape, steps, div_mode, div_value, t0, t1, t2)
     cdef Py_ssize_t nblk = (g.C + cblock - 1) // cblock
@@ -439,6 +453,7 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi,
     cdef value_t *by
     cdef int64_t *bi
     cdef int failed = 0
+    cdef int64_t *yp = &yi[0] if (is_max and indices) else NULL
     if items == 0:
         return
     if value_t is float or value_t is double:
@@ -479,7 +494,7 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi,
                 if bx == NULL or by == NULL or bi == NULL:
                     failed = 1
                 else:
-                    _plane_lanes_item(&x[0], &y[0], &yi[0], &g, it * lanes,
+                    _plane_lanes_item(&x[0], &y[0], yp, &g, it * lanes,
                                       min(lanes, g.N - it * lanes), bx, by, bi, is_max, init)
             free(bx)
             free(by)
@@ -490,7 +505,7 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi,
     with nogil:
         for it in prange(items, schedule="static", num_threads=nthreads):
             w = _item(it, OD, OH, nblk, cblock, g.C)
-            _forward_item(&x[0], &y[0], &yi[0], &g, w.n, w.a, w.b, w.c0, w.c1, is_max, init)
+            _forward_item(&x[0], &y[0], yp, &g, w.n, w.a, w.b, w.c0, w.c1, is_max, init)
 
 
 # --------------------------------------------------------------------------

@@ -44,6 +44,17 @@
                 m[i] = take ? v : a;                                                      \
                 mi[i] = take ? idx : mi[i];                                               \
             }                                                                             \
+    }                                                                                     \
+    /* the same running max, values only */                                              \
+    CP_CLONES static void cp_lanes_maxv_##SUFFIX(T *restrict m, const T *restrict x,      \
+                                                 ptrdiff_t n, ptrdiff_t taps,             \
+                                                 ptrdiff_t xstep)                         \
+    {                                                                                     \
+        for (ptrdiff_t t = 0; t < taps; t++)                                              \
+            for (ptrdiff_t i = 0; i < n; i++) {                                           \
+                T v = x[t * xstep + i], a = m[i];                                         \
+                m[i] = ((v > a) | (v != v)) ? v : a;                                      \
+            }                                                                             \
     }
 
 /* Loops over a few taps must stay scalar: vectorised 2+1 wide, the next

@@ -210,3 +210,28 @@ def test_plane_lanes_path_matches_torch(shape, kw, dtype):
     getattr(F, f"max_pool{rank}d")(tt, **kw).backward(torch.from_numpy(g))
     gm = getattr(cypool, f"max_pool{rank}d_backward")(g, i, x.shape, **kw)
     np.testing.assert_array_equal(gm, tt.grad.numpy())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8, np.int32])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("shape,kw", [
+    ((2, 3, 31, 29), dict(kernel_size=3, stride=2, padding=1)),        # row sweep
+    ((1, 40, 12, 11), dict(kernel_size=2)),                            # plane lanes
+    ((2, 20, 9, 10), dict(kernel_size=(3, 2), stride=1, dilation=2)),
+])
+def test_max_values_only_path_equals_indexed_path(shape, kw, channels_last, dtype):
+    """Without return_indices max pooling runs a values-only loop on every
+    path; its values must be the indexed path's, NaN and ties included."""
+    rng = np.random.default_rng(5)
+    x = np.round(rng.standard_normal(shape) * 3)
+    if np.dtype(dtype).kind == "f":
+        x[rng.random(shape) < 0.05] = np.nan
+    x = x.astype(dtype)
+    if channels_last:
+        x = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+    v = cypool.max_pool2d(x, **kw, channels_last=channels_last)
+    vi, _ = cypool.max_pool2d(x, **kw, channels_last=channels_last, return_indices=True)
+    np.testing.assert_array_equal(v, vi)
+    g = cypool.adaptive_max_pool2d(x, (4, 3), channels_last=channels_last)
+    gi, _ = cypool.adaptive_max_pool2d(x, (4, 3), True, channels_last=channels_last)
+    np.testing.assert_array_equal(g, gi)
