@@ -71,6 +71,9 @@ def _onnx_peer(op, spec, shape, dtype, glob):
             so = ort.SessionOptions()
             so.intra_op_num_threads = cypool.get_num_threads()
             so.inter_op_num_threads = 1
+            # its idle workers would otherwise spin and steal the cores from
+            # whichever library is timed next in the interleaved rounds
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
             state["sess"] = ort.InferenceSession(model.SerializeToString(), so,
                                                  providers=["CPUExecutionProvider"])
         return state["sess"].run(None, {"X": d["x_nchw"]})

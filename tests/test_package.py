@@ -161,3 +161,21 @@ def test_public_signatures_match_the_contract():
         assert params(getattr(cypool, f"global_max_pool{r}d")) == [
             ("x", pos), ("keepdims", kw), ("return_indices", kw), ("channels_last", kw),
             ("out", kw)]
+
+
+def test_readme_example_runs():
+    """The README's usage example runs and gives the shapes its comments state."""
+    import re
+    from pathlib import Path
+
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    code = re.search(r"```python\n(.*?)```", readme.read_text(), re.S).group(1)
+    ns: dict = {}
+    before = cypool.get_num_threads()
+    try:
+        exec(code.replace("cypool.show_config()", "cypool.show_config(print_out=False)"), ns)
+    finally:
+        cypool.set_num_threads(before)
+    assert ns["y"].shape == (8, 64, 7, 7)
+    assert ns["g"].shape == (8, 64)
+    assert ns["gx"].shape == ns["x"].shape
