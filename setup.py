@@ -4,7 +4,7 @@ CYPOOL_OPENMP=1  OpenMP is required: the build fails when the compiler has none.
 CYPOOL_OPENMP=0  build serial kernels (no OpenMP).
 unset            use OpenMP when the compiler has it, warn and build serial otherwise.
 
-No flag here depends on the build machine's CPU (never -march=native): wheels
+No flag here depends on the build machine's CPU (no native-arch tuning): wheels
 built here run on any x86-64 (or aarch64) machine.
 """
 import os

@@ -22,6 +22,24 @@ channels_last : bool, default False
     If True, the channel axis is last: ``(N, {dims}, C)`` or ``({dims}, C)``.
     The result has the same layout."""
 
+_POOLED_DOC = """\
+{LAYOUT}
+{OUT}
+
+Returns
+-------
+ndarray
+    ``(N, C, {odims})`` (or the unbatched / channels-last equivalent)."""
+
+_GRADIENT_DOC = """\
+{LAYOUT}
+{OUT}
+
+Returns
+-------
+ndarray
+    Of shape ``input_shape`` and ``grad_output``'s dtype."""
+
 _OUT_DOC = """\
 out : ndarray, optional
     Array of exactly the result's shape and dtype to write the result into;
@@ -195,7 +213,8 @@ array([0., 0., 0., 0., 0., 0., 0., 1.])""",
 
 def _doc(key: str, rank: int, text: str) -> str:
     dims = _DIMS[rank]
-    text = text.replace("FIXEDARGS", _FIXED_ARGS_DOC)
+    text = text.replace("FIXEDARGS", _FIXED_ARGS_DOC).replace("POOLED", _POOLED_DOC)
+    text = text.replace("GRADIENT", _GRADIENT_DOC)
     text = text.replace("{LAYOUT}", _LAYOUT_DOC.format(dims=dims)).replace("{OUT}", _OUT_DOC)
     text = text.format(rank=rank, dims=dims, odims=_ODIMS[rank])
     return text + "\n\nExamples\n--------\n>>> import numpy as np, cypool\n" + _EXAMPLES[(key, rank)] + "\n"
@@ -294,13 +313,7 @@ x : array_like
     accumulated in float32), integers and bool (returned as float64).
 output_size : int, None or tuple of {rank} ints/None
     Output extent per spatial dimension; ``None`` keeps the input's extent.
-{LAYOUT}
-{OUT}
-
-Returns
--------
-ndarray
-    ``(N, C, {odims})`` (or the unbatched / channels-last equivalent).""")
+POOLED""")
 
 
 def _adaptive_max(rank):
@@ -406,17 +419,32 @@ def _backward_plan(fn, op, rank, grad_output, input_shape, channels_last, make_p
     return plan
 
 
+def _run_backward(fn, op, rank, grad_output, indices, input_shape, channels_last, out,
+                  make_plan=None):
+    """Shared body of every backward function: dispatch, plan (adaptive unless
+    ``make_plan(shape, dtype)`` is given), check indices and ``out``, run."""
+    impl = _dispatch.implementation(fn, grad_output, indices)
+    if impl.__name__.endswith("_cpu"):
+        grad_output = as_array(grad_output, fn, "grad_output")
+        if indices is not None:
+            indices = as_array(indices, fn, "indices")
+    mk = None if make_plan is None else (lambda shape: make_plan(shape, grad_output.dtype))
+    plan = _backward_plan(fn, op, rank, grad_output, input_shape, channels_last, mk)
+    if op == "max":
+        _check_indices(fn, indices, grad_output, plan)
+    if out is not None:
+        check_out(out, plan.in_shape, plan.out_dtype, fn)
+    if op == "max":
+        return impl.max_backward(plan, grad_output, indices, out=out)
+    return impl.avg_backward(plan, grad_output, out=out)
+
+
 def _adaptive_avg_backward(rank):
     name = f"adaptive_avg_pool{rank}d_backward"
 
     def f(grad_output, input_shape, *, channels_last=False, out=None):
-        impl = _dispatch.implementation(name, grad_output)
-        if impl.__name__.endswith("_cpu"):
-            grad_output = as_array(grad_output, name, "grad_output")
-        plan = _backward_plan(name, "avg", rank, grad_output, input_shape, channels_last)
-        if out is not None:
-            check_out(out, plan.in_shape, plan.out_dtype, name)
-        return impl.avg_backward(plan, grad_output, out=out)
+        return _run_backward(name, "avg", rank, grad_output, None, input_shape,
+                             channels_last, out)
 
     return _finish(f, name, "adaptive_avg_backward", rank, """\
 Gradient of :func:`adaptive_avg_pool{rank}d` with respect to its input.
@@ -431,13 +459,7 @@ grad_output : array_like
     Gradient of the pooled result, ``(N, C, {odims})`` (float16/32/64).
 input_shape : tuple of ints
     Shape of the forward call's input, in its layout.
-{LAYOUT}
-{OUT}
-
-Returns
--------
-ndarray
-    Of shape ``input_shape`` and ``grad_output``'s dtype.""")
+GRADIENT""")
 
 
 def _check_indices(fn, indices, grad_output, plan):
@@ -464,15 +486,8 @@ def _adaptive_max_backward(rank):
     name = f"adaptive_max_pool{rank}d_backward"
 
     def f(grad_output, indices, input_shape, *, channels_last=False, out=None):
-        impl = _dispatch.implementation(name, grad_output, indices)
-        if impl.__name__.endswith("_cpu"):
-            grad_output = as_array(grad_output, name, "grad_output")
-            indices = as_array(indices, name, "indices")
-        plan = _backward_plan(name, "max", rank, grad_output, input_shape, channels_last)
-        _check_indices(name, indices, grad_output, plan)
-        if out is not None:
-            check_out(out, plan.in_shape, plan.out_dtype, name)
-        return impl.max_backward(plan, grad_output, indices, out=out)
+        return _run_backward(name, "max", rank, grad_output, indices, input_shape,
+                             channels_last, out)
 
     return _finish(f, name, "adaptive_max_backward", rank, """\
 Gradient of :func:`adaptive_max_pool{rank}d` with respect to its input.
@@ -489,13 +504,7 @@ indices : array_like of int
     The forward call's indices (``return_indices=True``), unchanged.
 input_shape : tuple of ints
     Shape of the forward call's input, in its layout.
-{LAYOUT}
-{OUT}
-
-Returns
--------
-ndarray
-    Of shape ``input_shape`` and ``grad_output``'s dtype.""")
+GRADIENT""")
 
 
 # ---------------------------------------------------------------------------
@@ -562,13 +571,7 @@ count_include_pad : bool, default True
     Count padded taps in the divisor.
 divisor_override : int, optional
     Divide every window sum by this (non-zero) number instead.
-{LAYOUT}
-{OUT}
-
-Returns
--------
-ndarray
-    ``(N, C, {odims})`` (or the unbatched / channels-last equivalent).""")
+POOLED""")
 
 
 def _max_pool(rank):
@@ -615,17 +618,11 @@ def _avg_pool_backward(rank):
     def f(grad_output, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
           count_include_pad=True, divisor_override=None, *, dilation=1, channels_last=False,
           out=None):
-        impl = _dispatch.implementation(name, grad_output)
-        if impl.__name__.endswith("_cpu"):
-            grad_output = as_array(grad_output, name, "grad_output")
         mk = _fixed_plan_maker(name, "avg", rank, kernel_size, stride, padding, dilation,
                                ceil_mode, count_include_pad, divisor_override, channels_last,
                                grad=True, arg="input_shape")
-        plan = _backward_plan(name, "avg", rank, grad_output, input_shape, channels_last,
-                              lambda shape: mk(shape, grad_output.dtype))
-        if out is not None:
-            check_out(out, plan.in_shape, plan.out_dtype, name)
-        return impl.avg_backward(plan, grad_output, out=out)
+        return _run_backward(name, "avg", rank, grad_output, None, input_shape,
+                             channels_last, out, mk)
 
     return _finish(f, name, "avg_backward", rank, """\
 Gradient of :func:`avg_pool{rank}d` with respect to its input.
@@ -643,13 +640,7 @@ input_shape : tuple of ints
 FIXEDARGS
 count_include_pad, divisor_override, dilation
     As in the forward call.
-{LAYOUT}
-{OUT}
-
-Returns
--------
-ndarray
-    Of shape ``input_shape`` and ``grad_output``'s dtype.""")
+GRADIENT""")
 
 
 def _max_pool_backward(rank):
@@ -657,19 +648,11 @@ def _max_pool_backward(rank):
 
     def f(grad_output, indices, input_shape, kernel_size, stride=None, padding=0, dilation=1,
           ceil_mode=False, *, channels_last=False, out=None):
-        impl = _dispatch.implementation(name, grad_output, indices)
-        if impl.__name__.endswith("_cpu"):
-            grad_output = as_array(grad_output, name, "grad_output")
-            indices = as_array(indices, name, "indices")
         mk = _fixed_plan_maker(name, "max", rank, kernel_size, stride, padding, dilation,
                                ceil_mode, True, None, channels_last, grad=True,
                                arg="input_shape")
-        plan = _backward_plan(name, "max", rank, grad_output, input_shape, channels_last,
-                              lambda shape: mk(shape, grad_output.dtype))
-        _check_indices(name, indices, grad_output, plan)
-        if out is not None:
-            check_out(out, plan.in_shape, plan.out_dtype, name)
-        return impl.max_backward(plan, grad_output, indices, out=out)
+        return _run_backward(name, "max", rank, grad_output, indices, input_shape,
+                             channels_last, out, mk)
 
     return _finish(f, name, "max_backward", rank, """\
 Gradient of :func:`max_pool{rank}d` with respect to its input.
@@ -687,13 +670,7 @@ indices : array_like of int
 input_shape : tuple of ints
     Shape of the forward call's input, in its layout.
 FIXEDARGS
-{LAYOUT}
-{OUT}
-
-Returns
--------
-ndarray
-    Of shape ``input_shape`` and ``grad_output``'s dtype.""")
+GRADIENT""")
 
 
 def _build():
