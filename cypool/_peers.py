@@ -39,7 +39,6 @@ def window_spec(kind: str, rank: int, shape_nchw: tuple, osize=None, kw=None):
 
 
 def _onnx_peer(op, spec, shape, dtype, glob):
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
