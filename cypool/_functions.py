@@ -196,13 +196,15 @@ array([0.125, 0.125, 0.125, 0.125, 0.125, 0.125, 0.125, 0.125])""",
 >>> cypool.max_pool1d_backward(np.array([[10., 100.]]), idx, x.shape, 3, stride=1)
 array([[  0., 110.,   0.,   0.]])""",
     ("max_backward", 2): """\
->>> x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
->>> y, idx = cypool.max_pool2d(x, 2, return_indices=True)
->>> cypool.max_pool2d_backward(np.ones_like(y), idx, x.shape, 2)[0, 0]
-array([[0., 0., 0., 0.],
-       [0., 1., 0., 1.],
-       [0., 0., 0., 0.],
-       [0., 1., 0., 1.]], dtype=float32)""",
+>>> x = np.array([[[[1., 5., 2.], [0., 3., 4.], [6., 1., 0.]]]], dtype=np.float32)
+>>> y, idx = cypool.max_pool2d(x, 2, stride=1, return_indices=True)
+>>> y[0, 0]                        # overlapping windows: 5 wins twice
+array([[5., 5.],
+       [6., 4.]], dtype=float32)
+>>> cypool.max_pool2d_backward(np.ones_like(y), idx, x.shape, 2, stride=1)[0, 0]
+array([[0., 2., 0.],
+       [0., 0., 1.],
+       [1., 0., 0.]], dtype=float32)""",
     ("max_backward", 3): """\
 >>> x = np.arange(8.0).reshape(1, 2, 2, 2)
 >>> y, idx = cypool.max_pool3d(x, 2, return_indices=True)
