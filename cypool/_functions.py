@@ -40,6 +40,17 @@ Returns
 ndarray
     Of shape ``input_shape`` and ``grad_output``'s dtype."""
 
+_MAX_RESULT_DOC = """\
+{LAYOUT}
+out : ndarray or (ndarray, ndarray), optional
+    Where to write the result (a ``(values, indices)`` pair with
+    ``return_indices=True``); exactly the result's shape and dtype.
+
+Returns
+-------
+ndarray, or (ndarray, ndarray) with ``return_indices=True``
+    Values of ``x``'s dtype, and int64 indices of the same shape."""
+
 _OUT_DOC = """\
 out : ndarray, optional
     Array of exactly the result's shape and dtype to write the result into;
@@ -216,7 +227,7 @@ array([0., 0., 0., 0., 0., 0., 0., 1.])""",
 def _doc(key: str, rank: int, text: str) -> str:
     dims = _DIMS[rank]
     text = text.replace("FIXEDARGS", _FIXED_ARGS_DOC).replace("POOLED", _POOLED_DOC)
-    text = text.replace("GRADIENT", _GRADIENT_DOC)
+    text = text.replace("GRADIENT", _GRADIENT_DOC).replace("MAXRESULT", _MAX_RESULT_DOC)
     text = text.replace("{LAYOUT}", _LAYOUT_DOC.format(dims=dims)).replace("{OUT}", _OUT_DOC)
     text = text.format(rank=rank, dims=dims, odims=_ODIMS[rank])
     return text + "\n\nExamples\n--------\n>>> import numpy as np, cypool\n" + _EXAMPLES[(key, rank)] + "\n"
@@ -342,15 +353,7 @@ output_size : int, None or tuple of {rank} ints/None
 return_indices : bool, default False
     Also return the int64 flat index of each maximum within its input plane
     (``h*W + w`` in 2-d), as PyTorch does.
-{LAYOUT}
-out : ndarray or (ndarray, ndarray), optional
-    Where to write the result (a ``(values, indices)`` pair with
-    ``return_indices=True``); exactly the result's shape and dtype.
-
-Returns
--------
-ndarray, or (ndarray, ndarray) with ``return_indices=True``
-    Values of ``x``'s dtype, and int64 indices of the same shape.""")
+MAXRESULT""")
 
 
 # ---------------------------------------------------------------------------
@@ -604,14 +607,7 @@ x : array_like
 FIXEDARGS
 return_indices : bool, default False
     Also return the int64 flat index of each maximum within its input plane.
-{LAYOUT}
-out : ndarray or (ndarray, ndarray), optional
-    Where to write the result (a ``(values, indices)`` pair with
-    ``return_indices=True``); exactly the result's shape and dtype.
-
-Returns
--------
-ndarray, or (ndarray, ndarray) with ``return_indices=True``""")
+MAXRESULT""")
 
 
 def _avg_pool_backward(rank):
