@@ -12,6 +12,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from . import _buffers
 from . import _kernels as K
 from ._plan import Plan, Window
 
@@ -38,6 +39,13 @@ def _inverse(w: Window) -> tuple:
     return ptr, outs
 
 
+@lru_cache(maxsize=512)
+def _runs(w: Window) -> np.ndarray:
+    runs = K.runs_table(*_inverse(w))
+    runs.flags.writeable = False
+    return runs
+
+
 def _windows3(plan: Plan) -> tuple:
     return (_UNIT,) * (3 - plan.rank) + tuple(plan.windows)
 
@@ -45,6 +53,11 @@ def _windows3(plan: Plan) -> tuple:
 # Below this many elements touched, a call runs on one thread: waking a
 # thread team costs more than the work (the result is the same either way).
 SERIAL_WORK = 1 << 15
+
+
+# Outputs at least this large are written with non-temporal stores where a
+# kernel supports them (larger than the caches: nobody reads them back soon).
+STREAM_BYTES = 8 << 20
 
 
 def num_threads(work: int = SERIAL_WORK) -> int:
@@ -86,11 +99,12 @@ def _flat_input(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 def _target(out, shape, dtype, *inputs):
     """The array the kernel writes: ``out`` itself when it can take the
-    kernel's output directly, else a fresh contiguous array."""
+    kernel's output directly, else a fresh contiguous array (a cached
+    buffer when it is large, see cypool._buffers)."""
     if (out is not None and out.dtype == dtype and out.flags.c_contiguous
             and not any(np.may_share_memory(out, a) for a in inputs)):
         return out
-    return np.empty(shape, dtype=dtype)
+    return _buffers.empty(shape, dtype)
 
 
 def _deliver(result: np.ndarray, out, dtype: np.dtype) -> np.ndarray:
@@ -124,9 +138,9 @@ def _prepared_backward(plan: Plan):
     kshape, koshape = plan.kshape, plan.koshape
     geometry = (kshape, koshape, tuple(w.step for w in w3),
                 _table(w3[0]), _table(w3[1]), _table(w3[2]),
-                *[a for w in w3 for a in _inverse(w)])
-    return (_kernel("avg_backward", plan.compute_dtype), geometry,
-            kshape[0] * kshape[1] * kshape[2], kshape[4])
+                *[a for w in w3 for a in _inverse(w)], _runs(w3[0]), _runs(w3[1]))
+    items = kshape[0] * (len(geometry[-2]) - 1) * (len(geometry[-1]) - 1)
+    return (_kernel("avg_backward", plan.compute_dtype), geometry, items, kshape[4])
 
 
 def forward(plan: Plan, x: np.ndarray, *, return_indices: bool = False,
@@ -166,7 +180,7 @@ def avg_backward(plan: Plan, grad_output: np.ndarray, *, out=None) -> np.ndarray
         if gk.size == 0:
             gk = np.zeros(1, dtype=comp)
         kernel(gk, scratch, gi.reshape(-1), *geometry, plan.div_mode, plan.div_value, cblock,
-               min(threads, max(1, items * -(-c // cblock))))
+               min(threads, max(1, items * -(-c // cblock))), gi.nbytes >= STREAM_BYTES)
     return _deliver(gi, out, plan.out_dtype)
 
 

@@ -16,6 +16,7 @@ or scanned in PyTorch's order (depth, then row, then column).
 
 from cython.parallel cimport parallel, prange
 from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
 from libc.stdint cimport (int8_t, uint8_t, int16_t, uint16_t, int32_t,
                           uint32_t, int64_t, uint64_t)
 
@@ -57,6 +58,11 @@ cdef extern from "cypool_transpose.h" nogil:
                          Py_ssize_t rows, Py_ssize_t cols)
     void cp_transpose_64(const void *src, Py_ssize_t ss, void *dst, Py_ssize_t ds,
                          Py_ssize_t rows, Py_ssize_t cols)
+
+
+cdef extern from "cypool_stream.h" nogil:
+    void cp_stream_copy(void *dst, const void *src, size_t n)
+    void cp_stream_fence()
 
 
 cdef extern from "cypool_threads.h" nogil:
@@ -213,6 +219,34 @@ def inverse_table(const int64_t[:, ::1] table, Py_ssize_t step, Py_ssize_t size)
             ov[fv[i]] = o
             fv[i] += 1
     return ptr, outs
+
+
+def runs_table(const int64_t[::1] ptr, const int64_t[::1] outs):
+    """Runs of consecutive input positions that read the same outputs.
+
+    From an inverse_table's CSR arrays: an int64 array ``r`` of run starts
+    followed by the extent, so run ``k`` is positions ``[r[k], r[k+1])``.
+    Input rows in one run receive exactly the same gradient terms in the
+    same order, so the average backward computes a run's first row and
+    copies it to the others (bit-identical, and no work repeated).
+    """
+    cdef Py_ssize_t size = ptr.shape[0] - 1, i, t, n = 0
+    runs = np.empty(size + 1, dtype=np.int64)
+    cdef int64_t[::1] rv = runs
+    cdef bint same
+    cdef Py_ssize_t prev = 0
+    for i in range(size):
+        same = i > 0 and ptr[i + 1] - ptr[i] == ptr[i] - ptr[prev]
+        t = 0
+        while same and t < ptr[i + 1] - ptr[i]:
+            same = outs[ptr[i] + t] == outs[ptr[prev] + t]
+            t += 1
+        prev = i
+        if not same:
+            rv[n] = i
+            n += 1
+    rv[n] = size
+    return runs[:n + 1].copy()
 
 
 cdef inline void _zero(real_t *p, Py_ssize_t W, Py_ssize_t C,
@@ -390,6 +424,9 @@ DEF MAX_LANES = 32
 DEF MIN_LANES = 8
 DEF LANE_BLOCK_BYTES = 4194304
 DEF L2_BLOCK_BYTES = 524288
+# The average backward builds channels-first planes up to this size in a
+# per-thread buffer before streaming them out.
+DEF PLANE_BUFFER_BYTES = 1048576
 
 
 cdef void _plane_lanes_item(const value_t *x, value_t *y, int64_t *yi,   # IN, OUT, OUT
@@ -523,20 +560,20 @@ cdef void _scale_item(const real_t *go, real_t *gs, const Geom *g,     # IN, OUT
     _finish_avg(gs + row, g, od, oh, 0, g.C)
 
 
-cdef void _gather_item(const real_t *gs, real_t *gi, const Geom *g,    # IN, OUT
+cdef void _gather_item(const real_t *gs, real_t *gr, const Geom *g,    # IN, OUT
                        const int64_t **ptr, const int64_t **outs, bint overlap_w,
                        Py_ssize_t n, Py_ssize_t d, Py_ssize_t h,
                        Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
-    # Input row (n, d, h) sums the scaled gradients of the output rows whose
+    # Input row (n, d, h), computed into gr (a scratch row of W x C), sums
+    # the scaled gradients of the output rows whose
     # windows read it (from the inverse tables of D and H).  Along W each
     # output's gradient is spread over its window, or, when windows overlap
     # along W on a channels-first row, gathered per element from the inverse
     # table of W (spreading overlapping windows chains every add through
     # memory).  Either way every element gets its terms in output order
     # (od, oh, ow), the order of PyTorch's scatter, so the sums match it bit
-    # for bit; the item owns its row, so no two threads write one element.
+    # for bit.
     cdef Py_ssize_t C = g.C, W = g.size[2], OW = g.osize[2], sw = g.step[2]
-    cdef real_t *gr = gi + ((n * g.size[0] + d) * g.size[1] + h) * W * C
     cdef real_t *gp
     cdef const real_t *sr
     cdef const real_t *sp
@@ -579,11 +616,17 @@ def avg_backward(const real_t[::1] go, real_t[::1] gs, real_t[::1] gi,
                  const int64_t[::1] p0, const int64_t[::1] q0,
                  const int64_t[::1] p1, const int64_t[::1] q1,
                  const int64_t[::1] p2, const int64_t[::1] q2,
-                 int div_mode, double div_value, Py_ssize_t cblock, int nthreads):
+                 const int64_t[::1] r0, const int64_t[::1] r1,
+                 int div_mode, double div_value, Py_ssize_t cblock, int nthreads,
+                 bint stream=False):
     """Gradient of an average pool: gi (N, D, H, W, C) from go (N, OD, OH, OW, C).
 
     go: IN; gs: scratch of go's size (the scaled gradient); gi: OUT.
-    (p_k, q_k) are the inverse_table CSR arrays of dimensions D, H and W.
+    (p_k, q_k) are the inverse_table CSR arrays of dimensions D, H and W;
+    r0, r1 the runs_table of D and H: one work item computes the first row
+    of a run of identical rows (in D x H) and writes it to every row of the
+    run, with non-temporal stores when ``stream`` (an output larger than
+    the caches).
     """
     cdef Geom g = _geom(shape, oshape, steps, div_mode, div_value, t0, t1, t2)
     cdef const int64_t *ptr[3]
@@ -596,21 +639,79 @@ def avg_backward(const real_t[::1] go, real_t[::1] gs, real_t[::1] gi,
         if p2[i + 1] - p2[i] > 1:
             overlap_w = True
     cdef Py_ssize_t OD = g.osize[0], OH = g.osize[1]
-    cdef Py_ssize_t D = g.size[0], H = g.size[1]
+    cdef Py_ssize_t RD = r0.shape[0] - 1, RH = r1.shape[0] - 1
     cdef Py_ssize_t nblk = (g.C + cblock - 1) // cblock
     cdef Py_ssize_t it
     cdef Item w
     cdef Py_ssize_t oitems = g.N * OD * OH
-    cdef Py_ssize_t items = g.N * D * H * nblk
+    cdef Py_ssize_t items = g.N * RD * RH * nblk
     if items == 0:
         return
+    cdef real_t *row
+    cdef real_t *pbuf
+    cdef int failed = 0
+    cdef Py_ssize_t S = g.size[0] * g.size[1] * g.size[2], a, b
+    # Channels-first with a large output: a work item is a whole plane,
+    # built in a cache-resident buffer and streamed out in one piece (rows
+    # streamed one at a time would leave partly written lines at every row
+    # boundary).  Otherwise an item is a run of rows (and a channel block).
+    cdef bint planes = (stream and g.C == 1 and g.N >= 4 * nthreads
+                        and S * sizeof(real_t) <= PLANE_BUFFER_BYTES)
+    if planes:
+        items = g.N
     with nogil:
         if oitems > 0:
             for it in prange(oitems, schedule="static", num_threads=nthreads):
                 _scale_item(&go[0], &gs[0], &g, it // (OD * OH), (it // OH) % OD, it % OH)
-        for it in prange(items, schedule="static", num_threads=nthreads):
-            w = _item(it, D, H, nblk, cblock, g.C)
-            _gather_item(&gs[0], &gi[0], &g, ptr, outs, overlap_w, w.n, w.a, w.b, w.c0, w.c1)
+        with parallel(num_threads=nthreads):
+            row = <real_t *> malloc(g.size[2] * g.C * sizeof(real_t))
+            pbuf = <real_t *> malloc(S * sizeof(real_t)) if planes else NULL
+            for it in prange(items, schedule="static"):
+                if row == NULL or (planes and pbuf == NULL):
+                    failed = 1
+                elif planes:
+                    for a in range(RD):
+                        for b in range(RH):
+                            _gather_item(&gs[0], row, &g, ptr, outs, overlap_w, it, r0[a], r1[b],
+                                         0, 1)
+                            _write_run(pbuf - it * S, row, &g, it, r0[a], r0[a + 1], r1[b],
+                                       r1[b + 1], 0, 1, False)
+                    cp_stream_copy(&gi[it * S], pbuf, S * sizeof(real_t))
+                else:
+                    w = _item(it, RD, RH, nblk, cblock, g.C)
+                    _gather_item(&gs[0], row, &g, ptr, outs, overlap_w, w.n, r0[w.a], r1[w.b],
+                                 w.c0, w.c1)
+                    _write_run(&gi[0], row, &g, w.n, r0[w.a], r0[w.a + 1], r1[w.b],
+                               r1[w.b + 1], w.c0, w.c1, stream)
+            if stream:
+                cp_stream_fence()
+            free(row)
+            free(pbuf)
+    if failed:
+        raise MemoryError("cypool: no memory for the kernels' scratch buffers")
+
+
+cdef void _write_run(real_t *gi, const real_t *row, const Geom *g,     # OUT, IN
+                     Py_ssize_t n, Py_ssize_t d0, Py_ssize_t d1, Py_ssize_t h0, Py_ssize_t h1,
+                     Py_ssize_t c0, Py_ssize_t c1, bint stream) noexcept nogil:
+    # Lanes [c0, c1) of one computed input row go to every row of the run
+    # [d0, d1) x [h0, h1): those rows receive the same terms in the same order.
+    # Whole rows of at least a page are streamed when ``stream``.
+    cdef Py_ssize_t C = g.C, W = g.size[2], H = g.size[1], d, h, w
+    cdef Py_ssize_t rowlen = W * C
+    cdef real_t *dst
+    cdef bint whole = c0 == 0 and c1 == C
+    stream = stream and whole and rowlen * sizeof(real_t) >= 4096
+    for d in range(d0, d1):
+        for h in range(h0, h1):
+            dst = gi + ((n * g.size[0] + d) * H + h) * rowlen
+            if stream:
+                cp_stream_copy(dst, row, rowlen * sizeof(real_t))
+            elif whole:
+                memcpy(dst, row, rowlen * sizeof(real_t))
+            else:
+                for w in range(W):
+                    memcpy(dst + w * C + c0, row + w * C + c0, (c1 - c0) * sizeof(real_t))
 
 
 # --------------------------------------------------------------------------

@@ -1,0 +1,60 @@
+/*
+ * cypool_stream.h -- copies into memory that will not be read again soon.
+ *
+ * A backward pass writes an input-sized gradient once.  When that array is
+ * larger than the caches, ordinary stores first read every destination line
+ * (write-allocate), doubling the memory traffic; non-temporal stores write
+ * the lines directly.  cp_stream_copy copies bytes that way on x86-64
+ * (SSE2, part of the baseline ISA, so no run-time dispatch is needed) and
+ * with memcpy elsewhere; cp_stream_fence orders the streamed stores before
+ * anything the thread does next (call it once per thread, after its last
+ * cp_stream_copy).  Pure data movement: results are the same bits either way.
+ */
+#ifndef CYPOOL_STREAM_H
+#define CYPOOL_STREAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <emmintrin.h>
+
+static inline void cp_stream_copy(void *dst, const void *src, size_t n)
+{
+    char *d = (char *)dst;
+    const char *s = (const char *)src;
+    size_t head = (16 - ((uintptr_t)d & 15)) & 15;
+    if (n < 64 || head > n) {
+        memcpy(d, s, n);
+        return;
+    }
+    memcpy(d, s, head);
+    d += head;
+    s += head;
+    n -= head;
+    for (; n >= 64; n -= 64, d += 64, s += 64) {
+        __m128i a = _mm_loadu_si128((const __m128i *)s);
+        __m128i b = _mm_loadu_si128((const __m128i *)(s + 16));
+        __m128i c = _mm_loadu_si128((const __m128i *)(s + 32));
+        __m128i e = _mm_loadu_si128((const __m128i *)(s + 48));
+        _mm_stream_si128((__m128i *)d, a);
+        _mm_stream_si128((__m128i *)(d + 16), b);
+        _mm_stream_si128((__m128i *)(d + 32), c);
+        _mm_stream_si128((__m128i *)(d + 48), e);
+    }
+    for (; n >= 16; n -= 16, d += 16, s += 16)
+        _mm_stream_si128((__m128i *)d, _mm_loadu_si128((const __m128i *)s));
+    memcpy(d, s, n);
+}
+
+static inline void cp_stream_fence(void) { _mm_sfence(); }
+
+#else
+
+static inline void cp_stream_copy(void *dst, const void *src, size_t n) { memcpy(dst, src, n); }
+static inline void cp_stream_fence(void) {}
+
+#endif
+
+#endif /* CYPOOL_STREAM_H */

@@ -1,0 +1,178 @@
+"""The speed-only paths give the same bits as the plain ones.
+
+The average backward writes runs of identical rows once and copies them,
+streams large outputs with non-temporal stores and, channels-first, builds
+whole planes in a buffer first; results come from a cache of large buffers.
+Each of these must be invisible in the results: bit-identical to the plain
+path and to PyTorch autograd, with no aliasing between live results.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import cypool
+from cypool import _buffers, _cpu, _kernels
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+
+def _torch_avg_grad(x, g, rank, adaptive, kw):
+    t = torch.from_numpy(x).requires_grad_(True)
+    if adaptive:
+        y = getattr(F, f"adaptive_avg_pool{rank}d")(t, kw["output_size"])
+    else:
+        y = getattr(F, f"avg_pool{rank}d")(t, **kw)
+    y.backward(torch.from_numpy(g))
+    return t.grad.numpy()
+
+
+def _cypool_grad(g, shape, rank, adaptive, kw, channels_last=False):
+    if adaptive:
+        return getattr(cypool, f"adaptive_avg_pool{rank}d_backward")(
+            g, shape, channels_last=channels_last)
+    return getattr(cypool, f"avg_pool{rank}d_backward")(g, shape, channels_last=channels_last,
+                                                        **kw)
+
+
+CASES = [
+    # rank, NC-first shape, adaptive?, arguments
+    (2, (3, 5, 23, 19), True, dict(output_size=(7, 5))),       # overlapping bins, runs of rows
+    (2, (2, 8, 16, 16), True, dict(output_size=(4, 4))),       # exact bins
+    (2, (1, 3, 9, 40), True, dict(output_size=(2, 40))),       # identity along W
+    (2, (2, 64, 9, 20), True, dict(output_size=(4, 3))),       # channels-last rows of 5 KiB
+    (1, (4, 6, 31), True, dict(output_size=9)),
+    (3, (2, 6, 7, 9, 8), True, dict(output_size=(3, 4, 2))),   # runs in D and H
+    (2, (2, 12, 14, 14), False, dict(kernel_size=2, stride=2)),
+    (2, (2, 9, 13, 11), False, dict(kernel_size=3, stride=1, padding=1,
+                                    count_include_pad=False)),
+    (2, (1, 20, 12, 12), False, dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)),
+    (3, (1, 10, 6, 8, 8), False, dict(kernel_size=2, stride=2)),
+]
+
+
+@pytest.mark.parametrize("rank,shape,adaptive,kw", CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_avg_backward_streamed_paths_match_plain_and_torch(monkeypatch, rank, shape, adaptive,
+                                                           kw, dtype, threads):
+    rng = np.random.default_rng(sum(shape) + rank)
+    x = rng.standard_normal(shape).astype(dtype)
+    if adaptive:
+        y = getattr(cypool, f"adaptive_avg_pool{rank}d")(x, kw["output_size"])
+    else:
+        y = getattr(cypool, f"avg_pool{rank}d")(x, **kw)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    want = _torch_avg_grad(x, g, rank, adaptive, kw)
+    perm = (0, *range(2, rank + 2), 1)
+    g_cl = np.ascontiguousarray(g.transpose(perm))
+    x_cl_shape = tuple(np.array(shape)[list(perm)])
+    before = cypool.get_num_threads()
+    monkeypatch.setattr(_cpu, "SERIAL_WORK", 0)         # really use the thread team
+    try:
+        cypool.set_num_threads(threads)
+        plain = _cypool_grad(g, shape, rank, adaptive, kw)
+        plain_cl = _cypool_grad(g_cl, x_cl_shape, rank, adaptive, kw, channels_last=True)
+        monkeypatch.setattr(_cpu, "STREAM_BYTES", 0)    # every output "large": streamed
+        streamed = _cypool_grad(g, shape, rank, adaptive, kw)
+        streamed_cl = _cypool_grad(g_cl, x_cl_shape, rank, adaptive, kw, channels_last=True)
+    finally:
+        cypool.set_num_threads(before)
+    assert plain.tobytes() == want.tobytes()
+    assert streamed.tobytes() == want.tobytes()
+    want_cl = np.ascontiguousarray(want.transpose(perm))
+    assert plain_cl.tobytes() == want_cl.tobytes()
+    assert streamed_cl.tobytes() == want_cl.tobytes()
+
+
+def test_runs_table():
+    # bins of 5 over 2: [0, 3) and [2, 5); positions 0-1 read bin 0 only,
+    # 2 reads both, 3-4 read bin 1 only
+    ptr, outs = _kernels.inverse_table(_kernels.adaptive_table(5, 2), 1, 5)
+    assert _kernels.runs_table(ptr, outs).tolist() == [0, 2, 3, 5]
+    # identity: every position its own output
+    ptr, outs = _kernels.inverse_table(_kernels.adaptive_table(4, 4), 1, 4)
+    assert _kernels.runs_table(ptr, outs).tolist() == [0, 1, 2, 3, 4]
+    # one window over everything
+    ptr, outs = _kernels.inverse_table(_kernels.adaptive_table(6, 1), 1, 6)
+    assert _kernels.runs_table(ptr, outs).tolist() == [0, 6]
+    # stride 2, kernel 3, padding 1 over 6: outputs read [0,1], [1,2,3], [3,4,5]
+    t = _kernels.fixed_table(6, 3, 3, 2, 1, 1, 1, True)
+    ptr, outs = _kernels.inverse_table(t, 1, 6)
+    assert _kernels.runs_table(ptr, outs).tolist() == [0, 1, 2, 3, 4, 6]
+
+
+# ---------------------------------------------------------------------------
+# The buffer cache
+# ---------------------------------------------------------------------------
+
+BIG = (1024, 1024 + 16)            # float32: just over MIN_BYTES
+
+
+def test_cache_reuses_a_dropped_buffer_and_never_a_live_one():
+    cache = _buffers.BufferCache(64 << 20)
+    a = cache.empty(BIG, np.float32)
+    assert a.flags.c_contiguous and a.flags.writeable and a.ctypes.data % 64 == 0
+    a[...] = 1
+    b = cache.empty(BIG, np.float32)
+    assert not np.shares_memory(a, b)
+    address = a.ctypes.data
+    del a
+    c = cache.empty(BIG, np.float32)
+    assert c.ctypes.data == address                      # the dropped one, reused
+    view = c[::3]
+    del c
+    d = cache.empty(BIG, np.float32)
+    assert not np.shares_memory(d, view)                 # a view keeps its slab in use
+    assert cache.held() <= 64 << 20
+
+
+def test_cache_respects_its_limit_and_size_classes():
+    cache = _buffers.BufferCache(12 << 20)
+    a = cache.empty(BIG, np.float32)                     # ~4 MiB slab
+    b = cache.empty(BIG, np.float32)
+    c = cache.empty(BIG, np.float32)                     # over the limit: plain array
+    assert c.flags.owndata and not a.flags.owndata and not b.flags.owndata
+    assert cache.held() <= 12 << 20
+    del a, b, c
+    small = cache.empty((10, 10), np.float32)            # below MIN_BYTES: never cached
+    assert small.flags.owndata
+    # a request far smaller than a free slab does not take it
+    big = cache.empty((2048, 1024 + 16), np.float32)
+    address = big.ctypes.data
+    del big
+    other = cache.empty(BIG, np.float64)                 # 8 MiB: same slab size class
+    assert other.ctypes.data == address
+    del other
+    half = cache.empty(BIG, np.float32)                  # 4 MiB: not the 8 MiB slab
+    assert half.ctypes.data != address
+    off = _buffers.BufferCache(0)
+    assert off.empty(BIG, np.float32).flags.owndata
+
+
+def test_cache_limit_from_environment(monkeypatch):
+    monkeypatch.setenv("CYPOOL_BUFFER_CACHE", "16")
+    assert _buffers._limit_from_env() == 16 << 20
+    monkeypatch.setenv("CYPOOL_BUFFER_CACHE", "0")
+    assert _buffers._limit_from_env() == 0
+    monkeypatch.delenv("CYPOOL_BUFFER_CACHE")
+    assert _buffers._limit_from_env() == 1024 << 20
+    for bad in ("lots", "-1", "1.5"):
+        monkeypatch.setenv("CYPOOL_BUFFER_CACHE", bad)
+        with pytest.raises(ValueError, match="CYPOOL_BUFFER_CACHE"):
+            _buffers._limit_from_env()
+
+
+def test_results_from_the_cache_do_not_alias():
+    g = np.random.default_rng(0).standard_normal((4, 8, 8, 8)).astype(np.float32)
+    first = cypool.adaptive_avg_pool2d_backward(g, (4, 8, 256, 256))     # 8 MiB: cached
+    keep = first.copy()
+    second = cypool.adaptive_avg_pool2d_backward(2 * g, (4, 8, 256, 256))
+    assert not np.shares_memory(first, second)
+    assert np.array_equal(first, keep)                  # the live result is untouched
+    assert np.array_equal(second, 2 * keep)
+    del first
+    third = cypool.adaptive_avg_pool2d_backward(3 * g, (4, 8, 256, 256))
+    assert np.array_equal(third, 3 * keep)
+    assert np.array_equal(second, 2 * keep)
