@@ -184,9 +184,24 @@ def avg_backward(plan: Plan, grad_output: np.ndarray, *, out=None) -> np.ndarray
     return _deliver(gi, out, plan.out_dtype)
 
 
+class BadIndices(ValueError):
+    """An index outside [-1, plane) met by a max-backward kernel (the caller
+    reports which, with the argument checks' message)."""
+
+
+@lru_cache(maxsize=256)
+def _prepared_bands(plan: Plan):
+    w3 = _windows3(plan)
+    return (plan.kshape, plan.koshape, tuple(w.step for w in w3),
+            _table(w3[0]), _table(w3[1]), _table(w3[2]))
+
+
 def max_backward(plan: Plan, grad_output: np.ndarray, indices: np.ndarray, *,
                  out=None) -> np.ndarray:
-    """Gradient of the max pool ``plan``, given the forward call's indices."""
+    """Gradient of the max pool ``plan``, given the forward call's indices.
+
+    Raises :class:`BadIndices` when an index lies outside ``[-1, plane)``
+    (``out``, if given, must have been checked beforehand)."""
     comp = plan.compute_dtype
     gk = _flat_input(grad_output, comp)
     ik = np.ascontiguousarray(indices, dtype=np.int64).reshape(-1)
@@ -195,10 +210,20 @@ def max_backward(plan: Plan, grad_output: np.ndarray, indices: np.ndarray, *,
         kshape, koshape = plan.kshape, plan.koshape
         n, c = kshape[0], kshape[4]
         threads = num_threads(gk.size + gi.size)
-        cblock = _channel_block(c, n, threads)
         if gk.size == 0:
             gk, ik = np.zeros(1, comp), np.full(1, -1, np.int64)
-        _kernel("max_backward", comp)(gk, ik, gi.reshape(-1), n, c, math.prod(kshape[1:4]),
-                       math.prod(koshape[1:4]), cblock,
-                       min(threads, max(1, n * -(-c // cblock))))
+        rows = kshape[1] * kshape[2]
+        bad = 2
+        if c > 1 and n < 4 * threads and rows > 1:
+            # channels-last, too few samples for the threads: bands of rows
+            nbands = min(rows, -(-4 * threads // n))
+            bad = _kernel("max_backward_bands", comp)(
+                gk, ik, gi.reshape(-1), *_prepared_bands(plan), nbands,
+                min(threads, n * nbands))
+        if bad == 2:    # one item per sample (any index, as PyTorch's scatter)
+            bad = _kernel("max_backward", comp)(
+                gk, ik, gi.reshape(-1), n, c, math.prod(kshape[1:4]),
+                math.prod(koshape[1:4]), max(c, 1), min(threads, max(1, n)))
+        if bad:
+            raise BadIndices()
     return _deliver(gi, out, plan.out_dtype)

@@ -439,9 +439,21 @@ def _run_backward(fn, op, rank, grad_output, indices, input_shape, channels_last
         _check_indices(fn, indices, grad_output, plan)
     if out is not None:
         check_out(out, plan.in_shape, plan.out_dtype, fn)
-    if op == "max":
+    if op == "avg":
+        return impl.avg_backward(plan, grad_output, out=out)
+    # The CPU kernels check the range of int64 indices as they go (a pass
+    # over them saved); with ``out`` they are checked first, so a bad call
+    # leaves it untouched.
+    fused = impl.__name__.endswith("_cpu") and out is None and indices.dtype == np.int64
+    if not fused:
+        _check_index_range(fn, indices, plan)
         return impl.max_backward(plan, grad_output, indices, out=out)
-    return impl.avg_backward(plan, grad_output, out=out)
+    try:
+        return impl.max_backward(plan, grad_output, indices, out=out)
+    except impl.BadIndices:
+        _check_index_range(fn, indices, plan)
+        raise AssertionError("cypool: a kernel refused indices that the range check "
+                             "accepts") from None
 
 
 def _adaptive_avg_backward(rank):
@@ -474,6 +486,9 @@ def _check_indices(fn, indices, grad_output, plan):
     if indices.dtype.kind not in "iu":
         raise TypeError(f"{fn}(): indices must be an integer array (the forward call's "
                         f"int64 indices), got dtype {indices.dtype}")
+
+
+def _check_index_range(fn, indices, plan):
     plane = math.prod(plan.in_spatial)
     if indices.size:
         if indices.dtype == np.int64 and indices.flags.c_contiguous:

@@ -529,7 +529,7 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi,
             bi = <int64_t *> malloc(OS * lanes * sizeof(int64_t))
             for it in prange(groups, schedule="static"):
                 if bx == NULL or by == NULL or bi == NULL:
-                    failed = 1
+                    failed |= 1
                 else:
                     _plane_lanes_item(&x[0], &y[0], yp, &g, it * lanes,
                                       min(lanes, g.N - it * lanes), bx, by, bi, is_max, init)
@@ -668,7 +668,7 @@ def avg_backward(const real_t[::1] go, real_t[::1] gs, real_t[::1] gi,
             pbuf = <real_t *> malloc(S * sizeof(real_t)) if planes else NULL
             for it in prange(items, schedule="static"):
                 if row == NULL or (planes and pbuf == NULL):
-                    failed = 1
+                    failed |= 1
                 elif planes:
                     for a in range(RD):
                         for b in range(RH):
@@ -718,20 +718,85 @@ cdef void _write_run(real_t *gi, const real_t *row, const Geom *g,     # OUT, IN
 # Max backward: scatter per (n, channel block), which owns its gradients
 # --------------------------------------------------------------------------
 
-cdef void _scatter_item(const real_t *go, const int64_t *idx, real_t *gi,   # IN, IN, OUT
-                        Py_ssize_t n, Py_ssize_t C, Py_ssize_t plane, Py_ssize_t oplane,
-                        Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+cdef int _scatter_item(const real_t *go, const int64_t *idx, real_t *gi,   # IN, IN, OUT
+                       Py_ssize_t n, Py_ssize_t C, Py_ssize_t plane, Py_ssize_t oplane,
+                       Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+    # Returns 1 when an index lies outside [-1, plane) (skipped, not written).
     cdef real_t *gp = gi + n * plane * C
     cdef const real_t *op = go + n * oplane * C
     cdef const int64_t *ip = idx + n * oplane * C
-    cdef Py_ssize_t p, o, c
+    cdef Py_ssize_t o, c
     cdef int64_t j
+    cdef int bad = 0
     _zero(gp, plane, C, c0, c1)
     for o in range(oplane):
         for c in range(c0, c1):
             j = ip[o * C + c]
-            if j >= 0:
+            if <uint64_t> j < <uint64_t> plane:
                 gp[j * C + c] = gp[j * C + c] + op[o * C + c]
+            elif j != -1:
+                bad = 1
+    return bad
+
+
+cdef int _band_item(const real_t *go, const int64_t *idx, real_t *gi,     # IN, IN, OUT
+                    const Geom *g, Py_ssize_t n, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
+    # Input rows [r0, r1) (rows of D x H, W x C lanes each) of sample n, for a
+    # channels-last max backward with too few samples to keep every thread
+    # busy: the item zeroes its band, then walks the output rows whose
+    # windows reach into it, in output order, adding the gradients whose
+    # index falls inside the band.  Every element still gets its terms in
+    # output order (PyTorch's scatter order).  The band holding an output
+    # row's first input row also checks that row's indices lie within the
+    # rows its windows span: returns 1 for an index outside [-1, plane),
+    # 2 for one inside the plane but outside its window's rows (the caller
+    # then uses the plain scatter, which takes any index as PyTorch does).
+    cdef Py_ssize_t C = g.C, W = g.size[2], H = g.size[1]
+    cdef Py_ssize_t OD = g.osize[0], OH = g.osize[1], OW = g.osize[2]
+    cdef Py_ssize_t plane = g.size[0] * H * W, oplane = OD * OH * OW
+    cdef int64_t jlo = r0 * W, jhi = r1 * W, lo, hi, j
+    cdef Py_ssize_t od, oh, ow, c, i, m = OW * C
+    cdef Py_ssize_t nd, nh, dfirst, hfirst, first_row, last_row
+    cdef real_t *gp = gi + n * plane * C
+    cdef const real_t *op
+    cdef const int64_t *ip
+    cdef bint owner
+    cdef int bad = 0
+    _zero(gp + jlo * C, jhi - jlo, C, 0, C)
+    for od in range(OD):
+        nd = _count(g, 0, od)
+        dfirst = _start(g, 0, od)
+        for oh in range(OH):
+            nh = _count(g, 1, oh)
+            hfirst = _start(g, 1, oh)
+            if nd == 0 or nh == 0:        # windows wholly in padding: only -1
+                lo = 0
+                hi = 0
+                owner = r0 == 0
+            else:
+                first_row = dfirst * H + hfirst
+                last_row = (dfirst + (nd - 1) * g.step[0]) * H + hfirst + (nh - 1) * g.step[1]
+                lo = first_row * W
+                hi = (last_row + 1) * W
+                owner = r0 <= first_row < r1
+                if not owner and (hi <= jlo or lo >= jhi):
+                    continue
+            i = ((n * OD + od) * OH + oh) * m
+            op = go + i
+            ip = idx + i
+            if owner:
+                for i in range(m):
+                    j = ip[i]
+                    if not (lo <= j < hi) and j != -1:
+                        if 0 <= j < plane:
+                            return 2
+                        bad = 1
+            for ow in range(OW):
+                for c in range(C):
+                    j = ip[ow * C + c]
+                    if jlo <= j < jhi:
+                        gp[j * C + c] = gp[j * C + c] + op[ow * C + c]
+    return bad
 
 
 def max_backward(const real_t[::1] go, const int64_t[::1] idx, real_t[::1] gi,
@@ -740,18 +805,44 @@ def max_backward(const real_t[::1] go, const int64_t[::1] idx, real_t[::1] gi,
     """Gradient of a max pool: gi[n, idx[n, o, c], c] += go[n, o, c], in output order.
 
     go, idx: IN (idx in [0, plane) or -1 for "no input"); gi: OUT.
+    Returns 0, or 1 when an index lies outside [-1, plane) (gi is then
+    incomplete: the caller reports the bad indices).
     """
     cdef Py_ssize_t nblk = (C + cblock - 1) // cblock
     cdef Py_ssize_t items = N * nblk
     cdef Py_ssize_t it, b, c0, c1
+    cdef int bad = 0
     if items == 0:
-        return
+        return 0
     with nogil:
         for it in prange(items, schedule="static", num_threads=nthreads):
             b = it % nblk
             c0 = b * cblock
             c1 = min(c0 + cblock, C)
-            _scatter_item(&go[0], &idx[0], &gi[0], it // nblk, C, plane, oplane, c0, c1)
+            bad |= _scatter_item(&go[0], &idx[0], &gi[0], it // nblk, C, plane, oplane, c0, c1)
+    return bad
+
+
+def max_backward_bands(const real_t[::1] go, const int64_t[::1] idx, real_t[::1] gi,
+                       tuple shape, tuple oshape, tuple steps,
+                       const int64_t[:, ::1] t0, const int64_t[:, ::1] t1,
+                       const int64_t[:, ::1] t2, Py_ssize_t nbands, int nthreads):
+    """Channels-last max backward split into nbands bands of input rows per
+    sample (see _band_item).  go, idx: IN; gi: OUT.  Returns 0, 1 (an index
+    outside [-1, plane)) or 2 (an index outside its window's rows: gi is
+    incomplete, use max_backward)."""
+    cdef Geom g = _geom(shape, oshape, steps, 0, 1.0, t0, t1, t2)
+    cdef Py_ssize_t R = g.size[0] * g.size[1], bw = (R + nbands - 1) // nbands
+    cdef Py_ssize_t items = g.N * nbands, it, r0
+    cdef int bad = 0
+    if items == 0:
+        return 0
+    with nogil:
+        for it in prange(items, schedule="static", num_threads=nthreads):
+            r0 = (it % nbands) * bw
+            if r0 < R:
+                bad |= _band_item(&go[0], &idx[0], &gi[0], &g, it // nbands, r0, min(r0 + bw, R))
+    return 2 if bad & 2 else bad
 
 
 def index_range(const int64_t[::1] idx, int nthreads):
