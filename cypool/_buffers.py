@@ -64,8 +64,8 @@ class BufferCache:
             self._slabs.clear()
 
     def empty(self, shape: tuple, dtype: np.dtype) -> np.ndarray:
-        """An uninitialised C-contiguous array, from a free slab when one fits."""
-        dtype = np.dtype(dtype)
+        """An uninitialised C-contiguous array, from a free slab when one fits
+        (``dtype`` a np.dtype)."""
         nbytes = math.prod(shape) * dtype.itemsize
         if nbytes < MIN_BYTES or nbytes + _ALIGN > self.limit:
             return np.empty(shape, dtype)

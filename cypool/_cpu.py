@@ -92,6 +92,8 @@ def _lowest(dtype: np.dtype):
 
 
 def _flat_input(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if x.dtype is dtype and x.flags.c_contiguous:       # the common case, fast
+        return x.reshape(-1)
     if x.dtype == np.bool_ and dtype == np.uint8:
         x = x.view(np.uint8)
     return np.ascontiguousarray(x, dtype=dtype).reshape(-1)
@@ -101,7 +103,9 @@ def _target(out, shape, dtype, *inputs):
     """The array the kernel writes: ``out`` itself when it can take the
     kernel's output directly, else a fresh contiguous array (a cached
     buffer when it is large, see cypool._buffers)."""
-    if (out is not None and out.dtype == dtype and out.flags.c_contiguous
+    if out is None:
+        return _buffers.empty(shape, dtype)
+    if (out.dtype == dtype and out.flags.c_contiguous
             and not any(np.may_share_memory(out, a) for a in inputs)):
         return out
     return _buffers.empty(shape, dtype)
@@ -118,29 +122,36 @@ def _deliver(result: np.ndarray, out, dtype: np.dtype) -> np.ndarray:
 _NO_INDICES = np.empty(1, np.int64)
 
 
-@lru_cache(maxsize=256)
-def _prepared(plan: Plan):
-    """The forward kernel and its geometry arguments for ``plan`` (memoised:
-    plans are cached and hash by identity)."""
+@lru_cache(maxsize=512)
+def _geometry(plan: Plan, backward: bool = False) -> K.Geometry:
+    """The kernels' geometry for ``plan``; with ``backward`` also the
+    inverse and run tables the average backward walks (memoised: plans are
+    cached and hash by identity)."""
     w3 = _windows3(plan)
-    kshape, koshape = plan.kshape, plan.koshape
-    geometry = (kshape, koshape, tuple(w.step for w in w3),
-                _table(w3[0]), _table(w3[1]), _table(w3[2]))
-    return (_kernel("forward", plan.compute_dtype), geometry,
-            koshape[0] * koshape[1] * koshape[2], kshape[4])
+    inverse = runs = None
+    if backward:
+        inverse = tuple(a for w in w3 for a in _inverse(w))
+        runs = (_runs(w3[0]), _runs(w3[1]))
+    return K.Geometry(plan.kshape, plan.koshape, tuple(w.step for w in w3), plan.div_mode,
+                      plan.div_value, tuple(_table(w) for w in w3), inverse, runs)
 
 
-@lru_cache(maxsize=256)
-def _prepared_backward(plan: Plan):
-    """The average-backward kernel and its geometry and inverse-table
-    arguments for ``plan`` (memoised like :func:`_prepared`)."""
-    w3 = _windows3(plan)
-    kshape, koshape = plan.kshape, plan.koshape
-    geometry = (kshape, koshape, tuple(w.step for w in w3),
-                _table(w3[0]), _table(w3[1]), _table(w3[2]),
-                *[a for w in w3 for a in _inverse(w)], _runs(w3[0]), _runs(w3[1]))
-    items = kshape[0] * (len(geometry[-2]) - 1) * (len(geometry[-1]) - 1)
-    return (_kernel("avg_backward", plan.compute_dtype), geometry, items, kshape[4])
+@lru_cache(maxsize=1024)
+def _launch(plan: Plan, kind: str, threads: int) -> tuple:
+    """(kernel, geometry, channel block, threads to use) of one kind of call
+    ("forward" or "avg_backward") of ``plan`` with ``threads`` available."""
+    koshape, kshape = plan.koshape, plan.kshape
+    c = kshape[4]
+    if kind == "forward":
+        items = koshape[0] * koshape[1] * koshape[2]
+        geo = _geometry(plan)
+    else:
+        geo = _geometry(plan, True)
+        runs = _runs(_windows3(plan)[0]), _runs(_windows3(plan)[1])
+        items = kshape[0] * (len(runs[0]) - 1) * (len(runs[1]) - 1)
+    cblock = _channel_block(c, items, threads)
+    return (_kernel(kind, plan.compute_dtype), geo, cblock,
+            min(threads, max(1, items * -(-c // cblock))))
 
 
 def forward(plan: Plan, x: np.ndarray, *, return_indices: bool = False,
@@ -154,13 +165,10 @@ def forward(plan: Plan, x: np.ndarray, *, return_indices: bool = False,
     if is_max and return_indices:
         yi = _target(out_indices, plan.out_shape, np.dtype(np.int64), x)
     if y.size:
-        kernel, geometry, items, c = _prepared(plan)
-        threads = num_threads(xk.size + y.size)
-        cblock = _channel_block(c, items, threads)
+        kernel, geo, cblock, threads = _launch(plan, "forward", num_threads(xk.size + y.size))
         idx = yi if yi is not None else _NO_INDICES
-        kernel(xk, y.reshape(-1), idx.reshape(-1), *geometry,
-               is_max, plan.div_mode, plan.div_value, _lowest(comp) if is_max else 0,
-               cblock, min(threads, max(1, items * -(-c // cblock))), yi is not None)
+        kernel(xk, y.reshape(-1), idx.reshape(-1), geo, is_max,
+               _lowest(comp) if is_max else 0, cblock, threads, yi is not None)
     values = _deliver(y, out, plan.out_dtype)
     if yi is None:
         return values
@@ -173,27 +181,18 @@ def avg_backward(plan: Plan, grad_output: np.ndarray, *, out=None) -> np.ndarray
     gk = _flat_input(grad_output, comp)
     gi = _target(out, plan.in_shape, comp, grad_output)
     if gi.size:
-        kernel, geometry, items, c = _prepared_backward(plan)
-        threads = num_threads(gk.size + gi.size)
-        cblock = _channel_block(c, items, threads)
+        kernel, geo, cblock, threads = _launch(plan, "avg_backward",
+                                               num_threads(gk.size + gi.size))
         scratch = np.empty(max(gk.size, 1), dtype=comp)
         if gk.size == 0:
             gk = np.zeros(1, dtype=comp)
-        kernel(gk, scratch, gi.reshape(-1), *geometry, plan.div_mode, plan.div_value, cblock,
-               min(threads, max(1, items * -(-c // cblock))), gi.nbytes >= STREAM_BYTES)
+        kernel(gk, scratch, gi.reshape(-1), geo, cblock, threads, gi.nbytes >= STREAM_BYTES)
     return _deliver(gi, out, plan.out_dtype)
 
 
 class BadIndices(ValueError):
     """An index outside [-1, plane) met by a max-backward kernel (the caller
     reports which, with the argument checks' message)."""
-
-
-@lru_cache(maxsize=256)
-def _prepared_bands(plan: Plan):
-    w3 = _windows3(plan)
-    return (plan.kshape, plan.koshape, tuple(w.step for w in w3),
-            _table(w3[0]), _table(w3[1]), _table(w3[2]))
 
 
 def max_backward(plan: Plan, grad_output: np.ndarray, indices: np.ndarray, *,
@@ -218,7 +217,7 @@ def max_backward(plan: Plan, grad_output: np.ndarray, indices: np.ndarray, *,
             # channels-last, too few samples for the threads: bands of rows
             nbands = min(rows, -(-4 * threads // n))
             bad = _kernel("max_backward_bands", comp)(
-                gk, ik, gi.reshape(-1), *_prepared_bands(plan), nbands,
+                gk, ik, gi.reshape(-1), _geometry(plan), nbands,
                 min(threads, n * nbands))
         if bad == 2:    # one item per sample (any index, as PyTorch's scatter)
             bad = _kernel("max_backward", comp)(

@@ -250,10 +250,63 @@ def _out_pair(out, fn):
     return out[0], out[1]
 
 
+# ---------------------------------------------------------------------------
+# Repeated calls
+# ---------------------------------------------------------------------------
+# A call repeated with arrays of the same shapes and dtypes and the same
+# arguments skips the argument layer: the first one is validated in full and
+# leaves a replay of its plan in _REPLAY, under a key of everything that
+# validation looked at (argument values with their exact types, so 1, True
+# and 1.0 stay apart).  Calls with out=, arguments of other kinds (lists,
+# NumPy scalars, padding pairs) or non-NumPy arrays always take the full path.
+
+_REPLAY: dict = {}
+_REPLAY_MAX = 4096
+
+
+def _replay_key(name, a, b, args):
+    """The replay key of a call on arrays ``a`` (and ``b``), or None."""
+    if type(a) is not np.ndarray or (b is not None and type(b) is not np.ndarray):
+        return None
+    key = [name, a.shape, a.dtype]
+    if b is not None:
+        key += (b.shape, b.dtype)
+    for v in args:
+        t = type(v)
+        if t is tuple:
+            for e in v:
+                if type(e) is not int and e is not None:
+                    return None
+        elif not (t is int or t is bool or t is str or v is None):
+            return None
+        key += (t, v)
+    return tuple(key)
+
+
+def _remember(key, run):
+    if len(_REPLAY) >= _REPLAY_MAX:
+        _REPLAY.clear()
+    _REPLAY[key] = run
+    return run
+
+
+def _forward_replay(impl, plan, return_indices, result_shape):
+    forward = impl.forward
+    if result_shape == plan.out_shape:
+        return lambda x: forward(plan, x, return_indices=return_indices)
+    if return_indices:
+        def run(x):
+            v, i = forward(plan, x, return_indices=True)
+            return v.reshape(result_shape), i.reshape(result_shape)
+        return run
+    return lambda x: forward(plan, x).reshape(result_shape)
+
+
 def _run_forward(fn, op, rank, x, output_size, channels_last, out, return_indices,
-                 keep_shape=None, make_plan=None):
+                 keep_shape=None, make_plan=None, key=None):
     """Shared body of every forward function: plan (adaptive unless
-    ``make_plan(shape, dtype)`` is given), check ``out``, run, reshape."""
+    ``make_plan(shape, dtype)`` is given), check ``out``, run, reshape.
+    With a replay ``key`` (no ``out``), the call is remembered for replay."""
     impl = _dispatch.implementation(fn, x)
     if impl.__name__.endswith("_cpu"):
         x = as_array(x, fn, "x")
@@ -270,6 +323,8 @@ def _run_forward(fn, op, rank, x, output_size, channels_last, out, return_indice
         check_out(out_v, result_shape, plan.out_dtype, fn)
     if out_i is not None:
         check_out(out_i, result_shape, np.dtype(np.int64), fn, "out[1]")
+    if key is not None and out is None:
+        return _remember(key, _forward_replay(impl, plan, return_indices, result_shape))(x)
     views = [_as_shape(o, plan.out_shape) for o in (out_v, out_i)]
     res = impl.forward(plan, x, return_indices=return_indices, out=views[0],
                        out_indices=views[1])
@@ -308,7 +363,13 @@ def _adaptive_avg(rank):
     name = f"adaptive_avg_pool{rank}d"
 
     def f(x, output_size, *, channels_last=False, out=None):
-        return _run_forward(name, "avg", rank, x, output_size, channels_last, out, False)
+        key = None if out is not None else _replay_key(name, x, None,
+                                                       (output_size, channels_last))
+        run = _REPLAY.get(key)
+        if run is not None:
+            return run(x)
+        return _run_forward(name, "avg", rank, x, output_size, channels_last, out, False,
+                            key=key)
 
     return _finish(f, name, "adaptive_avg", rank, """\
 Adaptive average pooling over {rank} spatial dimension(s), as PyTorch's
@@ -333,8 +394,14 @@ def _adaptive_max(rank):
     name = f"adaptive_max_pool{rank}d"
 
     def f(x, output_size, return_indices=False, *, channels_last=False, out=None):
+        key = None if out is not None else _replay_key(
+            name, x, None, (output_size, return_indices, channels_last))
+        run = _REPLAY.get(key)
+        if run is not None:
+            return run(x)
         ri = as_bool(return_indices, name, "return_indices")
-        return _run_forward(name, "max", rank, x, output_size, channels_last, out, ri)
+        return _run_forward(name, "max", rank, x, output_size, channels_last, out, ri,
+                            key=key)
 
     return _finish(f, name, "adaptive_max", rank, """\
 Adaptive max pooling over {rank} spatial dimension(s), as PyTorch's
@@ -369,13 +436,25 @@ def _global(rank, op):
 
     if op == "avg":
         def f(x, *, keepdims=True, channels_last=False, out=None):
+            key = None if out is not None else _replay_key(name, x, None,
+                                                           (keepdims, channels_last))
+            run = _REPLAY.get(key)
+            if run is not None:
+                return run(x)
             keep = None if as_bool(keepdims, name, "keepdims") else _squeezed
-            return _run_forward(name, "avg", rank, x, 1, channels_last, out, False, keep)
+            return _run_forward(name, "avg", rank, x, 1, channels_last, out, False, keep,
+                                key=key)
     else:
         def f(x, *, keepdims=True, return_indices=False, channels_last=False, out=None):
+            key = None if out is not None else _replay_key(
+                name, x, None, (keepdims, return_indices, channels_last))
+            run = _REPLAY.get(key)
+            if run is not None:
+                return run(x)
             keep = None if as_bool(keepdims, name, "keepdims") else _squeezed
             ri = as_bool(return_indices, name, "return_indices")
-            return _run_forward(name, "max", rank, x, 1, channels_last, out, ri, keep)
+            return _run_forward(name, "max", rank, x, 1, channels_last, out, ri, keep,
+                                key=key)
 
     what = "mean" if op == "avg" else "maximum"
     extra = "" if op == "avg" else """
@@ -424,10 +503,34 @@ def _backward_plan(fn, op, rank, grad_output, input_shape, channels_last, make_p
     return plan
 
 
+def _backward_replay(fn, impl, op, plan, fused):
+    if op == "avg":
+        avg = impl.avg_backward
+        return lambda g: avg(plan, g)
+    mb = impl.max_backward
+    if not fused:
+        def run(g, indices):
+            _check_index_range(fn, indices, plan)
+            return mb(plan, g, indices)
+        return run
+
+    def run(g, indices):
+        # the CPU kernels check the range of int64 indices as they go (a pass
+        # over them saved); a bad index is reported by the full check
+        try:
+            return mb(plan, g, indices)
+        except impl.BadIndices:
+            _check_index_range(fn, indices, plan)
+            raise AssertionError("cypool: a kernel refused indices that the range check "
+                                 "accepts") from None
+    return run
+
+
 def _run_backward(fn, op, rank, grad_output, indices, input_shape, channels_last, out,
-                  make_plan=None):
+                  make_plan=None, key=None):
     """Shared body of every backward function: dispatch, plan (adaptive unless
-    ``make_plan(shape, dtype)`` is given), check indices and ``out``, run."""
+    ``make_plan(shape, dtype)`` is given), check indices and ``out``, run.
+    With a replay ``key`` (no ``out``), the call is remembered for replay."""
     impl = _dispatch.implementation(fn, grad_output, indices)
     if impl.__name__.endswith("_cpu"):
         grad_output = as_array(grad_output, fn, "grad_output")
@@ -439,29 +542,29 @@ def _run_backward(fn, op, rank, grad_output, indices, input_shape, channels_last
         _check_indices(fn, indices, grad_output, plan)
     if out is not None:
         check_out(out, plan.in_shape, plan.out_dtype, fn)
-    if op == "avg":
-        return impl.avg_backward(plan, grad_output, out=out)
-    # The CPU kernels check the range of int64 indices as they go (a pass
-    # over them saved); with ``out`` they are checked first, so a bad call
-    # leaves it untouched.
-    fused = impl.__name__.endswith("_cpu") and out is None and indices.dtype == np.int64
-    if not fused:
+        if op == "avg":
+            return impl.avg_backward(plan, grad_output, out=out)
+        # checked first, so that a bad call leaves ``out`` untouched
         _check_index_range(fn, indices, plan)
         return impl.max_backward(plan, grad_output, indices, out=out)
-    try:
-        return impl.max_backward(plan, grad_output, indices, out=out)
-    except impl.BadIndices:
-        _check_index_range(fn, indices, plan)
-        raise AssertionError("cypool: a kernel refused indices that the range check "
-                             "accepts") from None
+    fused = op == "max" and impl.__name__.endswith("_cpu") and indices.dtype == np.int64
+    run = _backward_replay(fn, impl, op, plan, fused)
+    if key is not None:
+        _remember(key, run)
+    return run(grad_output) if op == "avg" else run(grad_output, indices)
 
 
 def _adaptive_avg_backward(rank):
     name = f"adaptive_avg_pool{rank}d_backward"
 
     def f(grad_output, input_shape, *, channels_last=False, out=None):
+        key = None if out is not None else _replay_key(name, grad_output, None,
+                                                       (input_shape, channels_last))
+        run = _REPLAY.get(key)
+        if run is not None:
+            return run(grad_output)
         return _run_backward(name, "avg", rank, grad_output, None, input_shape,
-                             channels_last, out)
+                             channels_last, out, key=key)
 
     return _finish(f, name, "adaptive_avg_backward", rank, """\
 Gradient of :func:`adaptive_avg_pool{rank}d` with respect to its input.
@@ -506,8 +609,13 @@ def _adaptive_max_backward(rank):
     name = f"adaptive_max_pool{rank}d_backward"
 
     def f(grad_output, indices, input_shape, *, channels_last=False, out=None):
+        key = None if out is not None else _replay_key(name, grad_output, indices,
+                                                       (input_shape, channels_last))
+        run = _REPLAY.get(key)
+        if run is not None:
+            return run(grad_output, indices)
         return _run_backward(name, "max", rank, grad_output, indices, input_shape,
-                             channels_last, out)
+                             channels_last, out, key=key)
 
     return _finish(f, name, "adaptive_max_backward", rank, """\
 Gradient of :func:`adaptive_max_pool{rank}d` with respect to its input.
@@ -565,10 +673,16 @@ def _avg_pool(rank):
 
     def f(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
           divisor_override=None, *, dilation=1, channels_last=False, out=None):
+        key = None if out is not None else _replay_key(
+            name, x, None, (kernel_size, stride, padding, ceil_mode, count_include_pad,
+                            divisor_override, dilation, channels_last))
+        run = _REPLAY.get(key)
+        if run is not None:
+            return run(x)
         mk = _fixed_plan_maker(name, "avg", rank, kernel_size, stride, padding, dilation,
                                ceil_mode, count_include_pad, divisor_override, channels_last)
         return _run_forward(name, "avg", rank, x, None, channels_last, out, False,
-                            make_plan=mk)
+                            make_plan=mk, key=key)
 
     return _finish(f, name, "avg", rank, """\
 Average pooling with a fixed window over {rank} spatial dimension(s), as
@@ -599,10 +713,17 @@ def _max_pool(rank):
 
     def f(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
           return_indices=False, *, channels_last=False, out=None):
+        key = None if out is not None else _replay_key(
+            name, x, None, (kernel_size, stride, padding, dilation, ceil_mode, return_indices,
+                            channels_last))
+        run = _REPLAY.get(key)
+        if run is not None:
+            return run(x)
         ri = as_bool(return_indices, name, "return_indices")
         mk = _fixed_plan_maker(name, "max", rank, kernel_size, stride, padding, dilation,
                                ceil_mode, True, None, channels_last)
-        return _run_forward(name, "max", rank, x, None, channels_last, out, ri, make_plan=mk)
+        return _run_forward(name, "max", rank, x, None, channels_last, out, ri, make_plan=mk,
+                            key=key)
 
     return _finish(f, name, "max", rank, """\
 Max pooling with a fixed window over {rank} spatial dimension(s), as
@@ -631,11 +752,18 @@ def _avg_pool_backward(rank):
     def f(grad_output, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
           count_include_pad=True, divisor_override=None, *, dilation=1, channels_last=False,
           out=None):
+        key = None if out is not None else _replay_key(
+            name, grad_output, None, (input_shape, kernel_size, stride, padding, ceil_mode,
+                                      count_include_pad, divisor_override, dilation,
+                                      channels_last))
+        run = _REPLAY.get(key)
+        if run is not None:
+            return run(grad_output)
         mk = _fixed_plan_maker(name, "avg", rank, kernel_size, stride, padding, dilation,
                                ceil_mode, count_include_pad, divisor_override, channels_last,
                                grad=True, arg="input_shape")
         return _run_backward(name, "avg", rank, grad_output, None, input_shape,
-                             channels_last, out, mk)
+                             channels_last, out, mk, key=key)
 
     return _finish(f, name, "avg_backward", rank, """\
 Gradient of :func:`avg_pool{rank}d` with respect to its input.
@@ -661,11 +789,17 @@ def _max_pool_backward(rank):
 
     def f(grad_output, indices, input_shape, kernel_size, stride=None, padding=0, dilation=1,
           ceil_mode=False, *, channels_last=False, out=None):
+        key = None if out is not None else _replay_key(
+            name, grad_output, indices, (input_shape, kernel_size, stride, padding, dilation,
+                                         ceil_mode, channels_last))
+        run = _REPLAY.get(key)
+        if run is not None:
+            return run(grad_output, indices)
         mk = _fixed_plan_maker(name, "max", rank, kernel_size, stride, padding, dilation,
                                ceil_mode, True, None, channels_last, grad=True,
                                arg="input_shape")
         return _run_backward(name, "max", rank, grad_output, indices, input_shape,
-                             channels_last, out, mk)
+                             channels_last, out, mk, key=key)
 
     return _finish(f, name, "max_backward", rank, """\
 Gradient of :func:`max_pool{rank}d` with respect to its input.

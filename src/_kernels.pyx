@@ -115,24 +115,52 @@ cdef inline Py_ssize_t _factor(const Geom *g, int k, Py_ssize_t o) noexcept nogi
     return g.win[k][2 * g.osize[k] + o]
 
 
-cdef Geom _geom(tuple shape, tuple oshape, tuple steps,
-                int div_mode, double div_value,
-                const int64_t[:, ::1] t0, const int64_t[:, ::1] t1,
-                const int64_t[:, ::1] t2):
+cdef class Geometry:
+    """A plan's geometry for the kernels, built once per plan: the Geom
+    struct and, for the average backward, the inverse and run tables.
+    Holds references to every table it points into."""
+
     cdef Geom g
-    cdef int k
-    g.N = shape[0]
-    g.C = shape[4]
-    for k in range(3):
-        g.size[k] = shape[k + 1]
-        g.osize[k] = oshape[k + 1]
-        g.step[k] = steps[k]
-    g.win[0] = &t0[0, 0]
-    g.win[1] = &t1[0, 0]
-    g.win[2] = &t2[0, 0]
-    g.div_mode = div_mode
-    g.div_value = div_value
-    return g
+    cdef const int64_t *ptr[3]         # inverse tables (CSR) of D, H, W
+    cdef const int64_t *outs[3]
+    cdef const int64_t *runs[2]        # runs_table of D and H
+    cdef Py_ssize_t nruns[2]
+    cdef bint overlap_w                # does an input column feed two outputs?
+    cdef bint inverse
+    cdef object keep
+
+    def __init__(self, tuple shape, tuple oshape, tuple steps, int div_mode, double div_value,
+                 tuple tables, tuple inverse=None, tuple runs=None):
+        cdef int k
+        cdef const int64_t[:, ::1] t
+        cdef const int64_t[::1] v
+        cdef Py_ssize_t i
+        self.keep = (tables, inverse, runs)
+        self.g.N = shape[0]
+        self.g.C = shape[4]
+        for k in range(3):
+            self.g.size[k] = shape[k + 1]
+            self.g.osize[k] = oshape[k + 1]
+            self.g.step[k] = steps[k]
+            t = tables[k]
+            self.g.win[k] = &t[0, 0]
+        self.g.div_mode = div_mode
+        self.g.div_value = div_value
+        self.inverse = inverse is not None
+        self.overlap_w = False
+        if inverse is not None:
+            for k in range(3):
+                v = inverse[2 * k]
+                self.ptr[k] = &v[0]
+                v = inverse[2 * k + 1]
+                self.outs[k] = &v[0]
+            for i in range(self.g.size[2]):
+                if self.ptr[2][i + 1] - self.ptr[2][i] > 1:
+                    self.overlap_w = True
+            for k in range(2):
+                v = runs[k]
+                self.runs[k] = &v[0]
+                self.nruns[k] = v.shape[0] - 1
 
 
 cdef struct Item:
@@ -468,17 +496,14 @@ cdef inline void _transpose(const value_t *src, Py_ssize_t ss, value_t *dst, Py_
                 dst[c * ds + r] = src[r * ss + c]
 
 
-def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi,
-            tuple shape, tuple oshape, tuple steps,
-            const int64_t[:, ::1] t0, const int64_t[:, ::1] t1, const int64_t[:, ::1] t2,
-            bint is_max, int div_mode, double div_value, value_t init,
-            Py_ssize_t cblock, int nthreads, bint indices=True):
+def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
+            bint is_max, value_t init, Py_ssize_t cblock, int nthreads, bint indices=True):
     """Pool x (N, D, H, W, C) into y (N, OD, OH, OW, C); yi gets max indices.
 
     x: IN; y, yi: OUT (yi is only written when is_max and indices; max pooling
     without indices runs a values-only loop).
     """
-    cdef Geom g = _geom(shape, oshape, steps, div_mode, div_value, t0, t1, t2)
+    cdef Geom g = geo.g
     cdef Py_ssize_t nblk = (g.C + cblock - 1) // cblock
     cdef Py_ssize_t OD = g.osize[0], OH = g.osize[1]
     cdef Py_ssize_t items = g.N * OD * OH * nblk
@@ -610,36 +635,24 @@ cdef void _gather_item(const real_t *gs, real_t *gr, const Geom *g,    # IN, OUT
                             cp_lanes_add_f64(gp + c0, sp + c0, c1 - c0, 1, 0)
 
 
-def avg_backward(const real_t[::1] go, real_t[::1] gs, real_t[::1] gi,
-                 tuple shape, tuple oshape, tuple steps,
-                 const int64_t[:, ::1] t0, const int64_t[:, ::1] t1, const int64_t[:, ::1] t2,
-                 const int64_t[::1] p0, const int64_t[::1] q0,
-                 const int64_t[::1] p1, const int64_t[::1] q1,
-                 const int64_t[::1] p2, const int64_t[::1] q2,
-                 const int64_t[::1] r0, const int64_t[::1] r1,
-                 int div_mode, double div_value, Py_ssize_t cblock, int nthreads,
-                 bint stream=False):
+def avg_backward(const real_t[::1] go, real_t[::1] gs, real_t[::1] gi, Geometry geo,
+                 Py_ssize_t cblock, int nthreads, bint stream=False):
     """Gradient of an average pool: gi (N, D, H, W, C) from go (N, OD, OH, OW, C).
 
     go: IN; gs: scratch of go's size (the scaled gradient); gi: OUT.
-    (p_k, q_k) are the inverse_table CSR arrays of dimensions D, H and W;
-    r0, r1 the runs_table of D and H: one work item computes the first row
-    of a run of identical rows (in D x H) and writes it to every row of the
-    run, with non-temporal stores when ``stream`` (an output larger than
-    the caches).
+    geo carries the inverse tables (CSR) of D, H and W and the runs_table
+    of D and H: one work item computes the first row of a run of identical
+    rows (in D x H) and writes it to every row of the run, with
+    non-temporal stores when ``stream`` (an output larger than the caches).
     """
-    cdef Geom g = _geom(shape, oshape, steps, div_mode, div_value, t0, t1, t2)
-    cdef const int64_t *ptr[3]
-    cdef const int64_t *outs[3]
-    ptr[0] = &p0[0]; ptr[1] = &p1[0]; ptr[2] = &p2[0]
-    outs[0] = &q0[0]; outs[1] = &q1[0]; outs[2] = &q2[0]
-    cdef Py_ssize_t i
-    cdef bint overlap_w = False
-    for i in range(g.size[2]):          # does any input column feed two outputs?
-        if p2[i + 1] - p2[i] > 1:
-            overlap_w = True
+    cdef Geom g = geo.g
+    cdef const int64_t **ptr = geo.ptr
+    cdef const int64_t **outs = geo.outs
+    cdef const int64_t *r0 = geo.runs[0]
+    cdef const int64_t *r1 = geo.runs[1]
+    cdef bint overlap_w = geo.overlap_w
     cdef Py_ssize_t OD = g.osize[0], OH = g.osize[1]
-    cdef Py_ssize_t RD = r0.shape[0] - 1, RH = r1.shape[0] - 1
+    cdef Py_ssize_t RD = geo.nruns[0], RH = geo.nruns[1]
     cdef Py_ssize_t nblk = (g.C + cblock - 1) // cblock
     cdef Py_ssize_t it
     cdef Item w
@@ -657,38 +670,60 @@ def avg_backward(const real_t[::1] go, real_t[::1] gs, real_t[::1] gi,
     # boundary).  Otherwise an item is a run of rows (and a channel block).
     cdef bint planes = (stream and g.C == 1 and g.N >= 4 * nthreads
                         and S * sizeof(real_t) <= PLANE_BUFFER_BYTES)
+    cdef Py_ssize_t C = g.C
     if planes:
         items = g.N
     with nogil:
         if oitems > 0:
             for it in prange(oitems, schedule="static", num_threads=nthreads):
                 _scale_item(&go[0], &gs[0], &g, it // (OD * OH), (it // OH) % OD, it % OH)
-        with parallel(num_threads=nthreads):
-            row = <real_t *> malloc(g.size[2] * g.C * sizeof(real_t))
-            pbuf = <real_t *> malloc(S * sizeof(real_t)) if planes else NULL
-            for it in prange(items, schedule="static"):
-                if row == NULL or (planes and pbuf == NULL):
-                    failed |= 1
-                elif planes:
-                    for a in range(RD):
-                        for b in range(RH):
-                            _gather_item(&gs[0], row, &g, ptr, outs, overlap_w, it, r0[a], r1[b],
-                                         0, 1)
-                            _write_run(pbuf - it * S, row, &g, it, r0[a], r0[a + 1], r1[b],
-                                       r1[b + 1], 0, 1, False)
-                    cp_stream_copy(&gi[it * S], pbuf, S * sizeof(real_t))
-                else:
-                    w = _item(it, RD, RH, nblk, cblock, g.C)
-                    _gather_item(&gs[0], row, &g, ptr, outs, overlap_w, w.n, r0[w.a], r1[w.b],
-                                 w.c0, w.c1)
-                    _write_run(&gi[0], row, &g, w.n, r0[w.a], r0[w.a + 1], r1[w.b],
-                               r1[w.b + 1], w.c0, w.c1, stream)
-            if stream:
-                cp_stream_fence()
-            free(row)
-            free(pbuf)
+        if _whole_plane(&g):
+            # global pooling: every position of a plane gets its one scaled
+            # gradient (the same single term the general walk would add to 0)
+            for it in prange(g.N, schedule="static", num_threads=nthreads):
+                _fill_plane(&gi[it * S * C], &gs[it * C], S, C)
+        else:
+            with parallel(num_threads=nthreads):
+                row = <real_t *> malloc(g.size[2] * g.C * sizeof(real_t))
+                pbuf = <real_t *> malloc(S * sizeof(real_t)) if planes else NULL
+                for it in prange(items, schedule="static"):
+                    if row == NULL or (planes and pbuf == NULL):
+                        failed |= 1
+                    elif planes:
+                        for a in range(RD):
+                            for b in range(RH):
+                                _gather_item(&gs[0], row, &g, ptr, outs, overlap_w, it, r0[a], r1[b],
+                                             0, 1)
+                                _write_run(pbuf - it * S, row, &g, it, r0[a], r0[a + 1], r1[b],
+                                           r1[b + 1], 0, 1, False)
+                        cp_stream_copy(&gi[it * S], pbuf, S * sizeof(real_t))
+                    else:
+                        w = _item(it, RD, RH, nblk, cblock, g.C)
+                        _gather_item(&gs[0], row, &g, ptr, outs, overlap_w, w.n, r0[w.a], r1[w.b],
+                                     w.c0, w.c1)
+                        _write_run(&gi[0], row, &g, w.n, r0[w.a], r0[w.a + 1], r1[w.b],
+                                   r1[w.b + 1], w.c0, w.c1, stream)
+                if stream:
+                    cp_stream_fence()
+                free(row)
+                free(pbuf)
     if failed:
         raise MemoryError("cypool: no memory for the kernels' scratch buffers")
+
+
+cdef void _fill_plane(real_t *gp, const real_t *v, Py_ssize_t S,      # OUT, IN
+                      Py_ssize_t C) noexcept nogil:
+    # S positions of C lanes each, lane c set to 0 + v[c]
+    cdef Py_ssize_t p, c
+    cdef real_t u
+    if C == 1:
+        u = 0 + v[0]
+        for p in range(S):
+            gp[p] = u
+    else:
+        for p in range(S):
+            for c in range(C):
+                gp[p * C + c] = 0 + v[c]
 
 
 cdef void _write_run(real_t *gi, const real_t *row, const Geom *g,     # OUT, IN
@@ -697,7 +732,7 @@ cdef void _write_run(real_t *gi, const real_t *row, const Geom *g,     # OUT, IN
     # Lanes [c0, c1) of one computed input row go to every row of the run
     # [d0, d1) x [h0, h1): those rows receive the same terms in the same order.
     # Whole rows of at least a page are streamed when ``stream``.
-    cdef Py_ssize_t C = g.C, W = g.size[2], H = g.size[1], d, h, w
+    cdef Py_ssize_t C = g.C, W = g.size[2], H = g.size[1], d, h, w, i
     cdef Py_ssize_t rowlen = W * C
     cdef real_t *dst
     cdef bint whole = c0 == 0 and c1 == C
@@ -707,6 +742,9 @@ cdef void _write_run(real_t *gi, const real_t *row, const Geom *g,     # OUT, IN
             dst = gi + ((n * g.size[0] + d) * H + h) * rowlen
             if stream:
                 cp_stream_copy(dst, row, rowlen * sizeof(real_t))
+            elif whole and rowlen < 64:     # short rows: no call per row
+                for i in range(rowlen):
+                    dst[i] = row[i]
             elif whole:
                 memcpy(dst, row, rowlen * sizeof(real_t))
             else:
@@ -824,14 +862,12 @@ def max_backward(const real_t[::1] go, const int64_t[::1] idx, real_t[::1] gi,
 
 
 def max_backward_bands(const real_t[::1] go, const int64_t[::1] idx, real_t[::1] gi,
-                       tuple shape, tuple oshape, tuple steps,
-                       const int64_t[:, ::1] t0, const int64_t[:, ::1] t1,
-                       const int64_t[:, ::1] t2, Py_ssize_t nbands, int nthreads):
+                       Geometry geo, Py_ssize_t nbands, int nthreads):
     """Channels-last max backward split into nbands bands of input rows per
     sample (see _band_item).  go, idx: IN; gi: OUT.  Returns 0, 1 (an index
     outside [-1, plane)) or 2 (an index outside its window's rows: gi is
     incomplete, use max_backward)."""
-    cdef Geom g = _geom(shape, oshape, steps, 0, 1.0, t0, t1, t2)
+    cdef Geom g = geo.g
     cdef Py_ssize_t R = g.size[0] * g.size[1], bw = (R + nbands - 1) // nbands
     cdef Py_ssize_t items = g.N * nbands, it, r0
     cdef int bad = 0

@@ -108,47 +108,48 @@ def test_runs_table():
 # ---------------------------------------------------------------------------
 
 BIG = (1024, 1024 + 16)            # float32: just over MIN_BYTES
+F32 = np.dtype(np.float32)
 
 
 def test_cache_reuses_a_dropped_buffer_and_never_a_live_one():
     cache = _buffers.BufferCache(64 << 20)
-    a = cache.empty(BIG, np.float32)
+    a = cache.empty(BIG, F32)
     assert a.flags.c_contiguous and a.flags.writeable and a.ctypes.data % 64 == 0
     a[...] = 1
-    b = cache.empty(BIG, np.float32)
+    b = cache.empty(BIG, F32)
     assert not np.shares_memory(a, b)
     address = a.ctypes.data
     del a
-    c = cache.empty(BIG, np.float32)
+    c = cache.empty(BIG, F32)
     assert c.ctypes.data == address                      # the dropped one, reused
     view = c[::3]
     del c
-    d = cache.empty(BIG, np.float32)
+    d = cache.empty(BIG, F32)
     assert not np.shares_memory(d, view)                 # a view keeps its slab in use
     assert cache.held() <= 64 << 20
 
 
 def test_cache_respects_its_limit_and_size_classes():
     cache = _buffers.BufferCache(12 << 20)
-    a = cache.empty(BIG, np.float32)                     # ~4 MiB slab
-    b = cache.empty(BIG, np.float32)
-    c = cache.empty(BIG, np.float32)                     # over the limit: plain array
+    a = cache.empty(BIG, F32)                     # ~4 MiB slab
+    b = cache.empty(BIG, F32)
+    c = cache.empty(BIG, F32)                     # over the limit: plain array
     assert c.flags.owndata and not a.flags.owndata and not b.flags.owndata
     assert cache.held() <= 12 << 20
     del a, b, c
-    small = cache.empty((10, 10), np.float32)            # below MIN_BYTES: never cached
+    small = cache.empty((10, 10), F32)            # below MIN_BYTES: never cached
     assert small.flags.owndata
     # a request far smaller than a free slab does not take it
-    big = cache.empty((2048, 1024 + 16), np.float32)
+    big = cache.empty((2048, 1024 + 16), F32)
     address = big.ctypes.data
     del big
-    other = cache.empty(BIG, np.float64)                 # 8 MiB: same slab size class
+    other = cache.empty(BIG, np.dtype(np.float64))                 # 8 MiB: same slab size class
     assert other.ctypes.data == address
     del other
-    half = cache.empty(BIG, np.float32)                  # 4 MiB: not the 8 MiB slab
+    half = cache.empty(BIG, F32)                  # 4 MiB: not the 8 MiB slab
     assert half.base.nbytes < 2 * half.nbytes
     off = _buffers.BufferCache(0)
-    assert off.empty(BIG, np.float32).flags.owndata
+    assert off.empty(BIG, F32).flags.owndata
 
 
 def test_cache_limit_from_environment(monkeypatch):
@@ -258,3 +259,64 @@ def test_max_backward_bad_index_found_by_the_kernel(channels_last, bad):
     with pytest.raises(ValueError, match=r"indices must lie in \[0, 64\)"):
         cypool.max_pool2d_backward(g, idx, shape, 2, channels_last=channels_last, out=out)
     assert (out == 7.0).all()                            # checked before any work
+
+
+# ---------------------------------------------------------------------------
+# Replayed calls (the argument layer skipped for a repeated call)
+# ---------------------------------------------------------------------------
+
+def test_repeated_call_is_replayed_and_gives_the_same_result():
+    from cypool import _functions
+
+    x = np.random.default_rng(1).standard_normal((2, 3, 9, 8)).astype(np.float32)
+    first = cypool.avg_pool2d(x, 3, 2, 1, ceil_mode=True)
+    key = _functions._replay_key("avg_pool2d", x, None,
+                                 (3, 2, 1, True, True, None, 1, False))
+    assert key in _functions._REPLAY
+    again = cypool.avg_pool2d(x, 3, 2, 1, ceil_mode=True)
+    assert again.tobytes() == first.tobytes() and again is not first
+
+
+@pytest.mark.parametrize("call", [
+    lambda x: cypool.adaptive_avg_pool2d(x, True),               # bool, not int
+    lambda x: cypool.adaptive_avg_pool2d(x, 2.0),                # float equal to 2
+    lambda x: cypool.adaptive_avg_pool2d(x, (2, 2.0)),
+    lambda x: cypool.adaptive_avg_pool2d(x, 2, channels_last=1),
+    lambda x: cypool.max_pool2d(x, 2, return_indices=1),
+    lambda x: cypool.global_avg_pool2d(x, keepdims=1),
+])
+def test_replay_keeps_argument_types_apart(call):
+    x = np.ones((1, 2, 4, 4), np.float32)
+    cypool.adaptive_avg_pool2d(x, 2)                             # valid calls first
+    cypool.adaptive_avg_pool2d(x, (2, 2))
+    cypool.adaptive_avg_pool2d(x, 2, channels_last=False)
+    cypool.max_pool2d(x, 2, return_indices=True)
+    cypool.global_avg_pool2d(x, keepdims=True)
+    with pytest.raises(TypeError):
+        call(x)
+
+
+def test_replayed_max_backward_still_checks_indices():
+    x = np.random.default_rng(2).standard_normal((1, 20, 8, 8)).astype(np.float32)
+    y, idx = cypool.max_pool2d(x, 2, return_indices=True)
+    g = np.ones_like(y)
+    cypool.max_pool2d_backward(g, idx, x.shape, 2)               # remembered
+    bad = idx.copy()
+    bad[0, 3, 1, 1] = 64
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, 64\)"):
+        cypool.max_pool2d_backward(g, bad, x.shape, 2)
+    with pytest.raises(ValueError, match="grad_output"):
+        cypool.max_pool2d_backward(g, idx, (1, 20, 10, 8), 2)
+
+
+def test_replay_follows_the_thread_count():
+    x = np.random.default_rng(3).standard_normal((8, 16, 64, 64)).astype(np.float32)
+    before = cypool.get_num_threads()
+    try:
+        cypool.set_num_threads(1)
+        one = cypool.adaptive_avg_pool2d(x, 5)
+        cypool.set_num_threads(2)
+        two = cypool.adaptive_avg_pool2d(x, 5)
+    finally:
+        cypool.set_num_threads(before)
+    assert one.tobytes() == two.tobytes()
