@@ -47,6 +47,21 @@ cdef extern from "cypool_lanes.h" nogil:
                            Py_ssize_t xstep)
     void cp_lanes_maxv_f64(double *m, const double *x, Py_ssize_t n, Py_ssize_t taps,
                            Py_ssize_t xstep)
+    void cp_window_add_f32(float *y, const float *x, Py_ssize_t n, const Py_ssize_t *offs,
+                           Py_ssize_t taps)
+    void cp_window_add_f64(double *y, const double *x, Py_ssize_t n, const Py_ssize_t *offs,
+                           Py_ssize_t taps)
+    void cp_window_max_f32(float *y, int64_t *yi, const float *x, Py_ssize_t n,
+                           const Py_ssize_t *offs, const int64_t *tidx, Py_ssize_t taps,
+                           float init, int64_t first)
+    void cp_window_max_f64(double *y, int64_t *yi, const double *x, Py_ssize_t n,
+                           const Py_ssize_t *offs, const int64_t *tidx, Py_ssize_t taps,
+                           double init, int64_t first)
+    void cp_window_maxv_f32(float *y, const float *x, Py_ssize_t n, const Py_ssize_t *offs,
+                            Py_ssize_t taps, float init)
+    void cp_window_maxv_f64(double *y, const double *x, Py_ssize_t n, const Py_ssize_t *offs,
+                            Py_ssize_t taps, double init)
+    int cp_window_limit_isa(int level)
     float cp_sum_f32(const float *x, Py_ssize_t n)
     double cp_sum_f64(const double *x, Py_ssize_t n)
     void cp_spread_f32(float *p, float v, Py_ssize_t n, Py_ssize_t step)
@@ -101,6 +116,7 @@ cdef struct Geom:
     Py_ssize_t osize[3]                # output extent per dim
     Py_ssize_t step[3]                 # tap step (dilation) per dim
     const int64_t *win[3]              # (3, osize) tables: start, count, factor
+    Py_ssize_t max_count_w             # the most taps of any window along W
     int div_mode
     double div_value
 
@@ -146,6 +162,9 @@ cdef class Geometry:
             self.g.win[k] = &t[0, 0]
         self.g.div_mode = div_mode
         self.g.div_value = div_value
+        self.g.max_count_w = 0
+        for i in range(self.g.osize[2]):
+            self.g.max_count_w = max(self.g.max_count_w, _count(&self.g, 2, i))
         self.inverse = inverse is not None
         self.overlap_w = False
         if inverse is not None:
@@ -294,6 +313,11 @@ cdef inline void _zero(real_t *p, Py_ssize_t W, Py_ssize_t C,
 # Forward: one item is one output row (n, od, oh) over channels [c0, c1)
 # --------------------------------------------------------------------------
 
+# Channels-last windows of up to this many taps are pooled a whole window
+# at a time (cp_window_*); larger ones window row by window row.
+DEF MAX_WINDOW_TAPS = 256
+
+
 cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OUT, OUT
                         const Geom *g, Py_ssize_t n, Py_ssize_t od, Py_ssize_t oh,
                         Py_ssize_t c0, Py_ssize_t c1, bint is_max,
@@ -311,6 +335,46 @@ cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OU
     cdef value_t acc, v
     cdef int64_t best
     cdef bint take
+    cdef Py_ssize_t k
+    cdef Py_ssize_t offs[MAX_WINDOW_TAPS]
+    cdef int64_t tidx[MAX_WINDOW_TAPS]
+
+    if (value_t is float or value_t is double) and C > 1 \
+            and nd * nh * g.max_count_w <= MAX_WINDOW_TAPS:
+        # lanes: a whole window per output, accumulated in registers
+        xr = x + n * g.size[0] * H * W * C + c0
+        for ow in range(OW):
+            w0 = _start(g, 2, ow)
+            nw = _count(g, 2, ow)
+            k = 0
+            for a in range(nd):
+                d = d0 + a * sd
+                for b in range(nh):
+                    h = h0 + b * sh
+                    plane_row = (d * H + h) * W
+                    for t in range(nw):
+                        offs[k] = (plane_row + w0 + t * sw) * C
+                        tidx[k] = plane_row + w0 + t * sw
+                        k = k + 1
+            j = ow * C + c0
+            if is_max:
+                best = tidx[0] if k > 0 else -1
+                if ir == NULL:
+                    if value_t is float:
+                        cp_window_maxv_f32(yr + j, xr, c1 - c0, offs, k, init)
+                    else:
+                        cp_window_maxv_f64(yr + j, xr, c1 - c0, offs, k, init)
+                elif value_t is float:
+                    cp_window_max_f32(yr + j, ir + j, xr, c1 - c0, offs, tidx, k, init, best)
+                else:
+                    cp_window_max_f64(yr + j, ir + j, xr, c1 - c0, offs, tidx, k, init, best)
+            elif value_t is float:
+                cp_window_add_f32(yr + j, xr, c1 - c0, offs, k)
+            else:
+                cp_window_add_f64(yr + j, xr, c1 - c0, offs, k)
+        if not is_max:
+            _finish_avg(yr, g, od, oh, c0, c1)
+        return
 
     for ow in range(OW):
         j = ow * C
@@ -933,6 +997,12 @@ def stream_probe(const real_t[::1] x, real_t[::1] y, int nthreads):
 # --------------------------------------------------------------------------
 # Threads
 # --------------------------------------------------------------------------
+
+def limit_window_isa(int level):
+    """Run the max-window lane loops with at most this instruction set (2:
+    AVX-512F, 1: AVX2, 0: plain loops), for tests; returns the level in force."""
+    return cp_window_limit_isa(level)
+
 
 def openmp_enabled():
     """True when this build's parallel loops were compiled with OpenMP."""

@@ -13,6 +13,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__)) \
     && !defined(CYPOOL_NO_MULTIVERSION)
@@ -126,5 +127,280 @@ CP_DEFINE_SUM(float, f32)
 CP_DEFINE_SUM(double, f64)
 CP_DEFINE_SPREAD(float, f32)
 CP_DEFINE_SPREAD(double, f64)
+
+/* A whole window at once, for n channel lanes: lane i of the result is the
+ * sum (or running max) of x[offs[t] + i] over the taps t < taps, in tap
+ * order, kept in registers (two 64-byte vectors of lanes at a time) and
+ * stored once.  The same additions (comparisons) in the same order as the
+ * per-tap loops above, so the same bits; what changes is that the output is
+ * not read and written back once per window row.  For max, tap t has index
+ * tidx[t], and a window starts from (init, first) as the per-tap loops do.
+ * Written with GCC/clang vector types (each target_clones clone lowers them
+ * to its own ISA); other compilers get the plain loops. */
+#if defined(__GNUC__) || defined(__clang__)
+#define CP_DEFINE_WINDOW(T, SUFFIX, I, N)                                                 \
+    typedef T cp_vec_##SUFFIX __attribute__((vector_size(64)));                           \
+    typedef I cp_ivec_##SUFFIX __attribute__((vector_size(64)));                          \
+    static inline cp_vec_##SUFFIX cp_ld_##SUFFIX(const T *p)                              \
+    {                                                                                     \
+        cp_vec_##SUFFIX v;                                                                \
+        memcpy(&v, p, sizeof v);                                                          \
+        return v;                                                                         \
+    }                                                                                     \
+    static inline cp_vec_##SUFFIX cp_sel_##SUFFIX(cp_ivec_##SUFFIX m, cp_vec_##SUFFIX a,  \
+                                                  cp_vec_##SUFFIX b)                      \
+    {   /* m ? a : b, lane by lane (m all ones or all zeros) */                           \
+        return (cp_vec_##SUFFIX)(((cp_ivec_##SUFFIX)a & m) | ((cp_ivec_##SUFFIX)b & ~m)); \
+    }                                                                                     \
+    CP_CLONES static ptrdiff_t cp_window_add_v_##SUFFIX(T *y, const T *x, ptrdiff_t n,    \
+                                                        const ptrdiff_t *offs,            \
+                                                        ptrdiff_t taps)                   \
+    {                                                                                     \
+        ptrdiff_t i0 = 0;                                                                 \
+        for (; i0 + 2 * N <= n; i0 += 2 * N) {                                            \
+            cp_vec_##SUFFIX a0 = {0}, a1 = {0};                                           \
+            for (ptrdiff_t t = 0; t < taps; t++) {                                        \
+                const T *p = x + offs[t] + i0;                                            \
+                a0 = a0 + cp_ld_##SUFFIX(p);                                              \
+                a1 = a1 + cp_ld_##SUFFIX(p + N);                                          \
+            }                                                                             \
+            memcpy(y + i0, &a0, sizeof a0);                                               \
+            memcpy(y + i0 + N, &a1, sizeof a1);                                           \
+        }                                                                                 \
+        return i0;                                                                        \
+    }
+#else
+#define CP_DEFINE_WINDOW(T, SUFFIX, I, N)                                                 \
+    static ptrdiff_t cp_window_add_v_##SUFFIX(T *y, const T *x, ptrdiff_t n,              \
+                                              const ptrdiff_t *offs, ptrdiff_t taps)      \
+    { return 0; }
+#endif
+
+
+/* Max windows, hand-vectorised: AVX-512F (compare masks, masked loads for
+ * the last lanes) and AVX2 (compare-and-blend), chosen at run time, so a
+ * baseline build runs them where the CPU has them; other machines get the
+ * tap-by-tap loops.  A lane takes a tap when it is greater or NaN, as every
+ * other max loop here; lanes track the number of the tap that won (-1:
+ * none yet), turned into an index at the end. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) \
+    && !defined(CYPOOL_NO_MULTIVERSION)
+#include <immintrin.h>
+#define CP_HAVE_WINDOW_MAX 1
+
+static int cp_window_isa_level = -1;  /* 2: AVX-512F, 1: AVX2, 0: neither */
+
+static int cp_window_isa(void)
+{
+    if (cp_window_isa_level < 0)
+        cp_window_isa_level = __builtin_cpu_supports("avx512f") ? 2
+                              : __builtin_cpu_supports("avx2") ? 1 : 0;
+    return cp_window_isa_level;
+}
+
+/* Use at most ISA level `level` from now on (tests compare the levels);
+ * returns the level in force. */
+static int cp_window_limit_isa(int level)
+{
+    int best = __builtin_cpu_supports("avx512f") ? 2 : __builtin_cpu_supports("avx2") ? 1 : 0;
+    cp_window_isa_level = level < best ? level : best;
+    return cp_window_isa_level;
+}
+
+/* AVX-512F: 16 float lanes a vector; yi == NULL: values only */
+__attribute__((target("avx512f"))) static ptrdiff_t
+cp_wmax512_f32(float *y, int64_t *yi, const float *x, ptrdiff_t n, const ptrdiff_t *offs,
+               const int64_t *tidx, ptrdiff_t taps, float init, int64_t first)
+{
+    ptrdiff_t i0;
+    for (i0 = 0; i0 < n; i0 += 16) {
+        __mmask16 lanes = n - i0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i0)) - 1);
+        __m512 m = _mm512_set1_ps(init);
+        __m512i k = _mm512_set1_epi32(-1), tt = _mm512_setzero_si512();
+        const __m512i one = _mm512_set1_epi32(1);
+        for (ptrdiff_t t = 0; t < taps; t++) {
+            __m512 v = _mm512_maskz_loadu_ps(lanes, x + offs[t] + i0);
+            __mmask16 take = _mm512_cmp_ps_mask(v, m, _CMP_GT_OQ) |
+                             _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+            m = _mm512_mask_mov_ps(m, take, v);
+            k = _mm512_mask_mov_epi32(k, take, tt);
+            tt = _mm512_add_epi32(tt, one);
+        }
+        _mm512_mask_storeu_ps(y + i0, lanes, m);
+        if (yi) {
+            int32_t kk[16];
+            _mm512_storeu_si512((void *)kk, k);
+            for (int i = 0; i < 16 && i0 + i < n; i++)
+                yi[i0 + i] = kk[i] < 0 ? first : tidx[kk[i]];
+        }
+    }
+    return n;
+}
+
+__attribute__((target("avx512f"))) static ptrdiff_t
+cp_wmax512_f64(double *y, int64_t *yi, const double *x, ptrdiff_t n, const ptrdiff_t *offs,
+               const int64_t *tidx, ptrdiff_t taps, double init, int64_t first)
+{
+    ptrdiff_t i0;
+    for (i0 = 0; i0 < n; i0 += 8) {
+        __mmask8 lanes = n - i0 >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (n - i0)) - 1);
+        __m512d m = _mm512_set1_pd(init);
+        __m512i k = _mm512_set1_epi64(-1), tt = _mm512_setzero_si512();
+        const __m512i one = _mm512_set1_epi64(1);
+        for (ptrdiff_t t = 0; t < taps; t++) {
+            __m512d v = _mm512_maskz_loadu_pd(lanes, x + offs[t] + i0);
+            __mmask8 take = _mm512_cmp_pd_mask(v, m, _CMP_GT_OQ) |
+                            _mm512_cmp_pd_mask(v, v, _CMP_UNORD_Q);
+            m = _mm512_mask_mov_pd(m, take, v);
+            k = _mm512_mask_mov_epi64(k, take, tt);
+            tt = _mm512_add_epi64(tt, one);
+        }
+        _mm512_mask_storeu_pd(y + i0, lanes, m);
+        if (yi) {
+            int64_t kk[8];
+            _mm512_storeu_si512((void *)kk, k);
+            for (int i = 0; i < 8 && i0 + i < n; i++)
+                yi[i0 + i] = kk[i] < 0 ? first : tidx[kk[i]];
+        }
+    }
+    return n;
+}
+
+/* AVX2: 8 float lanes a vector (4 double); whole vectors only */
+__attribute__((target("avx2"))) static ptrdiff_t
+cp_wmax256_f32(float *y, int64_t *yi, const float *x, ptrdiff_t n, const ptrdiff_t *offs,
+               const int64_t *tidx, ptrdiff_t taps, float init, int64_t first)
+{
+    ptrdiff_t i0;
+    for (i0 = 0; i0 + 8 <= n; i0 += 8) {
+        __m256 m = _mm256_set1_ps(init);
+        __m256i k = _mm256_set1_epi32(-1), tt = _mm256_setzero_si256();
+        const __m256i one = _mm256_set1_epi32(1);
+        for (ptrdiff_t t = 0; t < taps; t++) {
+            __m256 v = _mm256_loadu_ps(x + offs[t] + i0);
+            __m256 take = _mm256_or_ps(_mm256_cmp_ps(v, m, _CMP_GT_OQ),
+                                       _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+            m = _mm256_blendv_ps(m, v, take);
+            k = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(k),
+                                                     _mm256_castsi256_ps(tt), take));
+            tt = _mm256_add_epi32(tt, one);
+        }
+        _mm256_storeu_ps(y + i0, m);
+        if (yi) {
+            int32_t kk[8];
+            _mm256_storeu_si256((__m256i *)kk, k);
+            for (int i = 0; i < 8; i++)
+                yi[i0 + i] = kk[i] < 0 ? first : tidx[kk[i]];
+        }
+    }
+    return i0;
+}
+
+__attribute__((target("avx2"))) static ptrdiff_t
+cp_wmax256_f64(double *y, int64_t *yi, const double *x, ptrdiff_t n, const ptrdiff_t *offs,
+               const int64_t *tidx, ptrdiff_t taps, double init, int64_t first)
+{
+    ptrdiff_t i0;
+    for (i0 = 0; i0 + 4 <= n; i0 += 4) {
+        __m256d m = _mm256_set1_pd(init);
+        __m256i k = _mm256_set1_epi64x(-1), tt = _mm256_setzero_si256();
+        const __m256i one = _mm256_set1_epi64x(1);
+        for (ptrdiff_t t = 0; t < taps; t++) {
+            __m256d v = _mm256_loadu_pd(x + offs[t] + i0);
+            __m256d take = _mm256_or_pd(_mm256_cmp_pd(v, m, _CMP_GT_OQ),
+                                        _mm256_cmp_pd(v, v, _CMP_UNORD_Q));
+            m = _mm256_blendv_pd(m, v, take);
+            k = _mm256_castpd_si256(_mm256_blendv_pd(_mm256_castsi256_pd(k),
+                                                     _mm256_castsi256_pd(tt), take));
+            tt = _mm256_add_epi64(tt, one);
+        }
+        _mm256_storeu_pd(y + i0, m);
+        if (yi) {
+            int64_t kk[4];
+            _mm256_storeu_si256((__m256i *)kk, k);
+            for (int i = 0; i < 4; i++)
+                yi[i0 + i] = kk[i] < 0 ? first : tidx[kk[i]];
+        }
+    }
+    return i0;
+}
+
+#define CP_WMAX_DISPATCH(SUFFIX)                                                          \
+    switch (cp_window_isa()) {                                                            \
+    case 2: return cp_wmax512_##SUFFIX(y, yi, x, n, offs, tidx, taps, init, first);        \
+    case 1: return cp_wmax256_##SUFFIX(y, yi, x, n, offs, tidx, taps, init, first);        \
+    default: return 0;                                                                    \
+    }
+#else
+#define CP_WMAX_DISPATCH(SUFFIX) return 0;
+static int cp_window_limit_isa(int level) { (void)level; return 0; }
+#endif
+
+#define CP_DEFINE_WINDOW_MAX(T, SUFFIX)                                                   \
+    static ptrdiff_t cp_window_max_v_##SUFFIX(T *y, int64_t *yi, const T *x, ptrdiff_t n, \
+                                              const ptrdiff_t *offs, const int64_t *tidx, \
+                                              ptrdiff_t taps, T init, int64_t first)      \
+    {                                                                                     \
+        CP_WMAX_DISPATCH(SUFFIX)                                                          \
+    }                                                                                     \
+    static ptrdiff_t cp_window_maxv_v_##SUFFIX(T *y, const T *x, ptrdiff_t n,             \
+                                               const ptrdiff_t *offs, ptrdiff_t taps,     \
+                                               T init)                                    \
+    {                                                                                     \
+        const int64_t *tidx = NULL;                                                       \
+        int64_t *yi = NULL, first = 0;                                                    \
+        CP_WMAX_DISPATCH(SUFFIX)                                                          \
+    }
+
+CP_DEFINE_WINDOW_MAX(float, f32)
+CP_DEFINE_WINDOW_MAX(double, f64)
+
+/* The vector part above, then the remaining lanes tap by tap. */
+#define CP_DEFINE_WINDOW_TAIL(T, SUFFIX)                                                  \
+    static void cp_window_add_##SUFFIX(T *y, const T *x, ptrdiff_t n,                     \
+                                       const ptrdiff_t *offs, ptrdiff_t taps)             \
+    {                                                                                     \
+        ptrdiff_t i0 = cp_window_add_v_##SUFFIX(y, x, n, offs, taps), i, t;               \
+        for (i = i0; i < n; i++)                                                          \
+            y[i] = 0;                                                                     \
+        for (t = 0; t < taps; t++)                                                        \
+            for (i = i0; i < n; i++)                                                      \
+                y[i] = y[i] + x[offs[t] + i];                                             \
+    }                                                                                     \
+    static void cp_window_maxv_##SUFFIX(T *y, const T *x, ptrdiff_t n,                    \
+                                        const ptrdiff_t *offs, ptrdiff_t taps, T init)    \
+    {                                                                                     \
+        ptrdiff_t i0 = cp_window_maxv_v_##SUFFIX(y, x, n, offs, taps, init), i, t;        \
+        for (i = i0; i < n; i++)                                                          \
+            y[i] = init;                                                                  \
+        for (t = 0; t < taps; t++)                                                        \
+            for (i = i0; i < n; i++) {                                                    \
+                T v = x[offs[t] + i], a = y[i];                                           \
+                y[i] = ((v > a) | (v != v)) ? v : a;                                      \
+            }                                                                             \
+    }                                                                                     \
+    static void cp_window_max_##SUFFIX(T *y, int64_t *yi, const T *x, ptrdiff_t n,        \
+                                       const ptrdiff_t *offs, const int64_t *tidx,        \
+                                       ptrdiff_t taps, T init, int64_t first)             \
+    {                                                                                     \
+        ptrdiff_t i0 = cp_window_max_v_##SUFFIX(y, yi, x, n, offs, tidx, taps, init,      \
+                                                first), i, t;                             \
+        for (i = i0; i < n; i++) {                                                        \
+            y[i] = init;                                                                  \
+            yi[i] = first;                                                                \
+        }                                                                                 \
+        for (t = 0; t < taps; t++)                                                        \
+            for (i = i0; i < n; i++) {                                                    \
+                T v = x[offs[t] + i], a = y[i];                                           \
+                int take = (v > a) | (v != v);                                            \
+                y[i] = take ? v : a;                                                      \
+                yi[i] = take ? tidx[t] : yi[i];                                           \
+            }                                                                             \
+    }
+
+CP_DEFINE_WINDOW(float, f32, int32_t, 16)
+CP_DEFINE_WINDOW(double, f64, int64_t, 8)
+CP_DEFINE_WINDOW_TAIL(float, f32)
+CP_DEFINE_WINDOW_TAIL(double, f64)
 
 #endif /* CYPOOL_LANES_H */

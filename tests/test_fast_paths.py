@@ -320,3 +320,56 @@ def test_replay_follows_the_thread_count():
     finally:
         cypool.set_num_threads(before)
     assert one.tobytes() == two.tobytes()
+
+
+# ---------------------------------------------------------------------------
+# Whole-window lane loops: every instruction-set level gives the same bits
+# ---------------------------------------------------------------------------
+
+def _nasty(rng, shape, dtype):
+    x = rng.standard_normal(shape).astype(dtype)
+    flat = x.reshape(-1)
+    flat[::7] = np.round(flat[::7])                         # ties
+    flat[3::29] = np.nan                                     # several NaNs per window
+    flat[5::31] = -np.inf
+    flat[11::37] = np.inf
+    return x
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("lanes", [1, 3, 8, 15, 16, 17, 33, 40])
+def test_window_lane_loops_agree_at_every_isa_level(dtype, lanes):
+    rng = np.random.default_rng(lanes)
+    x = _nasty(rng, (2, 9, 11, lanes), dtype)               # channels-last
+    results = []
+    try:
+        for level in (2, 1, 0):
+            _kernels.limit_window_isa(level)
+            v, i = cypool.max_pool2d(x, 3, 2, 1, return_indices=True, channels_last=True)
+            vv = cypool.max_pool2d(x, (2, 3), 1, channels_last=True)
+            a = cypool.avg_pool2d(x, 3, 2, 1, channels_last=True)
+            results.append((v.tobytes(), i.tobytes(), vv.tobytes(), a.tobytes()))
+    finally:
+        _kernels.limit_window_isa(2)
+    assert results[0] == results[1] == results[2]
+    tx = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    tv, ti = F.max_pool2d(tx, 3, 2, 1, return_indices=True)
+    assert np.array_equal(v.transpose(0, 3, 1, 2), tv.numpy(), equal_nan=True)
+    assert np.array_equal(i.transpose(0, 3, 1, 2), ti.numpy())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_plane_lanes_max_agrees_at_every_isa_level(dtype):
+    # channels-first planes pooled as lanes of transposed blocks
+    x = _nasty(np.random.default_rng(9), (3, 13, 12, 10), dtype)
+    results = []
+    try:
+        for level in (2, 1, 0):
+            _kernels.limit_window_isa(level)
+            v, i = cypool.max_pool2d(x, 3, 2, 1, return_indices=True)
+            results.append((v.tobytes(), i.tobytes()))
+    finally:
+        _kernels.limit_window_isa(2)
+    assert results[0] == results[1] == results[2]
+    tv, ti = F.max_pool2d(torch.from_numpy(x), 3, 2, 1, return_indices=True)
+    assert np.array_equal(v, tv.numpy(), equal_nan=True) and np.array_equal(i, ti.numpy())
