@@ -64,6 +64,12 @@ cdef extern from "cypool_lanes.h" nogil:
     int cp_window_limit_isa(int level)
     float cp_sum_f32(const float *x, Py_ssize_t n)
     double cp_sum_f64(const double *x, Py_ssize_t n)
+    void cp_finish_row_f32(float *y, Py_ssize_t n, int mode, double a, double b,
+                           const double *w, double k)
+    void cp_finish_row_f64(double *y, Py_ssize_t n, int mode, double a, double b,
+                           const double *w, double k)
+    void cp_gather_add_f32(float *acc, const float *src, const int32_t *idx, Py_ssize_t n)
+    void cp_gather_add_f64(double *acc, const double *src, const int32_t *idx, Py_ssize_t n)
     void cp_spread_f32(float *p, float v, Py_ssize_t n, Py_ssize_t step)
     void cp_spread_f64(double *p, double v, Py_ssize_t n, Py_ssize_t step)
 
@@ -117,6 +123,9 @@ cdef struct Geom:
     Py_ssize_t step[3]                 # tap step (dilation) per dim
     const int64_t *win[3]              # (3, osize) tables: start, count, factor
     Py_ssize_t max_count_w             # the most taps of any window along W
+    const double *wdiv                 # per output column: count (div_mode 0) or factor
+    Py_ssize_t wk, wpb, wd             # fixed windows of stride 1 along W: kernel,
+                                       # pad before, dilation (wk = 0: other windows)
     int div_mode
     double div_value
 
@@ -143,10 +152,12 @@ cdef class Geometry:
     cdef Py_ssize_t nruns[2]
     cdef bint overlap_w                # does an input column feed two outputs?
     cdef bint inverse
+    cdef const int32_t *wtab           # (wtab_m, W): j-th output reading column w, or OW
+    cdef Py_ssize_t wtab_m
     cdef object keep
 
     def __init__(self, tuple shape, tuple oshape, tuple steps, int div_mode, double div_value,
-                 tuple tables, tuple inverse=None, tuple runs=None):
+                 tuple tables, tuple inverse=None, tuple runs=None, tuple unit_stride_w=None):
         cdef int k
         cdef const int64_t[:, ::1] t
         cdef const int64_t[::1] v
@@ -165,8 +176,17 @@ cdef class Geometry:
         self.g.max_count_w = 0
         for i in range(self.g.osize[2]):
             self.g.max_count_w = max(self.g.max_count_w, _count(&self.g, 2, i))
+        # the W divisor of each output column, as a double, for cp_finish_row
+        t = tables[2]
+        wdiv = np.ascontiguousarray(t[1 if div_mode == 0 else 2], dtype=np.float64)
+        cdef const double[::1] wv = wdiv
+        self.g.wdiv = &wv[0] if wdiv.shape[0] else NULL
+        self.keep = self.keep + (wdiv,)
         self.inverse = inverse is not None
         self.overlap_w = False
+        self.g.wk = self.g.wpb = self.g.wd = 0
+        if unit_stride_w is not None:
+            self.g.wk, self.g.wpb, self.g.wd = unit_stride_w
         if inverse is not None:
             for k in range(3):
                 v = inverse[2 * k]
@@ -180,6 +200,29 @@ cdef class Geometry:
                 v = runs[k]
                 self.runs[k] = &v[0]
                 self.nruns[k] = v.shape[0] - 1
+            self._dense_w(inverse[4], inverse[5])
+
+    def _dense_w(self, ptr, outs):
+        # The inverse table of W as a dense (m, W) int32 table, padded with
+        # OW (a zero the gather appends to each output row), so that the
+        # channels-first gather is a vector loop: adding +0.0 leaves every
+        # partial sum as it was (none is -0.0: each starts from +0.0).
+        cdef Py_ssize_t W = self.g.size[2], OW = self.g.osize[2], w, j
+        counts = np.diff(ptr)
+        m = int(counts.max()) if W else 0
+        if OW >= 2**31 - 1 or m * W > 2**26:
+            self.wtab_m = 0
+            return
+        tab = np.full((max(m, 1), max(W, 1)), OW, dtype=np.int32)
+        cdef int32_t[:, ::1] tv = tab
+        cdef const int64_t[::1] pv = ptr
+        cdef const int64_t[::1] ov = outs
+        for w in range(W):
+            for j in range(pv[w + 1] - pv[w]):
+                tv[j, w] = <int32_t> ov[pv[w] + j]
+        self.keep = self.keep + (tab,)
+        self.wtab = &tv[0, 0]
+        self.wtab_m = m
 
 
 cdef struct Item:
@@ -475,7 +518,20 @@ cdef void _finish_avg(value_t *yr, const Geom *g, Py_ssize_t od, Py_ssize_t oh, 
     # by each extent in turn (adaptive) or once by the divisor (fixed).
     cdef Py_ssize_t C = g.C, ow, c, j
     cdef value_t acc
-    cdef double div
+    cdef double div, acc_b
+    if (value_t is float or value_t is double) and C == 1 and g.wdiv != NULL:
+        # channels-first: vectorised along the row (same divisions)
+        if g.div_mode == 0:
+            div = <double> _count(g, 0, od)
+            acc_b = <double> _count(g, 1, oh)
+        else:
+            div = <double> (_factor(g, 0, od) * _factor(g, 1, oh))
+            acc_b = 0
+        if value_t is float:
+            cp_finish_row_f32(yr, g.osize[2], g.div_mode, div, acc_b, g.wdiv, g.div_value)
+        else:
+            cp_finish_row_f64(yr, g.osize[2], g.div_mode, div, acc_b, g.wdiv, g.div_value)
+        return
     for ow in range(g.osize[2]):
         j = ow * C
         if g.div_mode == 0:
@@ -651,6 +707,7 @@ cdef void _scale_item(const real_t *go, real_t *gs, const Geom *g,     # IN, OUT
 
 cdef void _gather_item(const real_t *gs, real_t *gr, const Geom *g,    # IN, OUT
                        const int64_t **ptr, const int64_t **outs, bint overlap_w,
+                       const int32_t *wtab, Py_ssize_t wtab_m, real_t *srx,  # srx: scratch
                        Py_ssize_t n, Py_ssize_t d, Py_ssize_t h,
                        Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
     # Input row (n, d, h), computed into gr (a scratch row of W x C), sums
@@ -666,7 +723,7 @@ cdef void _gather_item(const real_t *gs, real_t *gr, const Geom *g,    # IN, OUT
     cdef real_t *gp
     cdef const real_t *sr
     cdef const real_t *sp
-    cdef Py_ssize_t w, c, a, b, t, ow, od, oh, w0, nw
+    cdef Py_ssize_t w, c, a, b, t, ow, od, oh, w0, nw, P
     cdef real_t v
     _zero(gr, W, C, c0, c1)
     for a in range(ptr[0][d], ptr[0][d + 1]):
@@ -674,6 +731,33 @@ cdef void _gather_item(const real_t *gs, real_t *gr, const Geom *g,    # IN, OUT
         for b in range(ptr[1][h], ptr[1][h + 1]):
             oh = outs[1][b]
             sr = gs + ((n * g.osize[0] + od) * g.osize[1] + oh) * OW * C
+            if C == 1 and g.wk > 0:
+                # stride 1 along W: tap t of output ow reads column
+                # ow - pb + t*d, so column w takes the outputs w + pb - t*d
+                # for t = k-1 down to 0 (increasing ow): k shifted vector
+                # adds over a copy of the row padded with zeros (+0.0 for
+                # outputs that do not exist leaves each sum as it was)
+                P = (g.wk - 1) * g.wd
+                _zero(srx, P + W + g.wpb + OW + 1, 1, 0, 1)
+                for ow in range(OW):
+                    srx[P + ow] = sr[ow]
+                for t in range(g.wk - 1, -1, -1):
+                    if real_t is float:
+                        cp_lanes_add_f32(gr, srx + P + g.wpb - t * g.wd, W, 1, 0)
+                    else:
+                        cp_lanes_add_f64(gr, srx + P + g.wpb - t * g.wd, W, 1, 0)
+                continue
+            if C == 1 and wtab_m > 0 and (overlap_w or g.max_count_w < 16):
+                # dense gather: the j-th output reading each column, in order
+                for ow in range(OW):
+                    srx[ow] = sr[ow]
+                srx[OW] = 0
+                for t in range(wtab_m):
+                    if real_t is float:
+                        cp_gather_add_f32(gr, srx, wtab + t * W, W)
+                    else:
+                        cp_gather_add_f64(gr, srx, wtab + t * W, W)
+                continue
             if C == 1 and overlap_w:
                 for w in range(W):
                     v = gr[w]
@@ -725,6 +809,7 @@ def avg_backward(const real_t[::1] go, real_t[::1] gs, real_t[::1] gi, Geometry 
     if items == 0:
         return
     cdef real_t *row
+    cdef real_t *srx
     cdef real_t *pbuf
     cdef int failed = 0
     cdef Py_ssize_t S = g.size[0] * g.size[1] * g.size[2], a, b
@@ -749,27 +834,30 @@ def avg_backward(const real_t[::1] go, real_t[::1] gs, real_t[::1] gi, Geometry 
         else:
             with parallel(num_threads=nthreads):
                 row = <real_t *> malloc(g.size[2] * g.C * sizeof(real_t))
+                srx = <real_t *> malloc((2 * g.size[2] + 2 * g.osize[2] + 1 + g.wk * g.wd)
+                                        * sizeof(real_t))
                 pbuf = <real_t *> malloc(S * sizeof(real_t)) if planes else NULL
                 for it in prange(items, schedule="static"):
-                    if row == NULL or (planes and pbuf == NULL):
+                    if row == NULL or srx == NULL or (planes and pbuf == NULL):
                         failed |= 1
                     elif planes:
                         for a in range(RD):
                             for b in range(RH):
-                                _gather_item(&gs[0], row, &g, ptr, outs, overlap_w, it, r0[a], r1[b],
-                                             0, 1)
+                                _gather_item(&gs[0], row, &g, ptr, outs, overlap_w, geo.wtab,
+                                             geo.wtab_m, srx, it, r0[a], r1[b], 0, 1)
                                 _write_run(pbuf - it * S, row, &g, it, r0[a], r0[a + 1], r1[b],
                                            r1[b + 1], 0, 1, False)
                         cp_stream_copy(&gi[it * S], pbuf, S * sizeof(real_t))
                     else:
                         w = _item(it, RD, RH, nblk, cblock, g.C)
-                        _gather_item(&gs[0], row, &g, ptr, outs, overlap_w, w.n, r0[w.a], r1[w.b],
-                                     w.c0, w.c1)
+                        _gather_item(&gs[0], row, &g, ptr, outs, overlap_w, geo.wtab, geo.wtab_m,
+                                     srx, w.n, r0[w.a], r1[w.b], w.c0, w.c1)
                         _write_run(&gi[0], row, &g, w.n, r0[w.a], r0[w.a + 1], r1[w.b],
                                    r1[w.b + 1], w.c0, w.c1, stream)
                 if stream:
                     cp_stream_fence()
                 free(row)
+                free(srx)
                 free(pbuf)
     if failed:
         raise MemoryError("cypool: no memory for the kernels' scratch buffers")

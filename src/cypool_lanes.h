@@ -121,8 +121,50 @@
         return n >= 256 ? cp_sum64_##SUFFIX(x, n) : cp_sum16_##SUFFIX(x, n);              \
     }
 
+/* acc[i] += src[idx[i]]: one output row's gradient gathered per input
+ * column (vector gathers where the clone's ISA has them) */
+#define CP_DEFINE_GATHER(T, SUFFIX)                                                       \
+    CP_CLONES static void cp_gather_add_##SUFFIX(T *restrict acc, const T *restrict src,  \
+                                                 const int32_t *restrict idx, ptrdiff_t n)\
+    {                                                                                     \
+        for (ptrdiff_t i = 0; i < n; i++)                                                 \
+            acc[i] = acc[i] + src[idx[i]];                                                \
+    }
+
+/* One channels-first output row of window sums -> averages, divided as
+ * PyTorch divides (see _finish_avg in _kernels.pyx, which this vectorises
+ * across the row): mode 0 by each extent in turn (a, b, then w[i]), mode 1
+ * once by the product a * w[i] (0 for a window with no divisor), mode 2 by
+ * k; the quotient is added to 0 so that a zero sum over a negative divisor
+ * gives +0.0.  Exact operations, so the same bits in any vector width. */
+#define CP_DEFINE_FINISH(T, SUFFIX)                                                       \
+    CP_CLONES static void cp_finish_row_##SUFFIX(T *restrict y, ptrdiff_t n, int mode,   \
+                                                 double a, double b,                     \
+                                                 const double *restrict w, double k)     \
+    {                                                                                     \
+        if (mode == 0) {                                                                  \
+            T ta = (T)a, tb = (T)b;                                                       \
+            for (ptrdiff_t i = 0; i < n; i++)                                             \
+                y[i] = ((y[i] / ta) / tb) / (T)w[i];                                      \
+        } else if (mode == 1) {                                                           \
+            for (ptrdiff_t i = 0; i < n; i++) {                                           \
+                double dv = a * w[i];                                                     \
+                T q = 0 + y[i] / (T)dv;                                                   \
+                y[i] = dv == 0 ? (T)0 : q;                                                \
+            }                                                                             \
+        } else {                                                                          \
+            T tk = (T)k;                                                                  \
+            for (ptrdiff_t i = 0; i < n; i++)                                             \
+                y[i] = 0 + y[i] / tk;                                                     \
+        }                                                                                 \
+    }
+
 CP_DEFINE_LANES(float, f32)
 CP_DEFINE_LANES(double, f64)
+CP_DEFINE_FINISH(float, f32)
+CP_DEFINE_FINISH(double, f64)
+CP_DEFINE_GATHER(float, f32)
+CP_DEFINE_GATHER(double, f64)
 CP_DEFINE_SUM(float, f32)
 CP_DEFINE_SUM(double, f64)
 CP_DEFINE_SPREAD(float, f32)

@@ -49,6 +49,11 @@ CASES = [
                                     count_include_pad=False)),
     (2, (1, 20, 12, 12), False, dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)),
     (3, (1, 10, 6, 8, 8), False, dict(kernel_size=2, stride=2)),
+    # stride 1 along W: the shifted-add gather
+    (2, (2, 3, 9, 13), False, dict(kernel_size=3, stride=1, padding=1, divisor_override=-3)),
+    (1, (2, 4, 17), False, dict(kernel_size=4, stride=1, padding=2, ceil_mode=True)),
+    (2, (1, 5, 7, 12), False, dict(kernel_size=(2, 5), stride=(2, 1), padding=(1, 2),
+                                   count_include_pad=False)),
 ]
 
 
