@@ -188,7 +188,7 @@ def _adaptive_workloads(shape, osize, op, quick, dtype="float32"):
         if not cl and _blocks_divisible(shape, osize):
             fwd_peers["numpy"] = lambda d: _numpy_block(d["x_nchw"], osize, op)
         fwd_peers.update(_peers.peers("adaptive", op, 2, shape, dtype, layout, "forward",
-                                      osize=osize))
+                                      osize=osize, indices=op == "max"))
         bwd_peers.update(_peers.peers("adaptive", op, 2, shape, dtype, layout, "backward",
                                       osize=osize))
         if op == "avg":
@@ -287,7 +287,8 @@ def _fixed_workloads(shape, op, rank, quick, dtype="float32", **kw):
                     cip = kw.get("count_include_pad", True)
                     bwd_peers["torch"] = lambda d, aten=aten, cip=cip: aten(
                         d["tg"], d["t"], ks, ss, ps, False, cip, None)
-        fwd_peers.update(_peers.peers("fixed", op, rank, shape, dtype, layout, "forward", kw=kw))
+        fwd_peers.update(_peers.peers("fixed", op, rank, shape, dtype, layout, "forward", kw=kw,
+                                      indices=op == "max" and not integer))
         if not integer:
             bwd_peers.update(_peers.peers("fixed", op, rank, shape, dtype, layout, "backward",
                                           kw=kw))

@@ -134,7 +134,7 @@ def _geometry(plan: Plan, backward: bool = False) -> K.Geometry:
         runs = (_runs(w3[0]), _runs(w3[1]))
     ww = w3[2]
     unit = ((ww.kernel, ww.pad_before, ww.dilation)
-            if backward and ww.kind == "fixed" and ww.stride == 1 else None)
+            if ww.kind == "fixed" and ww.stride == 1 else None)
     return K.Geometry(plan.kshape, plan.koshape, tuple(w.step for w in w3), plan.div_mode,
                       plan.div_value, tuple(_table(w) for w in w3), inverse, runs, unit)
 

@@ -38,7 +38,7 @@ def window_spec(kind: str, rank: int, shape_nchw: tuple, osize=None, kw=None):
     return k, s, tuple((q, q) for q in p), kw.get("count_include_pad", True)
 
 
-def _onnx_peer(op, spec, shape, dtype, glob):
+def _onnx_peer(op, spec, shape, dtype, glob, indices=False):
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
@@ -57,10 +57,16 @@ def _onnx_peer(op, spec, shape, dtype, glob):
                      pads=[p[0] for p in pads] + [p[1] for p in pads])
         if op == "avg":
             attrs["count_include_pad"] = int(cip)
-        node = helper.make_node("AveragePool" if op == "avg" else "MaxPool", ["X"], ["Y"],
+        # max pooling timed with indices (as cypool's and torch's calls are)
+        # asks for MaxPool's optional Indices output too
+        outputs = ["Y", "Indices"] if op == "max" and indices else ["Y"]
+        node = helper.make_node("AveragePool" if op == "avg" else "MaxPool", ["X"], outputs,
                                 **attrs)
+    infos = [helper.make_tensor_value_info("Y", elem, None)]
+    if not glob and op == "max" and indices:
+        infos.append(helper.make_tensor_value_info("Indices", TensorProto.INT64, None))
     graph = helper.make_graph([node], "pool", [helper.make_tensor_value_info("X", elem, shape)],
-                              [helper.make_tensor_value_info("Y", elem, None)])
+                              infos)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     state = {}
@@ -118,8 +124,12 @@ def _jax_data(d):
 
 
 def peers(kind: str, op: str, rank: int, shape_nchw: tuple, dtype: str, layout: str,
-          direction: str, osize=None, kw=None) -> dict:
-    """Name -> callable for every installed peer that can run this workload."""
+          direction: str, osize=None, kw=None, indices: bool = False) -> dict:
+    """Name -> callable for every installed peer that can run this workload.
+
+    ``indices``: the workload times max pooling with indices; ONNX Runtime
+    then computes its MaxPool Indices output too (JAX and scikit-image have
+    none: they compute values only)."""
     spec = window_spec(kind, rank, shape_nchw, osize, kw)
     out = {}
     if spec is None:
@@ -127,7 +137,7 @@ def peers(kind: str, op: str, rank: int, shape_nchw: tuple, dtype: str, layout: 
     floating = np.dtype(dtype).kind == "f"
     if direction == "forward" and layout == "NCHW" and available("onnxruntime") \
             and available("onnx"):
-        p = _onnx_peer(op, spec, shape_nchw, dtype, kind == "global")
+        p = _onnx_peer(op, spec, shape_nchw, dtype, kind == "global", indices)
         if p is not None:
             out["onnxruntime"] = p
     if available("jax") and floating:

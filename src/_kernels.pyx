@@ -53,10 +53,10 @@ cdef extern from "cypool_lanes.h" nogil:
                            Py_ssize_t taps)
     void cp_window_max_f32(float *y, int64_t *yi, const float *x, Py_ssize_t n,
                            const Py_ssize_t *offs, const int64_t *tidx, Py_ssize_t taps,
-                           float init, int64_t first)
+                           float init, int64_t first, const int64_t *firsts, int64_t lstep)
     void cp_window_max_f64(double *y, int64_t *yi, const double *x, Py_ssize_t n,
                            const Py_ssize_t *offs, const int64_t *tidx, Py_ssize_t taps,
-                           double init, int64_t first)
+                           double init, int64_t first, const int64_t *firsts, int64_t lstep)
     void cp_window_maxv_f32(float *y, const float *x, Py_ssize_t n, const Py_ssize_t *offs,
                             Py_ssize_t taps, float init)
     void cp_window_maxv_f64(double *y, const double *x, Py_ssize_t n, const Py_ssize_t *offs,
@@ -408,9 +408,11 @@ cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OU
                     else:
                         cp_window_maxv_f64(yr + j, xr, c1 - c0, offs, k, init)
                 elif value_t is float:
-                    cp_window_max_f32(yr + j, ir + j, xr, c1 - c0, offs, tidx, k, init, best)
+                    cp_window_max_f32(yr + j, ir + j, xr, c1 - c0, offs, tidx, k, init, best,
+                                      NULL, 0)
                 else:
-                    cp_window_max_f64(yr + j, ir + j, xr, c1 - c0, offs, tidx, k, init, best)
+                    cp_window_max_f64(yr + j, ir + j, xr, c1 - c0, offs, tidx, k, init, best,
+                                      NULL, 0)
             elif value_t is float:
                 cp_window_add_f32(yr + j, xr, c1 - c0, offs, k)
             else:
@@ -572,6 +574,9 @@ DEF MAX_LANES = 32
 DEF MIN_LANES = 8
 DEF LANE_BLOCK_BYTES = 4194304
 DEF L2_BLOCK_BYTES = 524288
+# Wide windows too are pooled as plane lanes (whole windows in registers,
+# cp_window_*) when MIN_LANES planes fit in this much cache.
+DEF WIDE_LANES_BYTES = 1048576
 # The average backward builds channels-first planes up to this size in a
 # per-thread buffer before streaming them out.
 DEF PLANE_BUFFER_BYTES = 1048576
@@ -616,6 +621,79 @@ cdef inline void _transpose(const value_t *src, Py_ssize_t ss, value_t *dst, Py_
                 dst[c * ds + r] = src[r * ss + c]
 
 
+cdef inline Py_ssize_t _max_rows(const Geom *g) noexcept nogil:
+    """The most input rows (D x H) any output row's windows read."""
+    cdef Py_ssize_t o, md = 0, mh = 0
+    for o in range(g.osize[0]):
+        md = max(md, _count(g, 0, o))
+    for o in range(g.osize[1]):
+        mh = max(mh, _count(g, 1, o))
+    return md * mh
+
+
+cdef void _shift_item(const value_t *x, value_t *y, int64_t *yi,       # IN, OUT, OUT
+                      const Geom *g, Py_ssize_t n, Py_ssize_t od, Py_ssize_t oh,
+                      value_t *xpad, int64_t *firsts,                      # scratch
+                      bint is_max, value_t init) noexcept nogil:
+    # Channels-first output row (n, od, oh) of windows with stride 1 along
+    # W: tap t of output ow reads column ow - pb + t*d, so with the window's
+    # input rows copied into zero- (avg) or -inf-padded (max) rows, every
+    # tap is one shifted vector step across the whole output row.  A padded
+    # position adds +0.0 (no sum is -0.0) or never wins a max, so every
+    # output still sees its real taps in PyTorch's order: the same bits.
+    cdef Py_ssize_t H = g.size[1], W = g.size[2], OW = g.osize[2]
+    cdef Py_ssize_t k_ = g.wk, pb = g.wpb, dl = g.wd, L = OW + (g.wk - 1) * g.wd
+    cdef Py_ssize_t d0 = _start(g, 0, od), nd = _count(g, 0, od), sd = g.step[0]
+    cdef Py_ssize_t h0 = _start(g, 1, oh), nh = _count(g, 1, oh), sh = g.step[1]
+    cdef Py_ssize_t row = ((n * g.osize[0] + od) * g.osize[1] + oh) * OW
+    cdef value_t *yr = y + row
+    cdef int64_t *ir = NULL if yi == NULL else yi + row
+    cdef const value_t *xr
+    cdef value_t *xp
+    cdef value_t pad = init if is_max else 0
+    cdef Py_ssize_t a, b, t, j, col, r = 0, k = 0, d, h, plane_row, ow
+    cdef Py_ssize_t offs[MAX_WINDOW_TAPS]
+    cdef int64_t tidx[MAX_WINDOW_TAPS]
+    for a in range(nd):
+        d = d0 + a * sd
+        for b in range(nh):
+            h = h0 + b * sh
+            plane_row = (d * H + h) * W
+            xr = x + ((n * g.size[0] + d) * H + h) * W
+            xp = xpad + r * L
+            col = min(W, L - pb)                # real columns that fit the row
+            for j in range(pb):
+                xp[j] = pad
+            memcpy(xp + pb, xr, col * sizeof(value_t))
+            for j in range(pb + col, L):
+                xp[j] = pad
+            for t in range(k_):
+                offs[k] = r * L + t * dl
+                tidx[k] = plane_row + t * dl - pb
+                k = k + 1
+            r = r + 1
+    if is_max and ir != NULL:
+        for ow in range(OW):
+            firsts[ow] = -1 if (nd == 0 or nh == 0 or _count(g, 2, ow) == 0) else \
+                (d0 * H + h0) * W + _start(g, 2, ow)
+    if value_t is float:
+        if not is_max:
+            cp_window_add_f32(yr, xpad, OW, offs, k)
+        elif ir == NULL:
+            cp_window_maxv_f32(yr, xpad, OW, offs, k, init)
+        else:
+            cp_window_max_f32(yr, ir, xpad, OW, offs, tidx, k, init, -1, firsts, 1)
+    elif value_t is double:
+        if not is_max:
+            cp_window_add_f64(yr, xpad, OW, offs, k)
+        elif ir == NULL:
+            cp_window_maxv_f64(yr, xpad, OW, offs, k, init)
+        else:
+            cp_window_max_f64(yr, ir, xpad, OW, offs, tidx, k, init, -1, firsts, 1)
+    if not is_max:
+        _finish_avg(yr, g, od, oh, 0, 1)
+
+
 def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
             bint is_max, value_t init, Py_ssize_t cblock, int nthreads, bint indices=True):
     """Pool x (N, D, H, W, C) into y (N, OD, OH, OW, C); yi gets max indices.
@@ -651,6 +729,26 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
                         y[it] = cp_sum_f64(&x[it * S], S)
                     _finish_avg(&y[it], &g, 0, 0, 0, 1)
             return
+    cdef value_t *xpad
+    cdef int64_t *firsts
+    cdef Py_ssize_t L = g.osize[2] + (g.wk - 1) * g.wd
+    if ((value_t is float or value_t is double) and g.C == 1 and g.wk > 0
+            and g.osize[2] >= 16 and _max_rows(&g) * g.wk <= MAX_WINDOW_TAPS):
+        # channels-first, stride 1 along W: shifted vector steps (_shift_item)
+        with nogil, parallel(num_threads=nthreads):
+            xpad = <value_t *> malloc(_max_rows(&g) * L * sizeof(value_t))
+            firsts = <int64_t *> malloc(g.osize[2] * sizeof(int64_t))
+            for it in prange(g.N * OD * OH, schedule="static"):
+                if xpad == NULL or firsts == NULL:
+                    failed |= 1
+                else:
+                    _shift_item(&x[0], &y[0], yp, &g, it // (OD * OH), (it // OH) % OD, it % OH,
+                                xpad, firsts, is_max, init)
+            free(xpad)
+            free(firsts)
+        if failed:
+            raise MemoryError("cypool: no memory for the kernels' scratch buffers")
+        return
     # Channels-first: the row sweep keeps OW chains of taps in flight, which
     # is enough when windows are wide; narrow windows (or a single output
     # column) are better pooled as lanes of transposed planes.
@@ -666,7 +764,8 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
         taps += _count(&g, 2, it)
     if ((value_t is float or value_t is double)     # the types with vector lane loops
             and g.C == 1 and lanes >= MIN_LANES
-            and (g.osize[2] < 4 or taps < 8 * g.osize[2])):
+            and (g.osize[2] < 4 or taps < 8 * g.osize[2]
+                 or (sizeof(value_t) == 4 and S * 4 * MIN_LANES <= WIDE_LANES_BYTES))):
         groups = (g.N + lanes - 1) // lanes
         with nogil, parallel(num_threads=nthreads):
             bx = <value_t *> malloc(S * lanes * sizeof(value_t))

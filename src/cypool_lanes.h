@@ -182,17 +182,12 @@ CP_DEFINE_SPREAD(double, f64)
 #if defined(__GNUC__) || defined(__clang__)
 #define CP_DEFINE_WINDOW(T, SUFFIX, I, N)                                                 \
     typedef T cp_vec_##SUFFIX __attribute__((vector_size(64)));                           \
-    typedef I cp_ivec_##SUFFIX __attribute__((vector_size(64)));                          \
+    typedef T cp_hvec_##SUFFIX __attribute__((vector_size(32)));                          \
     static inline cp_vec_##SUFFIX cp_ld_##SUFFIX(const T *p)                              \
     {                                                                                     \
         cp_vec_##SUFFIX v;                                                                \
         memcpy(&v, p, sizeof v);                                                          \
         return v;                                                                         \
-    }                                                                                     \
-    static inline cp_vec_##SUFFIX cp_sel_##SUFFIX(cp_ivec_##SUFFIX m, cp_vec_##SUFFIX a,  \
-                                                  cp_vec_##SUFFIX b)                      \
-    {   /* m ? a : b, lane by lane (m all ones or all zeros) */                           \
-        return (cp_vec_##SUFFIX)(((cp_ivec_##SUFFIX)a & m) | ((cp_ivec_##SUFFIX)b & ~m)); \
     }                                                                                     \
     CP_CLONES static ptrdiff_t cp_window_add_v_##SUFFIX(T *y, const T *x, ptrdiff_t n,    \
                                                         const ptrdiff_t *offs,            \
@@ -208,6 +203,14 @@ CP_DEFINE_SPREAD(double, f64)
             }                                                                             \
             memcpy(y + i0, &a0, sizeof a0);                                               \
             memcpy(y + i0 + N, &a1, sizeof a1);                                           \
+        }                                                                                 \
+        for (; i0 + N / 2 <= n; i0 += N / 2) {   /* half vectors: 8 float lanes */        \
+            cp_hvec_##SUFFIX a0 = {0}, v;                                                 \
+            for (ptrdiff_t t = 0; t < taps; t++) {                                        \
+                memcpy(&v, x + offs[t] + i0, sizeof v);                                   \
+                a0 = a0 + v;                                                              \
+            }                                                                             \
+            memcpy(y + i0, &a0, sizeof a0);                                               \
         }                                                                                 \
         return i0;                                                                        \
     }
@@ -252,7 +255,8 @@ static int cp_window_limit_isa(int level)
 /* AVX-512F: 16 float lanes a vector; yi == NULL: values only */
 __attribute__((target("avx512f"))) static ptrdiff_t
 cp_wmax512_f32(float *y, int64_t *yi, const float *x, ptrdiff_t n, const ptrdiff_t *offs,
-               const int64_t *tidx, ptrdiff_t taps, float init, int64_t first)
+               const int64_t *tidx, ptrdiff_t taps, float init, int64_t first,
+               const int64_t *firsts, int64_t lstep)
 {
     ptrdiff_t i0;
     for (i0 = 0; i0 < n; i0 += 16) {
@@ -273,7 +277,8 @@ cp_wmax512_f32(float *y, int64_t *yi, const float *x, ptrdiff_t n, const ptrdiff
             int32_t kk[16];
             _mm512_storeu_si512((void *)kk, k);
             for (int i = 0; i < 16 && i0 + i < n; i++)
-                yi[i0 + i] = kk[i] < 0 ? first : tidx[kk[i]];
+                yi[i0 + i] = kk[i] < 0 ? (firsts ? firsts[i0 + i] : first)
+                                       : tidx[kk[i]] + lstep * (i0 + i);
         }
     }
     return n;
@@ -281,7 +286,8 @@ cp_wmax512_f32(float *y, int64_t *yi, const float *x, ptrdiff_t n, const ptrdiff
 
 __attribute__((target("avx512f"))) static ptrdiff_t
 cp_wmax512_f64(double *y, int64_t *yi, const double *x, ptrdiff_t n, const ptrdiff_t *offs,
-               const int64_t *tidx, ptrdiff_t taps, double init, int64_t first)
+               const int64_t *tidx, ptrdiff_t taps, double init, int64_t first,
+               const int64_t *firsts, int64_t lstep)
 {
     ptrdiff_t i0;
     for (i0 = 0; i0 < n; i0 += 8) {
@@ -302,7 +308,8 @@ cp_wmax512_f64(double *y, int64_t *yi, const double *x, ptrdiff_t n, const ptrdi
             int64_t kk[8];
             _mm512_storeu_si512((void *)kk, k);
             for (int i = 0; i < 8 && i0 + i < n; i++)
-                yi[i0 + i] = kk[i] < 0 ? first : tidx[kk[i]];
+                yi[i0 + i] = kk[i] < 0 ? (firsts ? firsts[i0 + i] : first)
+                                       : tidx[kk[i]] + lstep * (i0 + i);
         }
     }
     return n;
@@ -311,7 +318,8 @@ cp_wmax512_f64(double *y, int64_t *yi, const double *x, ptrdiff_t n, const ptrdi
 /* AVX2: 8 float lanes a vector (4 double); whole vectors only */
 __attribute__((target("avx2"))) static ptrdiff_t
 cp_wmax256_f32(float *y, int64_t *yi, const float *x, ptrdiff_t n, const ptrdiff_t *offs,
-               const int64_t *tidx, ptrdiff_t taps, float init, int64_t first)
+               const int64_t *tidx, ptrdiff_t taps, float init, int64_t first,
+               const int64_t *firsts, int64_t lstep)
 {
     ptrdiff_t i0;
     for (i0 = 0; i0 + 8 <= n; i0 += 8) {
@@ -332,7 +340,8 @@ cp_wmax256_f32(float *y, int64_t *yi, const float *x, ptrdiff_t n, const ptrdiff
             int32_t kk[8];
             _mm256_storeu_si256((__m256i *)kk, k);
             for (int i = 0; i < 8; i++)
-                yi[i0 + i] = kk[i] < 0 ? first : tidx[kk[i]];
+                yi[i0 + i] = kk[i] < 0 ? (firsts ? firsts[i0 + i] : first)
+                                       : tidx[kk[i]] + lstep * (i0 + i);
         }
     }
     return i0;
@@ -340,7 +349,8 @@ cp_wmax256_f32(float *y, int64_t *yi, const float *x, ptrdiff_t n, const ptrdiff
 
 __attribute__((target("avx2"))) static ptrdiff_t
 cp_wmax256_f64(double *y, int64_t *yi, const double *x, ptrdiff_t n, const ptrdiff_t *offs,
-               const int64_t *tidx, ptrdiff_t taps, double init, int64_t first)
+               const int64_t *tidx, ptrdiff_t taps, double init, int64_t first,
+               const int64_t *firsts, int64_t lstep)
 {
     ptrdiff_t i0;
     for (i0 = 0; i0 + 4 <= n; i0 += 4) {
@@ -361,7 +371,8 @@ cp_wmax256_f64(double *y, int64_t *yi, const double *x, ptrdiff_t n, const ptrdi
             int64_t kk[4];
             _mm256_storeu_si256((__m256i *)kk, k);
             for (int i = 0; i < 4; i++)
-                yi[i0 + i] = kk[i] < 0 ? first : tidx[kk[i]];
+                yi[i0 + i] = kk[i] < 0 ? (firsts ? firsts[i0 + i] : first)
+                                       : tidx[kk[i]] + lstep * (i0 + i);
         }
     }
     return i0;
@@ -369,8 +380,10 @@ cp_wmax256_f64(double *y, int64_t *yi, const double *x, ptrdiff_t n, const ptrdi
 
 #define CP_WMAX_DISPATCH(SUFFIX)                                                          \
     switch (cp_window_isa()) {                                                            \
-    case 2: return cp_wmax512_##SUFFIX(y, yi, x, n, offs, tidx, taps, init, first);        \
-    case 1: return cp_wmax256_##SUFFIX(y, yi, x, n, offs, tidx, taps, init, first);        \
+    case 2: return cp_wmax512_##SUFFIX(y, yi, x, n, offs, tidx, taps, init, first, firsts,  \
+                                       lstep);                                            \
+    case 1: return cp_wmax256_##SUFFIX(y, yi, x, n, offs, tidx, taps, init, first, firsts,  \
+                                       lstep);                                            \
     default: return 0;                                                                    \
     }
 #else
@@ -381,7 +394,8 @@ static int cp_window_limit_isa(int level) { (void)level; return 0; }
 #define CP_DEFINE_WINDOW_MAX(T, SUFFIX)                                                   \
     static ptrdiff_t cp_window_max_v_##SUFFIX(T *y, int64_t *yi, const T *x, ptrdiff_t n, \
                                               const ptrdiff_t *offs, const int64_t *tidx, \
-                                              ptrdiff_t taps, T init, int64_t first)      \
+                                              ptrdiff_t taps, T init, int64_t first,      \
+                                              const int64_t *firsts, int64_t lstep)       \
     {                                                                                     \
         CP_WMAX_DISPATCH(SUFFIX)                                                          \
     }                                                                                     \
@@ -389,8 +403,8 @@ static int cp_window_limit_isa(int level) { (void)level; return 0; }
                                                const ptrdiff_t *offs, ptrdiff_t taps,     \
                                                T init)                                    \
     {                                                                                     \
-        const int64_t *tidx = NULL;                                                       \
-        int64_t *yi = NULL, first = 0;                                                    \
+        const int64_t *tidx = NULL, *firsts = NULL;                                       \
+        int64_t *yi = NULL, first = 0, lstep = 0;                                         \
         CP_WMAX_DISPATCH(SUFFIX)                                                          \
     }
 
@@ -421,22 +435,25 @@ CP_DEFINE_WINDOW_MAX(double, f64)
                 y[i] = ((v > a) | (v != v)) ? v : a;                                      \
             }                                                                             \
     }                                                                                     \
+    /* lane i of tap t has index tidx[t] + lstep * i; a lane starts from      */        \
+    /* index firsts[i] (or first, when firsts is NULL)                         */        \
     static void cp_window_max_##SUFFIX(T *y, int64_t *yi, const T *x, ptrdiff_t n,        \
                                        const ptrdiff_t *offs, const int64_t *tidx,        \
-                                       ptrdiff_t taps, T init, int64_t first)             \
+                                       ptrdiff_t taps, T init, int64_t first,             \
+                                       const int64_t *firsts, int64_t lstep)              \
     {                                                                                     \
         ptrdiff_t i0 = cp_window_max_v_##SUFFIX(y, yi, x, n, offs, tidx, taps, init,      \
-                                                first), i, t;                             \
+                                                first, firsts, lstep), i, t;              \
         for (i = i0; i < n; i++) {                                                        \
             y[i] = init;                                                                  \
-            yi[i] = first;                                                                \
+            yi[i] = firsts ? firsts[i] : first;                                           \
         }                                                                                 \
         for (t = 0; t < taps; t++)                                                        \
             for (i = i0; i < n; i++) {                                                    \
                 T v = x[offs[t] + i], a = y[i];                                           \
                 int take = (v > a) | (v != v);                                            \
                 y[i] = take ? v : a;                                                      \
-                yi[i] = take ? tidx[t] : yi[i];                                           \
+                yi[i] = take ? tidx[t] + lstep * i : yi[i];                               \
             }                                                                             \
     }
 

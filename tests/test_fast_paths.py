@@ -378,3 +378,32 @@ def test_plane_lanes_max_agrees_at_every_isa_level(dtype):
     assert results[0] == results[1] == results[2]
     tv, ti = F.max_pool2d(torch.from_numpy(x), 3, 2, 1, return_indices=True)
     assert np.array_equal(v, tv.numpy(), equal_nan=True) and np.array_equal(i, ti.numpy())
+
+
+# ---------------------------------------------------------------------------
+# Channels-first windows of stride 1 along W: shifted vector steps
+# ---------------------------------------------------------------------------
+
+SHIFT_CASES = [
+    dict(kernel_size=3, stride=1, padding=1),
+    dict(kernel_size=(2, 4), stride=(2, 1), padding=(1, 2), ceil_mode=True),
+    dict(kernel_size=3, stride=1, padding=1, dilation=2),
+    dict(kernel_size=(1, 5), stride=1, padding=(0, 2)),
+]
+
+
+@pytest.mark.parametrize("kw", SHIFT_CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_stride1_rows_match_torch(kw, dtype):
+    x = _nasty(np.random.default_rng(len(kw)), (2, 3, 9, 37), dtype)   # 37+ output columns
+    t = torch.from_numpy(x)
+    v, i = cypool.max_pool2d(x, return_indices=True, **kw)
+    tv, ti = F.max_pool2d(t, return_indices=True, **kw)
+    assert np.array_equal(v, tv.numpy(), equal_nan=True) and np.array_equal(i, ti.numpy())
+    assert np.array_equal(cypool.max_pool2d(x, **kw), tv.numpy(), equal_nan=True)
+    akw = {k: v for k, v in kw.items() if k != "dilation"}
+    xf = np.nan_to_num(x, nan=0.5, posinf=3.0, neginf=-3.0)             # finite averages
+    for cip in (True, False):
+        a = cypool.avg_pool2d(xf, count_include_pad=cip, **akw)
+        ta = F.avg_pool2d(torch.from_numpy(xf), count_include_pad=cip, **akw)
+        assert a.tobytes() == ta.numpy().tobytes()
