@@ -65,9 +65,11 @@ cdef extern from "cypool_lanes.h" nogil:
     float cp_sum_f32(const float *x, Py_ssize_t n)
     double cp_sum_f64(const double *x, Py_ssize_t n)
     void cp_finish_row_f32(float *y, Py_ssize_t n, int mode, double a, double b,
-                           const double *w, double k)
+                           const double *w, Py_ssize_t ws, double k)
     void cp_finish_row_f64(double *y, Py_ssize_t n, int mode, double a, double b,
-                           const double *w, double k)
+                           const double *w, Py_ssize_t ws, double k)
+    void cp_sum_planes_f32(const float *x, Py_ssize_t n, Py_ssize_t nplanes, float *out)
+    void cp_sum_planes_f64(const double *x, Py_ssize_t n, Py_ssize_t nplanes, double *out)
     void cp_gather_add_f32(float *acc, const float *src, const int32_t *idx, Py_ssize_t n)
     void cp_gather_add_f64(double *acc, const double *src, const int32_t *idx, Py_ssize_t n)
     void cp_spread_f32(float *p, float v, Py_ssize_t n, Py_ssize_t step)
@@ -530,9 +532,9 @@ cdef void _finish_avg(value_t *yr, const Geom *g, Py_ssize_t od, Py_ssize_t oh, 
             div = <double> (_factor(g, 0, od) * _factor(g, 1, oh))
             acc_b = 0
         if value_t is float:
-            cp_finish_row_f32(yr, g.osize[2], g.div_mode, div, acc_b, g.wdiv, g.div_value)
+            cp_finish_row_f32(yr, g.osize[2], g.div_mode, div, acc_b, g.wdiv, 1, g.div_value)
         else:
-            cp_finish_row_f64(yr, g.osize[2], g.div_mode, div, acc_b, g.wdiv, g.div_value)
+            cp_finish_row_f64(yr, g.osize[2], g.div_mode, div, acc_b, g.wdiv, 1, g.div_value)
         return
     for ow in range(g.osize[2]):
         j = ow * C
@@ -554,6 +556,13 @@ cdef void _finish_avg(value_t *yr, const Geom *g, Py_ssize_t od, Py_ssize_t oh, 
                 # a zero sum over a negative divisor gives +0.0, not -0.0
                 for c in range(c0, c1):
                     yr[j + c] = 0 + yr[j + c] / <value_t> div
+
+
+cdef inline double _whole_a(const Geom *g) noexcept nogil:
+    """cp_finish_row's first divisor for the single window of a plane."""
+    if g.div_mode == 0:
+        return <double> _count(g, 0, 0)
+    return <double> (_factor(g, 0, 0) * _factor(g, 1, 0))
 
 
 cdef bint _whole_plane(const Geom *g) noexcept nogil:
@@ -721,13 +730,20 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
             # global average of channels-first planes: one contiguous sum per
             # plane, vectorised in an order fixed by cp_sum (not the row-major
             # chain; PyTorch itself uses mean() here)
+            # (chunks of planes per call, then the divisions vectorised
+            # across the chunk: the same operations as plane by plane)
+            groups = (g.N + 1023) // 1024
             with nogil:
-                for it in prange(g.N, schedule="static", num_threads=nthreads):
+                for it in prange(groups, schedule="static", num_threads=nthreads):
+                    lanes = min(1024, g.N - it * 1024)
                     if value_t is float:
-                        y[it] = cp_sum_f32(&x[it * S], S)
+                        cp_sum_planes_f32(&x[it * 1024 * S], S, lanes, &y[it * 1024])
+                        cp_finish_row_f32(&y[it * 1024], lanes, g.div_mode, _whole_a(&g),
+                                          _count(&g, 1, 0), g.wdiv, 0, g.div_value)
                     else:
-                        y[it] = cp_sum_f64(&x[it * S], S)
-                    _finish_avg(&y[it], &g, 0, 0, 0, 1)
+                        cp_sum_planes_f64(&x[it * 1024 * S], S, lanes, &y[it * 1024])
+                        cp_finish_row_f64(&y[it * 1024], lanes, g.div_mode, _whole_a(&g),
+                                          _count(&g, 1, 0), g.wdiv, 0, g.div_value)
             return
     cdef value_t *xpad
     cdef int64_t *firsts

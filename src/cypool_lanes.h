@@ -97,28 +97,47 @@
  * pairwise tree, then the tail in order.  Every clone (AVX-512, AVX2,
  * baseline) does exactly these additions, so the result is the same bits on
  * every machine and at any thread count. */
+#define CP_TREE_LEVEL(H)                                                                  \
+    {                                                                                     \
+        for (j = 0; j < (H); j++)                                                         \
+            acc[j] = acc[j] + acc[j + (H)];                                               \
+    }
 #define CP_DEFINE_SUM_P(T, SUFFIX, P)                                                     \
-    CP_CLONES static T cp_sum##P##_##SUFFIX(const T *restrict x, ptrdiff_t n)             \
+    static inline T cp_sum##P##_body_##SUFFIX(const T *restrict x, ptrdiff_t n)           \
     {                                                                                     \
         T acc[P] = {0};                                                                   \
         ptrdiff_t i = 0, j;                                                               \
         for (; i + P <= n; i += P)                                                        \
             for (j = 0; j < P; j++)                                                       \
                 acc[j] = acc[j] + x[i + j];                                               \
-        for (ptrdiff_t h = P / 2; h > 0; h /= 2)                                          \
-            for (j = 0; j < h; j++)                                                       \
-                acc[j] = acc[j] + acc[j + h];                                             \
+        /* the pairwise tree, its levels spelt out so that each is one */                \
+        /* constant-length (vector) loop */                                               \
+        if (P > 32) CP_TREE_LEVEL(32)                                                     \
+        if (P > 16) CP_TREE_LEVEL(16)                                                     \
+        CP_TREE_LEVEL(8) CP_TREE_LEVEL(4) CP_TREE_LEVEL(2) CP_TREE_LEVEL(1)               \
         T s = acc[0];                                                                     \
         for (; i < n; i++)                                                                \
             s = s + x[i];                                                                 \
         return s;                                                                         \
+    }                                                                                     \
+    CP_CLONES static T cp_sum##P##_##SUFFIX(const T *restrict x, ptrdiff_t n)             \
+    {                                                                                     \
+        return cp_sum##P##_body_##SUFFIX(x, n);                                           \
     }
+/* cp_sum of each of np planes of n contiguous values (out[p]), in one call */
 #define CP_DEFINE_SUM(T, SUFFIX)                                                          \
     CP_DEFINE_SUM_P(T, SUFFIX, 16)                                                        \
     CP_DEFINE_SUM_P(T, SUFFIX, 64)                                                        \
     static inline T cp_sum_##SUFFIX(const T *x, ptrdiff_t n)                              \
     {                                                                                     \
         return n >= 256 ? cp_sum64_##SUFFIX(x, n) : cp_sum16_##SUFFIX(x, n);              \
+    }                                                                                     \
+    CP_CLONES static void cp_sum_planes_any_##SUFFIX(const T *restrict x, ptrdiff_t n,    \
+                                                     ptrdiff_t np, T *restrict out)       \
+    {                                                                                     \
+        for (ptrdiff_t p = 0; p < np; p++)                                                \
+            out[p] = n >= 256 ? cp_sum64_body_##SUFFIX(x + p * n, n)                      \
+                              : cp_sum16_body_##SUFFIX(x + p * n, n);                     \
     }
 
 /* acc[i] += src[idx[i]]: one output row's gradient gathered per input
@@ -133,22 +152,23 @@
 
 /* One channels-first output row of window sums -> averages, divided as
  * PyTorch divides (see _finish_avg in _kernels.pyx, which this vectorises
- * across the row): mode 0 by each extent in turn (a, b, then w[i]), mode 1
- * once by the product a * w[i] (0 for a window with no divisor), mode 2 by
+ * across the row): mode 0 by each extent in turn (a, b, then w[i*ws]), mode
+ * 1 once by the product a * w[i*ws] (0 for a window with no divisor), mode 2 by
  * k; the quotient is added to 0 so that a zero sum over a negative divisor
  * gives +0.0.  Exact operations, so the same bits in any vector width. */
 #define CP_DEFINE_FINISH(T, SUFFIX)                                                       \
     CP_CLONES static void cp_finish_row_##SUFFIX(T *restrict y, ptrdiff_t n, int mode,   \
                                                  double a, double b,                     \
-                                                 const double *restrict w, double k)     \
+                                                 const double *restrict w, ptrdiff_t ws, \
+                                                 double k)                               \
     {                                                                                     \
         if (mode == 0) {                                                                  \
             T ta = (T)a, tb = (T)b;                                                       \
             for (ptrdiff_t i = 0; i < n; i++)                                             \
-                y[i] = ((y[i] / ta) / tb) / (T)w[i];                                      \
+                y[i] = ((y[i] / ta) / tb) / (T)w[i * ws];                                 \
         } else if (mode == 1) {                                                           \
             for (ptrdiff_t i = 0; i < n; i++) {                                           \
-                double dv = a * w[i];                                                     \
+                double dv = a * w[i * ws];                                                \
                 T q = 0 + y[i] / (T)dv;                                                   \
                 y[i] = dv == 0 ? (T)0 : q;                                                \
             }                                                                             \
@@ -461,5 +481,52 @@ CP_DEFINE_WINDOW(float, f32, int32_t, 16)
 CP_DEFINE_WINDOW(double, f64, int64_t, 8)
 CP_DEFINE_WINDOW_TAIL(float, f32)
 CP_DEFINE_WINDOW_TAIL(double, f64)
+
+/* cp_sum_planes: cp_sum of each of np planes of n contiguous values.  For
+ * float32 planes of fewer than 256 values (global pooling of 7 x 7 and the
+ * like) an AVX-512F version does cp_sum16's additions with one register of
+ * partial sums and the tree spelt out in halves: the same additions in the
+ * same order, so the same bits, without the generic loop's overhead. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) \
+    && !defined(CYPOOL_NO_MULTIVERSION)
+__attribute__((target("avx512f"))) static void
+cp_sum16_planes512_f32(const float *x, ptrdiff_t n, ptrdiff_t np, float *out)
+{
+    ptrdiff_t full = n / 16 * 16;
+    for (ptrdiff_t p = 0; p < np; p++) {
+        const float *q = x + p * n;
+        __m512 acc = _mm512_setzero_ps();
+        for (ptrdiff_t i = 0; i < full; i += 16)
+            acc = _mm512_add_ps(acc, _mm512_loadu_ps(q + i));
+        __m256 a8 = _mm256_add_ps(_mm512_castps512_ps256(acc),
+                                  _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)));
+        __m128 a4 = _mm_add_ps(_mm256_castps256_ps128(a8), _mm256_extractf128_ps(a8, 1));
+        __m128 a2 = _mm_add_ps(a4, _mm_movehl_ps(a4, a4));           /* [0]+[2], [1]+[3] */
+        __m128 a1 = _mm_add_ss(a2, _mm_shuffle_ps(a2, a2, 1));        /* [0]+[1] */
+        float s = _mm_cvtss_f32(a1);
+        for (ptrdiff_t i = full; i < n; i++)
+            s = s + q[i];
+        out[p] = s;
+    }
+}
+#define CP_SUM_PLANES_F32_FAST(x, n, np, out)                                            \
+    if ((n) < 256 && cp_window_isa() == 2) {                                              \
+        cp_sum16_planes512_f32(x, n, np, out);                                            \
+        return;                                                                           \
+    }
+#else
+#define CP_SUM_PLANES_F32_FAST(x, n, np, out)
+#endif
+
+static void cp_sum_planes_f32(const float *x, ptrdiff_t n, ptrdiff_t np, float *out)
+{
+    CP_SUM_PLANES_F32_FAST(x, n, np, out)
+    cp_sum_planes_any_f32(x, n, np, out);
+}
+
+static void cp_sum_planes_f64(const double *x, ptrdiff_t n, ptrdiff_t np, double *out)
+{
+    cp_sum_planes_any_f64(x, n, np, out);
+}
 
 #endif /* CYPOOL_LANES_H */
