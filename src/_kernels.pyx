@@ -125,6 +125,8 @@ cdef struct Geom:
     Py_ssize_t step[3]                 # tap step (dilation) per dim
     const int64_t *win[3]              # (3, osize) tables: start, count, factor
     Py_ssize_t max_count_w             # the most taps of any window along W
+    Py_ssize_t ow_lo, ow_hi            # output columns a forward item computes
+    Py_ssize_t w_lo, w_hi              # input columns a backward item computes (C > 1)
     const double *wdiv                 # per output column: count (div_mode 0) or factor
     Py_ssize_t wk, wpb, wd             # fixed windows of stride 1 along W: kernel,
                                        # pad before, dilation (wk = 0: other windows)
@@ -175,6 +177,10 @@ cdef class Geometry:
             self.g.win[k] = &t[0, 0]
         self.g.div_mode = div_mode
         self.g.div_value = div_value
+        self.g.ow_lo = 0
+        self.g.ow_hi = self.g.osize[2]
+        self.g.w_lo = 0
+        self.g.w_hi = self.g.size[2]
         self.g.max_count_w = 0
         for i in range(self.g.osize[2]):
             self.g.max_count_w = max(self.g.max_count_w, _count(&self.g, 2, i))
@@ -388,7 +394,7 @@ cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OU
             and nd * nh * g.max_count_w <= MAX_WINDOW_TAPS:
         # lanes: a whole window per output, accumulated in registers
         xr = x + n * g.size[0] * H * W * C + c0
-        for ow in range(OW):
+        for ow in range(g.ow_lo, g.ow_hi):
             w0 = _start(g, 2, ow)
             nw = _count(g, 2, ow)
             k = 0
@@ -423,7 +429,7 @@ cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OU
             _finish_avg(yr, g, od, oh, c0, c1)
         return
 
-    for ow in range(OW):
+    for ow in range(g.ow_lo, g.ow_hi):
         j = ow * C
         if is_max:
             # the first tap read, or -1 for a window with no input in it
@@ -448,7 +454,7 @@ cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OU
             h = h0 + b * sh
             plane_row = (d * H + h) * W
             xr = x + ((n * g.size[0] + d) * H + h) * W * C
-            for ow in range(OW):
+            for ow in range(g.ow_lo, g.ow_hi):
                 w0 = _start(g, 2, ow)
                 nw = _count(g, 2, ow)
                 j = ow * C
@@ -536,7 +542,7 @@ cdef void _finish_avg(value_t *yr, const Geom *g, Py_ssize_t od, Py_ssize_t oh, 
         else:
             cp_finish_row_f64(yr, g.osize[2], g.div_mode, div, acc_b, g.wdiv, 1, g.div_value)
         return
-    for ow in range(g.osize[2]):
+    for ow in range(g.ow_lo, g.ow_hi):
         j = ow * C
         if g.div_mode == 0:
             for c in range(c0, c1):
@@ -799,6 +805,21 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
         if failed:
             raise MemoryError("cypool: no memory for the kernels' scratch buffers")
         return
+    cdef Py_ssize_t rows = g.N * OD * OH, nbw = 0
+    cdef Geom lg
+    if g.C > 1 and rows < 4 * nthreads and g.osize[2] > 1:
+        # channels-last with few output rows (batch 1, small outputs): split
+        # each row's output columns rather than its channels, so that every
+        # thread reads whole contiguous runs of the input rows
+        nbw = min(g.osize[2], (4 * nthreads + rows - 1) // rows)
+        with nogil:
+            for it in prange(rows * nbw, schedule="static", num_threads=nthreads):
+                lg = g
+                lg.ow_lo = (it % nbw) * g.osize[2] // nbw
+                lg.ow_hi = (it % nbw + 1) * g.osize[2] // nbw
+                w = _item(it // nbw, OD, OH, 1, g.C, g.C)
+                _forward_item(&x[0], &y[0], yp, &lg, w.n, w.a, w.b, 0, g.C, is_max, init)
+        return
     with nogil:
         for it in prange(items, schedule="static", num_threads=nthreads):
             w = _item(it, OD, OH, nblk, cblock, g.C)
@@ -840,7 +861,10 @@ cdef void _gather_item(const real_t *gs, real_t *gr, const Geom *g,    # IN, OUT
     cdef const real_t *sp
     cdef Py_ssize_t w, c, a, b, t, ow, od, oh, w0, nw, P
     cdef real_t v
-    _zero(gr, W, C, c0, c1)
+    if C == 1:
+        _zero(gr, W, C, c0, c1)
+    else:
+        _zero(gr + g.w_lo * C, g.w_hi - g.w_lo, C, c0, c1)
     for a in range(ptr[0][d], ptr[0][d + 1]):
         od = outs[0][a]
         for b in range(ptr[1][h], ptr[1][h + 1]):
@@ -891,6 +915,8 @@ cdef void _gather_item(const real_t *gs, real_t *gr, const Geom *g,    # IN, OUT
                 else:
                     sp = sr + ow * C
                     for t in range(nw):
+                        if not (g.w_lo <= w0 + t * sw < g.w_hi):
+                            continue
                         gp = gr + (w0 + t * sw) * C
                         if real_t is float:
                             cp_lanes_add_f32(gp + c0, sp + c0, c1 - c0, 1, 0)
@@ -934,9 +960,15 @@ def avg_backward(const real_t[::1] go, real_t[::1] gs, real_t[::1] gi, Geometry 
     # boundary).  Otherwise an item is a run of rows (and a channel block).
     cdef bint planes = (stream and g.C == 1 and g.N >= 4 * nthreads
                         and S * sizeof(real_t) <= PLANE_BUFFER_BYTES)
-    cdef Py_ssize_t C = g.C
+    cdef Py_ssize_t C = g.C, nbw = 0
+    cdef Geom lg
     if planes:
         items = g.N
+    elif g.C > 1 and g.N * RD * RH < 4 * nthreads and g.size[2] > 1:
+        # channels-last with few runs of rows (batch 1): split the rows'
+        # columns rather than their channels (contiguous writes per thread)
+        nbw = min(g.size[2], (4 * nthreads + g.N * RD * RH - 1) // (g.N * RD * RH))
+        items = g.N * RD * RH * nbw
     with nogil:
         if oitems > 0:
             for it in prange(oitems, schedule="static", num_threads=nthreads):
@@ -963,6 +995,15 @@ def avg_backward(const real_t[::1] go, real_t[::1] gs, real_t[::1] gi, Geometry 
                                 _write_run(pbuf - it * S, row, &g, it, r0[a], r0[a + 1], r1[b],
                                            r1[b + 1], 0, 1, False)
                         cp_stream_copy(&gi[it * S], pbuf, S * sizeof(real_t))
+                    elif nbw:
+                        lg = g
+                        lg.w_lo = (it % nbw) * g.size[2] // nbw
+                        lg.w_hi = (it % nbw + 1) * g.size[2] // nbw
+                        w = _item(it // nbw, RD, RH, 1, g.C, g.C)
+                        _gather_item(&gs[0], row, &lg, ptr, outs, overlap_w, geo.wtab,
+                                     geo.wtab_m, srx, w.n, r0[w.a], r1[w.b], 0, g.C)
+                        _write_run(&gi[0], row, &lg, w.n, r0[w.a], r0[w.a + 1], r1[w.b],
+                                   r1[w.b + 1], 0, g.C, stream)
                     else:
                         w = _item(it, RD, RH, nblk, cblock, g.C)
                         _gather_item(&gs[0], row, &g, ptr, outs, overlap_w, geo.wtab, geo.wtab_m,
@@ -999,14 +1040,19 @@ cdef void _write_run(real_t *gi, const real_t *row, const Geom *g,     # OUT, IN
     # Lanes [c0, c1) of one computed input row go to every row of the run
     # [d0, d1) x [h0, h1): those rows receive the same terms in the same order.
     # Whole rows of at least a page are streamed when ``stream``.
+    # (channels-last: only input columns [w_lo, w_hi) of the row)
     cdef Py_ssize_t C = g.C, W = g.size[2], H = g.size[1], d, h, w, i
-    cdef Py_ssize_t rowlen = W * C
+    cdef Py_ssize_t rowlen = W * C, lo = 0
     cdef real_t *dst
     cdef bint whole = c0 == 0 and c1 == C
+    if C > 1:
+        lo = g.w_lo * C
+        rowlen = (g.w_hi - g.w_lo) * C
+        row = row + lo
     stream = stream and whole and rowlen * sizeof(real_t) >= 4096
     for d in range(d0, d1):
         for h in range(h0, h1):
-            dst = gi + ((n * g.size[0] + d) * H + h) * rowlen
+            dst = gi + ((n * g.size[0] + d) * H + h) * W * C + lo
             if stream:
                 cp_stream_copy(dst, row, rowlen * sizeof(real_t))
             elif whole and rowlen < 64:     # short rows: no call per row
@@ -1015,7 +1061,7 @@ cdef void _write_run(real_t *gi, const real_t *row, const Geom *g,     # OUT, IN
             elif whole:
                 memcpy(dst, row, rowlen * sizeof(real_t))
             else:
-                for w in range(W):
+                for w in range(g.w_hi - g.w_lo):
                     memcpy(dst + w * C + c0, row + w * C + c0, (c1 - c0) * sizeof(real_t))
 
 

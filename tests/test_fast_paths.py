@@ -407,3 +407,43 @@ def test_stride1_rows_match_torch(kw, dtype):
         a = cypool.avg_pool2d(xf, count_include_pad=cip, **akw)
         ta = F.avg_pool2d(torch.from_numpy(xf), count_include_pad=cip, **akw)
         assert a.tobytes() == ta.numpy().tobytes()
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("case", [
+    ("adaptive", dict(output_size=(2, 5))),
+    ("fixed", dict(kernel_size=3, stride=2, padding=1)),
+])
+def test_channels_last_few_rows_split_by_columns(monkeypatch, threads, case):
+    # batch 1 with few output rows: items split the columns, not the channels
+    kind, kw = case
+    x = _nasty(np.random.default_rng(threads), (1, 40, 6, 29), np.float32)
+    xf = np.nan_to_num(x, nan=0.25, posinf=2.0, neginf=-2.0)
+    x_cl = np.ascontiguousarray(xf.transpose(0, 2, 3, 1))
+    t = torch.from_numpy(xf).requires_grad_(True)
+    before = cypool.get_num_threads()
+    monkeypatch.setattr(_cpu, "SERIAL_WORK", 0)
+    try:
+        cypool.set_num_threads(threads)
+        if kind == "adaptive":
+            a = cypool.adaptive_avg_pool2d(x_cl, kw["output_size"], channels_last=True)
+            v, i = cypool.adaptive_max_pool2d(x_cl, kw["output_size"], True, channels_last=True)
+            ta = F.adaptive_avg_pool2d(t, kw["output_size"])
+            tv, ti = F.adaptive_max_pool2d(t, kw["output_size"], return_indices=True)
+            g = np.ones(a.shape, np.float32)
+            ga = cypool.adaptive_avg_pool2d_backward(g, x_cl.shape, channels_last=True)
+        else:
+            a = cypool.avg_pool2d(x_cl, channels_last=True, **kw)
+            v, i = cypool.max_pool2d(x_cl, return_indices=True, channels_last=True, **kw)
+            ta = F.avg_pool2d(t, **kw)
+            tv, ti = F.max_pool2d(t, return_indices=True, **kw)
+            g = np.ones(a.shape, np.float32)
+            ga = cypool.avg_pool2d_backward(g, x_cl.shape, channels_last=True, **kw)
+    finally:
+        cypool.set_num_threads(before)
+    cl = (0, 2, 3, 1)
+    assert a.tobytes() == np.ascontiguousarray(ta.detach().numpy().transpose(cl)).tobytes()
+    assert v.tobytes() == np.ascontiguousarray(tv.detach().numpy().transpose(cl)).tobytes()
+    assert i.tobytes() == np.ascontiguousarray(ti.numpy().transpose(cl)).tobytes()
+    ta.backward(torch.ones_like(ta))
+    assert ga.tobytes() == np.ascontiguousarray(t.grad.numpy().transpose(cl)).tobytes()
