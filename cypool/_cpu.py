@@ -186,10 +186,9 @@ def avg_backward(plan: Plan, grad_output: np.ndarray, *, out=None) -> np.ndarray
     if gi.size:
         kernel, geo, cblock, threads = _launch(plan, "avg_backward",
                                                num_threads(gk.size + gi.size))
-        scratch = np.empty(max(gk.size, 1), dtype=comp)
         if gk.size == 0:
             gk = np.zeros(1, dtype=comp)
-        kernel(gk, scratch, gi.reshape(-1), geo, cblock, threads, gi.nbytes >= STREAM_BYTES)
+        kernel(gk, gi.reshape(-1), geo, cblock, threads, gi.nbytes >= STREAM_BYTES)
     return _deliver(gi, out, plan.out_dtype)
 
 

@@ -564,6 +564,21 @@ cdef void _finish_avg(value_t *yr, const Geom *g, Py_ssize_t od, Py_ssize_t oh, 
                     yr[j + c] = 0 + yr[j + c] / <value_t> div
 
 
+cdef void _sum_planes_chunk(const value_t *x, value_t *y, const Geom *g,   # IN, OUT
+                           Py_ssize_t S, Py_ssize_t it, Py_ssize_t chunk) noexcept nogil:
+    # planes [chunk it, chunk (it + 1)) of a whole-plane average: cp_sum of
+    # each, then the divisions across the chunk
+    cdef Py_ssize_t p0 = it * chunk, m = min(chunk, g.N - it * chunk)
+    if value_t is float:
+        cp_sum_planes_f32(x + p0 * S, S, m, y + p0)
+        cp_finish_row_f32(y + p0, m, g.div_mode, _whole_a(g), _count(g, 1, 0),
+                          g.wdiv, 0, g.div_value)
+    elif value_t is double:
+        cp_sum_planes_f64(x + p0 * S, S, m, y + p0)
+        cp_finish_row_f64(y + p0, m, g.div_mode, _whole_a(g), _count(g, 1, 0),
+                          g.wdiv, 0, g.div_value)
+
+
 cdef inline double _whole_a(const Geom *g) noexcept nogil:
     """cp_finish_row's first divisor for the single window of a plane."""
     if g.div_mode == 0:
@@ -738,18 +753,15 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
             # chain; PyTorch itself uses mean() here)
             # (chunks of planes per call, then the divisions vectorised
             # across the chunk: the same operations as plane by plane)
-            groups = (g.N + 1023) // 1024
+            lanes = max(1, min(1024, g.N // (4 * nthreads)))     # planes per chunk
+            groups = (g.N + lanes - 1) // lanes
             with nogil:
-                for it in prange(groups, schedule="static", num_threads=nthreads):
-                    lanes = min(1024, g.N - it * 1024)
-                    if value_t is float:
-                        cp_sum_planes_f32(&x[it * 1024 * S], S, lanes, &y[it * 1024])
-                        cp_finish_row_f32(&y[it * 1024], lanes, g.div_mode, _whole_a(&g),
-                                          _count(&g, 1, 0), g.wdiv, 0, g.div_value)
-                    else:
-                        cp_sum_planes_f64(&x[it * 1024 * S], S, lanes, &y[it * 1024])
-                        cp_finish_row_f64(&y[it * 1024], lanes, g.div_mode, _whole_a(&g),
-                                          _count(&g, 1, 0), g.wdiv, 0, g.div_value)
+                if nthreads == 1:           # (no thread team to start for small calls)
+                    for it in range(groups):
+                        _sum_planes_chunk(&x[0], &y[0], &g, S, it, lanes)
+                else:
+                    for it in prange(groups, schedule="static", num_threads=nthreads):
+                        _sum_planes_chunk(&x[0], &y[0], &g, S, it, lanes)
             return
     cdef value_t *xpad
     cdef int64_t *firsts
@@ -821,9 +833,14 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
                 _forward_item(&x[0], &y[0], yp, &lg, w.n, w.a, w.b, 0, g.C, is_max, init)
         return
     with nogil:
-        for it in prange(items, schedule="static", num_threads=nthreads):
-            w = _item(it, OD, OH, nblk, cblock, g.C)
-            _forward_item(&x[0], &y[0], yp, &g, w.n, w.a, w.b, w.c0, w.c1, is_max, init)
+        if nthreads == 1:           # (no thread team to start for small calls)
+            for it in range(items):
+                w = _item(it, OD, OH, nblk, cblock, g.C)
+                _forward_item(&x[0], &y[0], yp, &g, w.n, w.a, w.b, w.c0, w.c1, is_max, init)
+        else:
+            for it in prange(items, schedule="static", num_threads=nthreads):
+                w = _item(it, OD, OH, nblk, cblock, g.C)
+                _forward_item(&x[0], &y[0], yp, &g, w.n, w.a, w.b, w.c0, w.c1, is_max, init)
 
 
 # --------------------------------------------------------------------------
@@ -924,11 +941,12 @@ cdef void _gather_item(const real_t *gs, real_t *gr, const Geom *g,    # IN, OUT
                             cp_lanes_add_f64(gp + c0, sp + c0, c1 - c0, 1, 0)
 
 
-def avg_backward(const real_t[::1] go, real_t[::1] gs, real_t[::1] gi, Geometry geo,
+def avg_backward(const real_t[::1] go, real_t[::1] gi, Geometry geo,
                  Py_ssize_t cblock, int nthreads, bint stream=False):
     """Gradient of an average pool: gi (N, D, H, W, C) from go (N, OD, OH, OW, C).
 
-    go: IN; gs: scratch of go's size (the scaled gradient); gi: OUT.
+    go: IN; gi: OUT.  go is first scaled (each output's gradient divided as
+    the forward divides its window sum) into a scratch array of its size.
     geo carries the inverse tables (CSR) of D, H and W and the runs_table
     of D and H: one work item computes the first row of a run of identical
     rows (in D x H) and writes it to every row of the run, with
@@ -969,15 +987,25 @@ def avg_backward(const real_t[::1] go, real_t[::1] gs, real_t[::1] gi, Geometry 
         # columns rather than their channels (contiguous writes per thread)
         nbw = min(g.size[2], (4 * nthreads + g.N * RD * RH - 1) // (g.N * RD * RH))
         items = g.N * RD * RH * nbw
+    cdef real_t *gs = <real_t *> malloc(max(go.shape[0], 1) * sizeof(real_t))
+    if gs == NULL:
+        raise MemoryError("cypool: no memory for the kernels' scratch buffers")
     with nogil:
-        if oitems > 0:
+        if nthreads == 1:           # (no thread team to start for small calls)
+            for it in range(oitems):
+                _scale_item(&go[0], gs, &g, it // (OD * OH), (it // OH) % OD, it % OH)
+        elif oitems > 0:
             for it in prange(oitems, schedule="static", num_threads=nthreads):
-                _scale_item(&go[0], &gs[0], &g, it // (OD * OH), (it // OH) % OD, it % OH)
+                _scale_item(&go[0], gs, &g, it // (OD * OH), (it // OH) % OD, it % OH)
         if _whole_plane(&g):
             # global pooling: every position of a plane gets its one scaled
             # gradient (the same single term the general walk would add to 0)
-            for it in prange(g.N, schedule="static", num_threads=nthreads):
-                _fill_plane(&gi[it * S * C], &gs[it * C], S, C)
+            if nthreads == 1:
+                for it in range(g.N):
+                    _fill_plane(&gi[it * S * C], &gs[it * C], S, C)
+            else:
+                for it in prange(g.N, schedule="static", num_threads=nthreads):
+                    _fill_plane(&gi[it * S * C], &gs[it * C], S, C)
         else:
             with parallel(num_threads=nthreads):
                 row = <real_t *> malloc(g.size[2] * g.C * sizeof(real_t))
@@ -990,7 +1018,7 @@ def avg_backward(const real_t[::1] go, real_t[::1] gs, real_t[::1] gi, Geometry 
                     elif planes:
                         for a in range(RD):
                             for b in range(RH):
-                                _gather_item(&gs[0], row, &g, ptr, outs, overlap_w, geo.wtab,
+                                _gather_item(gs, row, &g, ptr, outs, overlap_w, geo.wtab,
                                              geo.wtab_m, srx, it, r0[a], r1[b], 0, 1)
                                 _write_run(pbuf - it * S, row, &g, it, r0[a], r0[a + 1], r1[b],
                                            r1[b + 1], 0, 1, False)
@@ -1000,13 +1028,13 @@ def avg_backward(const real_t[::1] go, real_t[::1] gs, real_t[::1] gi, Geometry 
                         lg.w_lo = (it % nbw) * g.size[2] // nbw
                         lg.w_hi = (it % nbw + 1) * g.size[2] // nbw
                         w = _item(it // nbw, RD, RH, 1, g.C, g.C)
-                        _gather_item(&gs[0], row, &lg, ptr, outs, overlap_w, geo.wtab,
+                        _gather_item(gs, row, &lg, ptr, outs, overlap_w, geo.wtab,
                                      geo.wtab_m, srx, w.n, r0[w.a], r1[w.b], 0, g.C)
                         _write_run(&gi[0], row, &lg, w.n, r0[w.a], r0[w.a + 1], r1[w.b],
                                    r1[w.b + 1], 0, g.C, stream)
                     else:
                         w = _item(it, RD, RH, nblk, cblock, g.C)
-                        _gather_item(&gs[0], row, &g, ptr, outs, overlap_w, geo.wtab, geo.wtab_m,
+                        _gather_item(gs, row, &g, ptr, outs, overlap_w, geo.wtab, geo.wtab_m,
                                      srx, w.n, r0[w.a], r1[w.b], w.c0, w.c1)
                         _write_run(&gi[0], row, &g, w.n, r0[w.a], r0[w.a + 1], r1[w.b],
                                    r1[w.b + 1], w.c0, w.c1, stream)
@@ -1015,6 +1043,7 @@ def avg_backward(const real_t[::1] go, real_t[::1] gs, real_t[::1] gi, Geometry 
                 free(row)
                 free(srx)
                 free(pbuf)
+    free(gs)
     if failed:
         raise MemoryError("cypool: no memory for the kernels' scratch buffers")
 
