@@ -188,7 +188,9 @@ def avg_backward(plan: Plan, grad_output: np.ndarray, *, out=None) -> np.ndarray
                                                num_threads(gk.size + gi.size))
         if gk.size == 0:
             gk = np.zeros(1, dtype=comp)
-        kernel(gk, gi.reshape(-1), geo, cblock, threads, gi.nbytes >= STREAM_BYTES)
+        # a large scratch comes from the buffer cache (pages already mapped)
+        scratch = _buffers.empty((gk.size,), comp) if gk.nbytes >= _buffers.MIN_BYTES else None
+        kernel(gk, gi.reshape(-1), geo, cblock, threads, gi.nbytes >= STREAM_BYTES, scratch)
     return _deliver(gi, out, plan.out_dtype)
 
 

@@ -942,11 +942,12 @@ cdef void _gather_item(const real_t *gs, real_t *gr, const Geom *g,    # IN, OUT
 
 
 def avg_backward(const real_t[::1] go, real_t[::1] gi, Geometry geo,
-                 Py_ssize_t cblock, int nthreads, bint stream=False):
+                 Py_ssize_t cblock, int nthreads, bint stream=False, real_t[::1] scratch=None):
     """Gradient of an average pool: gi (N, D, H, W, C) from go (N, OD, OH, OW, C).
 
     go: IN; gi: OUT.  go is first scaled (each output's gradient divided as
-    the forward divides its window sum) into a scratch array of its size.
+    the forward divides its window sum) into a scratch array of its size:
+    ``scratch`` when given (large calls pass a cached buffer), else malloc'd.
     geo carries the inverse tables (CSR) of D, H and W and the runs_table
     of D and H: one work item computes the first row of a run of identical
     rows (in D x H) and writes it to every row of the run, with
@@ -987,9 +988,13 @@ def avg_backward(const real_t[::1] go, real_t[::1] gi, Geometry geo,
         # columns rather than their channels (contiguous writes per thread)
         nbw = min(g.size[2], (4 * nthreads + g.N * RD * RH - 1) // (g.N * RD * RH))
         items = g.N * RD * RH * nbw
-    cdef real_t *gs = <real_t *> malloc(max(go.shape[0], 1) * sizeof(real_t))
-    if gs == NULL:
-        raise MemoryError("cypool: no memory for the kernels' scratch buffers")
+    cdef real_t *gs
+    if scratch is None:
+        gs = <real_t *> malloc(max(go.shape[0], 1) * sizeof(real_t))
+        if gs == NULL:
+            raise MemoryError("cypool: no memory for the kernels' scratch buffers")
+    else:
+        gs = &scratch[0]
     with nogil:
         if nthreads == 1:           # (no thread team to start for small calls)
             for it in range(oitems):
@@ -1043,7 +1048,8 @@ def avg_backward(const real_t[::1] go, real_t[::1] gi, Geometry geo,
                 free(row)
                 free(srx)
                 free(pbuf)
-    free(gs)
+    if scratch is None:
+        free(gs)
     if failed:
         raise MemoryError("cypool: no memory for the kernels' scratch buffers")
 
