@@ -72,3 +72,19 @@ def test_main_check_command(tmp_path):
                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "self-check: all" in out.stdout
+
+
+@pytest.mark.skipif(not (importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx")),
+                    reason="needs onnxruntime and onnx (the bench extra)")
+def test_onnx_peer_computes_indices_when_the_workload_does():
+    from cypool import _peers
+
+    x = np.random.default_rng(0).standard_normal((1, 2, 6, 6)).astype(np.float32)
+    kw = dict(kernel_size=2)
+    with_idx = _peers.peers("fixed", "max", 2, x.shape, "float32", "NCHW", "forward", kw=kw,
+                            indices=True)["onnxruntime"]({"x_nchw": x})
+    values = _peers.peers("fixed", "max", 2, x.shape, "float32", "NCHW", "forward",
+                          kw=kw)["onnxruntime"]({"x_nchw": x})
+    assert len(with_idx) == 2 and with_idx[1].dtype == np.int64 and len(values) == 1
+    want = cypool.max_pool2d(x, 2)
+    assert np.array_equal(with_idx[0], want) and np.array_equal(values[0], want)
