@@ -214,6 +214,20 @@ CP_DEFINE_SPREAD(double, f64)
                                                         ptrdiff_t taps)                   \
     {                                                                                     \
         ptrdiff_t i0 = 0;                                                                 \
+        for (; i0 + 4 * N <= n; i0 += 4 * N) {   /* whole 256-byte lines per tap */       \
+            cp_vec_##SUFFIX a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                       \
+            for (ptrdiff_t t = 0; t < taps; t++) {                                        \
+                const T *p = x + offs[t] + i0;                                            \
+                a0 = a0 + cp_ld_##SUFFIX(p);                                              \
+                a1 = a1 + cp_ld_##SUFFIX(p + N);                                          \
+                a2 = a2 + cp_ld_##SUFFIX(p + 2 * N);                                      \
+                a3 = a3 + cp_ld_##SUFFIX(p + 3 * N);                                      \
+            }                                                                             \
+            memcpy(y + i0, &a0, sizeof a0);                                               \
+            memcpy(y + i0 + N, &a1, sizeof a1);                                           \
+            memcpy(y + i0 + 2 * N, &a2, sizeof a2);                                       \
+            memcpy(y + i0 + 3 * N, &a3, sizeof a3);                                       \
+        }                                                                                 \
         for (; i0 + 2 * N <= n; i0 += 2 * N) {                                            \
             cp_vec_##SUFFIX a0 = {0}, a1 = {0};                                           \
             for (ptrdiff_t t = 0; t < taps; t++) {                                        \
