@@ -369,6 +369,38 @@ cdef inline void _zero(real_t *p, Py_ssize_t W, Py_ssize_t C,
 DEF MAX_WINDOW_TAPS = 256
 
 
+cdef inline void _sum8(const value_t *xr, value_t *y, const Geom *g,      # IN, IN/OUT
+                       Py_ssize_t ow, Py_ssize_t k, Py_ssize_t nw) noexcept nogil:
+    # y[j] += the nw taps of output ow + j, for k <= 8 outputs whose windows
+    # have nw taps each, as independent chains (each in its own order); the
+    # chains past k repeat the last output's and are dropped
+    cdef Py_ssize_t sw = g.step[2], t
+    cdef Py_ssize_t s0 = _start(g, 2, ow), s1 = _start(g, 2, ow + min(1, k - 1))
+    cdef Py_ssize_t s2 = _start(g, 2, ow + min(2, k - 1)), s3 = _start(g, 2, ow + min(3, k - 1))
+    cdef Py_ssize_t s4 = _start(g, 2, ow + min(4, k - 1)), s5 = _start(g, 2, ow + min(5, k - 1))
+    cdef Py_ssize_t s6 = _start(g, 2, ow + min(6, k - 1)), s7 = _start(g, 2, ow + min(7, k - 1))
+    cdef value_t a0 = y[0], a1 = y[min(1, k - 1)], a2 = y[min(2, k - 1)]
+    cdef value_t a3 = y[min(3, k - 1)], a4 = y[min(4, k - 1)], a5 = y[min(5, k - 1)]
+    cdef value_t a6 = y[min(6, k - 1)], a7 = y[min(7, k - 1)]
+    for t in range(nw):
+        a0 = a0 + xr[s0 + t * sw]
+        a1 = a1 + xr[s1 + t * sw]
+        a2 = a2 + xr[s2 + t * sw]
+        a3 = a3 + xr[s3 + t * sw]
+        a4 = a4 + xr[s4 + t * sw]
+        a5 = a5 + xr[s5 + t * sw]
+        a6 = a6 + xr[s6 + t * sw]
+        a7 = a7 + xr[s7 + t * sw]
+    y[0] = a0
+    if k > 1: y[1] = a1
+    if k > 2: y[2] = a2
+    if k > 3: y[3] = a3
+    if k > 4: y[4] = a4
+    if k > 5: y[5] = a5
+    if k > 6: y[6] = a6
+    if k > 7: y[7] = a7
+
+
 cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OUT, OUT
                         const Geom *g, Py_ssize_t n, Py_ssize_t od, Py_ssize_t oh,
                         Py_ssize_t c0, Py_ssize_t c1, bint is_max,
@@ -386,7 +418,7 @@ cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OU
     cdef value_t acc, v
     cdef int64_t best
     cdef bint take
-    cdef Py_ssize_t k
+    cdef Py_ssize_t k, ow1
     cdef Py_ssize_t offs[MAX_WINDOW_TAPS]
     cdef int64_t tidx[MAX_WINDOW_TAPS]
 
@@ -454,7 +486,21 @@ cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OU
             h = h0 + b * sh
             plane_row = (d * H + h) * W
             xr = x + ((n * g.size[0] + d) * H + h) * W * C
-            for ow in range(g.ow_lo, g.ow_hi):
+            ow1 = g.ow_lo
+            if C == 1 and not is_max:
+                # channels-first sums: up to eight outputs' chains side by
+                # side while their windows have as many taps (each chain in
+                # its own order, so the same sums)
+                while ow1 < g.ow_hi:
+                    nw = _count(g, 2, ow1)
+                    k = 1
+                    while k < 8 and ow1 + k < g.ow_hi and _count(g, 2, ow1 + k) == nw:
+                        k = k + 1
+                    if k < 2:
+                        break
+                    _sum8(xr, yr + ow1, g, ow1, k, nw)
+                    ow1 = ow1 + k
+            for ow in range(ow1, g.ow_hi):
                 w0 = _start(g, 2, ow)
                 nw = _count(g, 2, ow)
                 j = ow * C

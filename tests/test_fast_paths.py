@@ -447,3 +447,17 @@ def test_channels_last_few_rows_split_by_columns(monkeypatch, threads, case):
     assert i.tobytes() == np.ascontiguousarray(ti.numpy().transpose(cl)).tobytes()
     ta.backward(torch.ones_like(ta))
     assert ga.tobytes() == np.ascontiguousarray(t.grad.numpy().transpose(cl)).tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("osize", [(2, 7), (3, 9), (1, 20), (2, 37)])
+def test_channels_first_row_sweep_chains_match_torch(dtype, osize):
+    # few planes (no plane lanes): up to eight outputs' chains side by side,
+    # broken wherever the window width changes
+    x = np.random.default_rng(osize[1]).standard_normal((1, 3, 11, 301)).astype(dtype)
+    got = cypool.adaptive_avg_pool2d(x, osize)
+    want = F.adaptive_avg_pool2d(torch.from_numpy(x), osize).numpy()
+    assert got.tobytes() == want.tobytes()
+    got = cypool.avg_pool2d(x, (3, 8), (2, 5), (1, 3), ceil_mode=True)
+    want = F.avg_pool2d(torch.from_numpy(x), (3, 8), (2, 5), (1, 3), ceil_mode=True).numpy()
+    assert got.tobytes() == want.tobytes()
