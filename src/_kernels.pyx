@@ -369,6 +369,28 @@ cdef inline void _zero(real_t *p, Py_ssize_t W, Py_ssize_t C,
 DEF MAX_WINDOW_TAPS = 256
 
 
+cdef inline void _pool_window(value_t *y, int64_t *yi, const value_t *x,    # OUT, OUT, IN
+                              Py_ssize_t n, const Py_ssize_t *offs, const int64_t *tidx,
+                              Py_ssize_t k, bint is_max, value_t init, int64_t first,
+                              const int64_t *firsts, int64_t lstep) noexcept nogil:
+    # n lanes, whole windows of k taps (cp_window_*): a sum, a max with
+    # indices (yi) or a values-only max (yi NULL); float types only
+    if value_t is float:
+        if not is_max:
+            cp_window_add_f32(y, x, n, offs, k)
+        elif yi == NULL:
+            cp_window_maxv_f32(y, x, n, offs, k, init)
+        else:
+            cp_window_max_f32(y, yi, x, n, offs, tidx, k, init, first, firsts, lstep)
+    elif value_t is double:
+        if not is_max:
+            cp_window_add_f64(y, x, n, offs, k)
+        elif yi == NULL:
+            cp_window_maxv_f64(y, x, n, offs, k, init)
+        else:
+            cp_window_max_f64(y, yi, x, n, offs, tidx, k, init, first, firsts, lstep)
+
+
 cdef inline void _sum8(const value_t *xr, value_t *y, const Geom *g,      # IN, IN/OUT
                        Py_ssize_t ow, Py_ssize_t k, Py_ssize_t nw) noexcept nogil:
     # y[j] += the nw taps of output ow + j, for k <= 8 outputs whose windows
@@ -440,23 +462,8 @@ cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OU
                         tidx[k] = plane_row + w0 + t * sw
                         k = k + 1
             j = ow * C + c0
-            if is_max:
-                best = tidx[0] if k > 0 else -1
-                if ir == NULL:
-                    if value_t is float:
-                        cp_window_maxv_f32(yr + j, xr, c1 - c0, offs, k, init)
-                    else:
-                        cp_window_maxv_f64(yr + j, xr, c1 - c0, offs, k, init)
-                elif value_t is float:
-                    cp_window_max_f32(yr + j, ir + j, xr, c1 - c0, offs, tidx, k, init, best,
-                                      NULL, 0)
-                else:
-                    cp_window_max_f64(yr + j, ir + j, xr, c1 - c0, offs, tidx, k, init, best,
-                                      NULL, 0)
-            elif value_t is float:
-                cp_window_add_f32(yr + j, xr, c1 - c0, offs, k)
-            else:
-                cp_window_add_f64(yr + j, xr, c1 - c0, offs, k)
+            _pool_window(yr + j, NULL if ir == NULL else ir + j, xr, c1 - c0, offs, tidx, k,
+                         is_max, init, tidx[0] if k > 0 else -1, NULL, 0)
         if not is_max:
             _finish_avg(yr, g, od, oh, c0, c1)
         return
@@ -752,20 +759,7 @@ cdef void _shift_item(const value_t *x, value_t *y, int64_t *yi,       # IN, OUT
         for ow in range(OW):
             firsts[ow] = -1 if (nd == 0 or nh == 0 or _count(g, 2, ow) == 0) else \
                 (d0 * H + h0) * W + _start(g, 2, ow)
-    if value_t is float:
-        if not is_max:
-            cp_window_add_f32(yr, xpad, OW, offs, k)
-        elif ir == NULL:
-            cp_window_maxv_f32(yr, xpad, OW, offs, k, init)
-        else:
-            cp_window_max_f32(yr, ir, xpad, OW, offs, tidx, k, init, -1, firsts, 1)
-    elif value_t is double:
-        if not is_max:
-            cp_window_add_f64(yr, xpad, OW, offs, k)
-        elif ir == NULL:
-            cp_window_maxv_f64(yr, xpad, OW, offs, k, init)
-        else:
-            cp_window_max_f64(yr, ir, xpad, OW, offs, tidx, k, init, -1, firsts, 1)
+    _pool_window(yr, ir, xpad, OW, offs, tidx, k, is_max, init, -1, firsts, 1)
     if not is_max:
         _finish_avg(yr, g, od, oh, 0, 1)
 
