@@ -48,9 +48,9 @@ cdef extern from "cypool_lanes.h" nogil:
     void cp_lanes_maxv_f64(double *m, const double *x, Py_ssize_t n, Py_ssize_t taps,
                            Py_ssize_t xstep)
     void cp_window_add_f32(float *y, const float *x, Py_ssize_t n, const Py_ssize_t *offs,
-                           Py_ssize_t taps)
+                           Py_ssize_t taps, int mode, double d1, double d2, double d3)
     void cp_window_add_f64(double *y, const double *x, Py_ssize_t n, const Py_ssize_t *offs,
-                           Py_ssize_t taps)
+                           Py_ssize_t taps, int mode, double d1, double d2, double d3)
     void cp_window_max_f32(float *y, int64_t *yi, const float *x, Py_ssize_t n,
                            const Py_ssize_t *offs, const int64_t *tidx, Py_ssize_t taps,
                            float init, int64_t first, const int64_t *firsts, int64_t lstep)
@@ -372,19 +372,21 @@ DEF MAX_WINDOW_TAPS = 256
 cdef inline void _pool_window(value_t *y, int64_t *yi, const value_t *x,    # OUT, OUT, IN
                               Py_ssize_t n, const Py_ssize_t *offs, const int64_t *tidx,
                               Py_ssize_t k, bint is_max, value_t init, int64_t first,
-                              const int64_t *firsts, int64_t lstep) noexcept nogil:
-    # n lanes, whole windows of k taps (cp_window_*): a sum, a max with
-    # indices (yi) or a values-only max (yi NULL); float types only
+                              const int64_t *firsts, int64_t lstep, int mode=-1,
+                              double d1=0, double d2=0, double d3=0) noexcept nogil:
+    # n lanes, whole windows of k taps (cp_window_*): a sum (an average when
+    # mode >= 0, see CP_AVG_DIVIDE), a max with indices (yi) or a
+    # values-only max (yi NULL); float types only
     if value_t is float:
         if not is_max:
-            cp_window_add_f32(y, x, n, offs, k)
+            cp_window_add_f32(y, x, n, offs, k, mode, d1, d2, d3)
         elif yi == NULL:
             cp_window_maxv_f32(y, x, n, offs, k, init)
         else:
             cp_window_max_f32(y, yi, x, n, offs, tidx, k, init, first, firsts, lstep)
     elif value_t is double:
         if not is_max:
-            cp_window_add_f64(y, x, n, offs, k)
+            cp_window_add_f64(y, x, n, offs, k, mode, d1, d2, d3)
         elif yi == NULL:
             cp_window_maxv_f64(y, x, n, offs, k, init)
         else:
@@ -441,6 +443,8 @@ cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OU
     cdef int64_t best
     cdef bint take
     cdef Py_ssize_t k, ow1
+    cdef int mode
+    cdef double da, db, dc
     cdef Py_ssize_t offs[MAX_WINDOW_TAPS]
     cdef int64_t tidx[MAX_WINDOW_TAPS]
 
@@ -462,10 +466,17 @@ cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OU
                         tidx[k] = plane_row + w0 + t * sw
                         k = k + 1
             j = ow * C + c0
+            # averages divided in registers, as _finish_avg divides
+            if g.div_mode == 0:
+                mode, da, db, dc = 0, _count(g, 0, od), _count(g, 1, oh), _count(g, 2, ow)
+            elif g.div_mode == 1:
+                mode, da, db, dc = 1, <double> (_factor(g, 0, od) * _factor(g, 1, oh)
+                                                * _factor(g, 2, ow)), 0, 0
+            else:
+                mode, da, db, dc = 2, g.div_value, 0, 0
             _pool_window(yr + j, NULL if ir == NULL else ir + j, xr, c1 - c0, offs, tidx, k,
-                         is_max, init, tidx[0] if k > 0 else -1, NULL, 0)
-        if not is_max:
-            _finish_avg(yr, g, od, oh, c0, c1)
+                         is_max, init, tidx[0] if k > 0 else -1, NULL, 0,
+                         -1 if is_max else mode, da, db, dc)
         return
 
     for ow in range(g.ow_lo, g.ow_hi):

@@ -199,6 +199,23 @@ CP_DEFINE_SPREAD(double, f64)
  * tidx[t], and a window starts from (init, first) as the per-tap loops do.
  * Written with GCC/clang vector types (each target_clones clone lowers them
  * to its own ISA); other compilers get the plain loops. */
+/* A window sum a (vector or scalar) made an average, as _finish_avg in
+ * _kernels.pyx divides: mode 0 by t1, t2, t3 in turn (adaptive extents),
+ * modes 1 and 2 once by d1 (0 for a window with no divisor), the quotient
+ * added to 0 (a zero sum over a negative divisor gives +0.0); mode -1 leaves
+ * the sum.  Each division is exact, so the same bits in any vector width. */
+#define CP_AVG_DIVIDE(a)                                                                  \
+    if (mode == 0) {                                                                      \
+        a = a / t1;                                                                       \
+        a = a / t2;                                                                       \
+        a = a / t3;                                                                       \
+    } else if (mode > 0) {                                                                \
+        if (d1 == 0)                                                                      \
+            a = a * 0 + 0;   /* no divisor, no taps: the sum is +0.0, so is this */       \
+        else                                                                              \
+            a = 0 + a / t1;                                                               \
+    }
+
 #if defined(__GNUC__) || defined(__clang__)
 #define CP_DEFINE_WINDOW(T, SUFFIX, I, N)                                                 \
     typedef T cp_vec_##SUFFIX __attribute__((vector_size(64)));                           \
@@ -211,9 +228,11 @@ CP_DEFINE_SPREAD(double, f64)
     }                                                                                     \
     CP_CLONES static ptrdiff_t cp_window_add_v_##SUFFIX(T *y, const T *x, ptrdiff_t n,    \
                                                         const ptrdiff_t *offs,            \
-                                                        ptrdiff_t taps)                   \
+                                                        ptrdiff_t taps, int mode,         \
+                                                        double d1, double d2, double d3)  \
     {                                                                                     \
         ptrdiff_t i0 = 0;                                                                 \
+        const T t1 = (T)d1, t2 = (T)d2, t3 = (T)d3;                                       \
         for (; i0 + 4 * N <= n; i0 += 4 * N) {   /* whole 256-byte lines per tap */       \
             cp_vec_##SUFFIX a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                       \
             for (ptrdiff_t t = 0; t < taps; t++) {                                        \
@@ -223,6 +242,7 @@ CP_DEFINE_SPREAD(double, f64)
                 a2 = a2 + cp_ld_##SUFFIX(p + 2 * N);                                      \
                 a3 = a3 + cp_ld_##SUFFIX(p + 3 * N);                                      \
             }                                                                             \
+            CP_AVG_DIVIDE(a0) CP_AVG_DIVIDE(a1) CP_AVG_DIVIDE(a2) CP_AVG_DIVIDE(a3)      \
             memcpy(y + i0, &a0, sizeof a0);                                               \
             memcpy(y + i0 + N, &a1, sizeof a1);                                           \
             memcpy(y + i0 + 2 * N, &a2, sizeof a2);                                       \
@@ -235,6 +255,7 @@ CP_DEFINE_SPREAD(double, f64)
                 a0 = a0 + cp_ld_##SUFFIX(p);                                              \
                 a1 = a1 + cp_ld_##SUFFIX(p + N);                                          \
             }                                                                             \
+            CP_AVG_DIVIDE(a0) CP_AVG_DIVIDE(a1)                                           \
             memcpy(y + i0, &a0, sizeof a0);                                               \
             memcpy(y + i0 + N, &a1, sizeof a1);                                           \
         }                                                                                 \
@@ -244,6 +265,7 @@ CP_DEFINE_SPREAD(double, f64)
                 memcpy(&v, x + offs[t] + i0, sizeof v);                                   \
                 a0 = a0 + v;                                                              \
             }                                                                             \
+            CP_AVG_DIVIDE(a0)                                                             \
             memcpy(y + i0, &a0, sizeof a0);                                               \
         }                                                                                 \
         return i0;                                                                        \
@@ -251,7 +273,8 @@ CP_DEFINE_SPREAD(double, f64)
 #else
 #define CP_DEFINE_WINDOW(T, SUFFIX, I, N)                                                 \
     static ptrdiff_t cp_window_add_v_##SUFFIX(T *y, const T *x, ptrdiff_t n,              \
-                                              const ptrdiff_t *offs, ptrdiff_t taps)      \
+                                              const ptrdiff_t *offs, ptrdiff_t taps,      \
+                                              int mode, double d1, double d2, double d3)  \
     { return 0; }
 #endif
 
@@ -447,15 +470,24 @@ CP_DEFINE_WINDOW_MAX(double, f64)
 
 /* The vector part above, then the remaining lanes tap by tap. */
 #define CP_DEFINE_WINDOW_TAIL(T, SUFFIX)                                                  \
+    /* sums of windows, made averages as CP_AVG_DIVIDE says (mode -1: sums) */         \
     static void cp_window_add_##SUFFIX(T *y, const T *x, ptrdiff_t n,                     \
-                                       const ptrdiff_t *offs, ptrdiff_t taps)             \
+                                       const ptrdiff_t *offs, ptrdiff_t taps, int mode,   \
+                                       double d1, double d2, double d3)                   \
     {                                                                                     \
-        ptrdiff_t i0 = cp_window_add_v_##SUFFIX(y, x, n, offs, taps), i, t;               \
+        ptrdiff_t i0 = cp_window_add_v_##SUFFIX(y, x, n, offs, taps, mode, d1, d2, d3);   \
+        ptrdiff_t i, t;                                                                   \
+        const T t1 = (T)d1, t2 = (T)d2, t3 = (T)d3;                                       \
         for (i = i0; i < n; i++)                                                          \
             y[i] = 0;                                                                     \
         for (t = 0; t < taps; t++)                                                        \
             for (i = i0; i < n; i++)                                                      \
                 y[i] = y[i] + x[offs[t] + i];                                             \
+        for (i = i0; i < n; i++) {                                                        \
+            T a = y[i];                                                                   \
+            CP_AVG_DIVIDE(a)                                                              \
+            y[i] = a;                                                                     \
+        }                                                                                 \
     }                                                                                     \
     static void cp_window_maxv_##SUFFIX(T *y, const T *x, ptrdiff_t n,                    \
                                         const ptrdiff_t *offs, ptrdiff_t taps, T init)    \

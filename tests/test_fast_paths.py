@@ -461,3 +461,40 @@ def test_channels_first_row_sweep_chains_match_torch(dtype, osize):
     got = cypool.avg_pool2d(x, (3, 8), (2, 5), (1, 3), ceil_mode=True)
     want = F.avg_pool2d(torch.from_numpy(x), (3, 8), (2, 5), (1, 3), ceil_mode=True).numpy()
     assert got.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_channels_last_averages_divided_in_registers(dtype):
+    # every divisor rule of the fused division: adaptive extents, the
+    # window's tap count, an override (negative: zero sums give +0.0), and
+    # windows with no divisor (dilated, wholly in the padding) giving 0
+    from cypool import reference
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 9, 11, 70)).astype(dtype)       # channels-last, 70 lanes
+    x[0, :3] = 0.0
+    x[0, :3, :, ::2] = -0.0
+    t = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    cl = (0, 2, 3, 1)
+    cases = [
+        (cypool.adaptive_avg_pool2d(x, (4, 5), channels_last=True),
+         F.adaptive_avg_pool2d(t, (4, 5))),
+        (cypool.avg_pool2d(x, 3, 2, 1, count_include_pad=False, channels_last=True),
+         F.avg_pool2d(t, 3, 2, 1, count_include_pad=False)),
+        (cypool.avg_pool2d(x, 3, 2, 1, divisor_override=-4, channels_last=True),
+         F.avg_pool2d(t, 3, 2, 1, divisor_override=-4)),
+    ]
+    for got, want in cases:
+        assert got.tobytes() == np.ascontiguousarray(want.numpy().transpose(cl)).tobytes()
+    kw = dict(stride=1, padding=((4, 4), (0, 0)), dilation=(5, 1), count_include_pad=False)
+    got = cypool.avg_pool2d(x, (2, 2), channels_last=True, **kw)
+    first = cypool.avg_pool2d(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), (2, 2), **kw)
+    assert got.tobytes() == np.ascontiguousarray(first.transpose(cl)).tobytes()
+    want = reference.fixed_pool(x, (2, 2), "avg", 2, channels_last=True, **kw)
+    np.testing.assert_allclose(got, want, rtol=1e-6 if dtype == np.float32 else 1e-13,
+                               atol=1e-7)
+    # two rows, taps 4 apart, 2 of padding each side: every window lies wholly
+    # in the padding (no divisor, no taps) and averages to +0.0
+    kw = dict(stride=1, padding=((2, 2), (0, 0)), dilation=(4, 1), count_include_pad=False)
+    got = cypool.avg_pool2d(x[:, :2], (2, 2), channels_last=True, **kw)
+    assert got.shape[1] == 2 and (got == 0).all() and not np.signbit(got).any()
