@@ -309,131 +309,79 @@ static int cp_window_limit_isa(int level)
     return cp_window_isa_level;
 }
 
-/* AVX-512F: 16 float lanes a vector; yi == NULL: values only */
-__attribute__((target("avx512f"))) static ptrdiff_t
-cp_wmax512_f32(float *y, int64_t *yi, const float *x, ptrdiff_t n, const ptrdiff_t *offs,
-               const int64_t *tidx, ptrdiff_t taps, float init, int64_t first,
-               const int64_t *firsts, int64_t lstep)
-{
-    ptrdiff_t i0;
-    for (i0 = 0; i0 < n; i0 += 16) {
-        __mmask16 lanes = n - i0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i0)) - 1);
-        __m512 m = _mm512_set1_ps(init);
-        __m512i k = _mm512_set1_epi32(-1), tt = _mm512_setzero_si512();
-        const __m512i one = _mm512_set1_epi32(1);
-        for (ptrdiff_t t = 0; t < taps; t++) {
-            __m512 v = _mm512_maskz_loadu_ps(lanes, x + offs[t] + i0);
-            __mmask16 take = _mm512_cmp_ps_mask(v, m, _CMP_GT_OQ) |
-                             _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-            m = _mm512_mask_mov_ps(m, take, v);
-            k = _mm512_mask_mov_epi32(k, take, tt);
-            tt = _mm512_add_epi32(tt, one);
-        }
-        _mm512_mask_storeu_ps(y + i0, lanes, m);
-        if (yi) {
-            int32_t kk[16];
-            _mm512_storeu_si512((void *)kk, k);
-            for (int i = 0; i < 16 && i0 + i < n; i++)
-                yi[i0 + i] = kk[i] < 0 ? (firsts ? firsts[i0 + i] : first)
-                                       : tidx[kk[i]] + lstep * (i0 + i);
-        }
+/* AVX-512F, L lanes a vector (16 float, 8 double), masked loads and stores
+ * for the last lanes; yi == NULL: values only.  V, P (s/d) and the index width
+ * (IT: int32 lanes for float, int64 for double) name the intrinsics. */
+#define CP_DEFINE_WMAX512(T, SUFFIX, L, MASK, FULL, V, P, IT, EPI)                       \
+    __attribute__((target("avx512f"))) static ptrdiff_t                                   \
+    cp_wmax512_##SUFFIX(T *y, int64_t *yi, const T *x, ptrdiff_t n, const ptrdiff_t *offs, \
+                        const int64_t *tidx, ptrdiff_t taps, T init, int64_t first,       \
+                        const int64_t *firsts, int64_t lstep)                             \
+    {                                                                                     \
+        ptrdiff_t i0;                                                                     \
+        for (i0 = 0; i0 < n; i0 += L) {                                                   \
+            MASK lanes = n - i0 >= L ? (MASK)FULL : (MASK)((1u << (n - i0)) - 1);         \
+            V m = _mm512_set1_p##P(init);                                                 \
+            __m512i k = _mm512_set1_##EPI(-1), tt = _mm512_setzero_si512();               \
+            const __m512i one = _mm512_set1_##EPI(1);                                     \
+            for (ptrdiff_t t = 0; t < taps; t++) {                                        \
+                V v = _mm512_maskz_loadu_p##P(lanes, x + offs[t] + i0);                   \
+                MASK take = _mm512_cmp_p##P##_mask(v, m, _CMP_GT_OQ) |                    \
+                            _mm512_cmp_p##P##_mask(v, v, _CMP_UNORD_Q);                   \
+                m = _mm512_mask_mov_p##P(m, take, v);                                     \
+                k = _mm512_mask_mov_##EPI(k, take, tt);                                   \
+                tt = _mm512_add_##EPI(tt, one);                                           \
+            }                                                                             \
+            _mm512_mask_storeu_p##P(y + i0, lanes, m);                                    \
+            if (yi) {                                                                     \
+                IT kk[L];                                                                 \
+                _mm512_storeu_si512((void *)kk, k);                                       \
+                for (int i = 0; i < L && i0 + i < n; i++)                                 \
+                    yi[i0 + i] = kk[i] < 0 ? (firsts ? firsts[i0 + i] : first)            \
+                                           : tidx[kk[i]] + lstep * (i0 + i);              \
+            }                                                                             \
+        }                                                                                 \
+        return n;                                                                         \
     }
-    return n;
-}
 
-__attribute__((target("avx512f"))) static ptrdiff_t
-cp_wmax512_f64(double *y, int64_t *yi, const double *x, ptrdiff_t n, const ptrdiff_t *offs,
-               const int64_t *tidx, ptrdiff_t taps, double init, int64_t first,
-               const int64_t *firsts, int64_t lstep)
-{
-    ptrdiff_t i0;
-    for (i0 = 0; i0 < n; i0 += 8) {
-        __mmask8 lanes = n - i0 >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (n - i0)) - 1);
-        __m512d m = _mm512_set1_pd(init);
-        __m512i k = _mm512_set1_epi64(-1), tt = _mm512_setzero_si512();
-        const __m512i one = _mm512_set1_epi64(1);
-        for (ptrdiff_t t = 0; t < taps; t++) {
-            __m512d v = _mm512_maskz_loadu_pd(lanes, x + offs[t] + i0);
-            __mmask8 take = _mm512_cmp_pd_mask(v, m, _CMP_GT_OQ) |
-                            _mm512_cmp_pd_mask(v, v, _CMP_UNORD_Q);
-            m = _mm512_mask_mov_pd(m, take, v);
-            k = _mm512_mask_mov_epi64(k, take, tt);
-            tt = _mm512_add_epi64(tt, one);
-        }
-        _mm512_mask_storeu_pd(y + i0, lanes, m);
-        if (yi) {
-            int64_t kk[8];
-            _mm512_storeu_si512((void *)kk, k);
-            for (int i = 0; i < 8 && i0 + i < n; i++)
-                yi[i0 + i] = kk[i] < 0 ? (firsts ? firsts[i0 + i] : first)
-                                       : tidx[kk[i]] + lstep * (i0 + i);
-        }
+/* AVX2, L lanes a vector (8 float, 4 double), whole vectors only: compare,
+ * then blend values and (as the same bits) winning tap numbers. */
+#define CP_DEFINE_WMAX256(T, SUFFIX, L, V, P, IT, SET1, ADD)                              \
+    __attribute__((target("avx2"))) static ptrdiff_t                                     \
+    cp_wmax256_##SUFFIX(T *y, int64_t *yi, const T *x, ptrdiff_t n, const ptrdiff_t *offs, \
+                        const int64_t *tidx, ptrdiff_t taps, T init, int64_t first,       \
+                        const int64_t *firsts, int64_t lstep)                             \
+    {                                                                                     \
+        ptrdiff_t i0;                                                                     \
+        for (i0 = 0; i0 + L <= n; i0 += L) {                                              \
+            V m = _mm256_set1_p##P(init);                                                 \
+            __m256i k = SET1(-1), tt = _mm256_setzero_si256();                            \
+            const __m256i one = SET1(1);                                                  \
+            for (ptrdiff_t t = 0; t < taps; t++) {                                        \
+                V v = _mm256_loadu_p##P(x + offs[t] + i0);                                \
+                V take = _mm256_or_p##P(_mm256_cmp_p##P(v, m, _CMP_GT_OQ),                \
+                                        _mm256_cmp_p##P(v, v, _CMP_UNORD_Q));             \
+                m = _mm256_blendv_p##P(m, v, take);                                       \
+                k = _mm256_castp##P##_si256(_mm256_blendv_p##P(                           \
+                    _mm256_castsi256_p##P(k), _mm256_castsi256_p##P(tt), take));          \
+                tt = ADD(tt, one);                                                        \
+            }                                                                             \
+            _mm256_storeu_p##P(y + i0, m);                                                \
+            if (yi) {                                                                     \
+                IT kk[L];                                                                 \
+                _mm256_storeu_si256((__m256i *)kk, k);                                    \
+                for (int i = 0; i < L; i++)                                               \
+                    yi[i0 + i] = kk[i] < 0 ? (firsts ? firsts[i0 + i] : first)            \
+                                           : tidx[kk[i]] + lstep * (i0 + i);              \
+            }                                                                             \
+        }                                                                                 \
+        return i0;                                                                        \
     }
-    return n;
-}
 
-/* AVX2: 8 float lanes a vector (4 double); whole vectors only */
-__attribute__((target("avx2"))) static ptrdiff_t
-cp_wmax256_f32(float *y, int64_t *yi, const float *x, ptrdiff_t n, const ptrdiff_t *offs,
-               const int64_t *tidx, ptrdiff_t taps, float init, int64_t first,
-               const int64_t *firsts, int64_t lstep)
-{
-    ptrdiff_t i0;
-    for (i0 = 0; i0 + 8 <= n; i0 += 8) {
-        __m256 m = _mm256_set1_ps(init);
-        __m256i k = _mm256_set1_epi32(-1), tt = _mm256_setzero_si256();
-        const __m256i one = _mm256_set1_epi32(1);
-        for (ptrdiff_t t = 0; t < taps; t++) {
-            __m256 v = _mm256_loadu_ps(x + offs[t] + i0);
-            __m256 take = _mm256_or_ps(_mm256_cmp_ps(v, m, _CMP_GT_OQ),
-                                       _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
-            m = _mm256_blendv_ps(m, v, take);
-            k = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(k),
-                                                     _mm256_castsi256_ps(tt), take));
-            tt = _mm256_add_epi32(tt, one);
-        }
-        _mm256_storeu_ps(y + i0, m);
-        if (yi) {
-            int32_t kk[8];
-            _mm256_storeu_si256((__m256i *)kk, k);
-            for (int i = 0; i < 8; i++)
-                yi[i0 + i] = kk[i] < 0 ? (firsts ? firsts[i0 + i] : first)
-                                       : tidx[kk[i]] + lstep * (i0 + i);
-        }
-    }
-    return i0;
-}
-
-__attribute__((target("avx2"))) static ptrdiff_t
-cp_wmax256_f64(double *y, int64_t *yi, const double *x, ptrdiff_t n, const ptrdiff_t *offs,
-               const int64_t *tidx, ptrdiff_t taps, double init, int64_t first,
-               const int64_t *firsts, int64_t lstep)
-{
-    ptrdiff_t i0;
-    for (i0 = 0; i0 + 4 <= n; i0 += 4) {
-        __m256d m = _mm256_set1_pd(init);
-        __m256i k = _mm256_set1_epi64x(-1), tt = _mm256_setzero_si256();
-        const __m256i one = _mm256_set1_epi64x(1);
-        for (ptrdiff_t t = 0; t < taps; t++) {
-            __m256d v = _mm256_loadu_pd(x + offs[t] + i0);
-            __m256d take = _mm256_or_pd(_mm256_cmp_pd(v, m, _CMP_GT_OQ),
-                                        _mm256_cmp_pd(v, v, _CMP_UNORD_Q));
-            m = _mm256_blendv_pd(m, v, take);
-            k = _mm256_castpd_si256(_mm256_blendv_pd(_mm256_castsi256_pd(k),
-                                                     _mm256_castsi256_pd(tt), take));
-            tt = _mm256_add_epi64(tt, one);
-        }
-        _mm256_storeu_pd(y + i0, m);
-        if (yi) {
-            int64_t kk[4];
-            _mm256_storeu_si256((__m256i *)kk, k);
-            for (int i = 0; i < 4; i++)
-                yi[i0 + i] = kk[i] < 0 ? (firsts ? firsts[i0 + i] : first)
-                                       : tidx[kk[i]] + lstep * (i0 + i);
-        }
-    }
-    return i0;
-}
+CP_DEFINE_WMAX512(float, f32, 16, __mmask16, 0xFFFF, __m512, s, int32_t, epi32)
+CP_DEFINE_WMAX512(double, f64, 8, __mmask8, 0xFF, __m512d, d, int64_t, epi64)
+CP_DEFINE_WMAX256(float, f32, 8, __m256, s, int32_t, _mm256_set1_epi32, _mm256_add_epi32)
+CP_DEFINE_WMAX256(double, f64, 4, __m256d, d, int64_t, _mm256_set1_epi64x, _mm256_add_epi64)
 
 #define CP_WMAX_DISPATCH(SUFFIX)                                                          \
     switch (cp_window_isa()) {                                                            \
