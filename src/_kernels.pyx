@@ -15,7 +15,7 @@ or scanned in PyTorch's order (depth, then row, then column).
 """
 
 from cython.parallel cimport parallel, prange
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy
 from libc.stdint cimport (int8_t, uint8_t, int16_t, uint16_t, int32_t,
                           uint32_t, int64_t, uint64_t)
@@ -74,6 +74,14 @@ cdef extern from "cypool_lanes.h" nogil:
     void cp_gather_add_f64(double *acc, const double *src, const int32_t *idx, Py_ssize_t n)
     void cp_spread_f32(float *p, float v, Py_ssize_t n, Py_ssize_t step)
     void cp_spread_f64(double *p, double v, Py_ssize_t n, Py_ssize_t step)
+    void cp_rowlanes_add_f32(float *acc, const float *t, Py_ssize_t n, const int64_t *start,
+                             const int64_t *count, Py_ssize_t sw, int first)
+    void cp_rowlanes_add_f64(double *acc, const double *t, Py_ssize_t n, const int64_t *start,
+                             const int64_t *count, Py_ssize_t sw, int first)
+    void cp_rowlanes_finish_f32(float *y, Py_ssize_t n, int mode, double a, double b,
+                                const double *w, double k)
+    void cp_rowlanes_finish_f64(double *y, Py_ssize_t n, int mode, double a, double b,
+                                const double *w, double k)
 
 
 cdef extern from "cypool_transpose.h" nogil:
@@ -725,6 +733,78 @@ cdef inline Py_ssize_t _max_rows(const Geom *g) noexcept nogil:
     return md * mh
 
 
+# Channels-first sums are pooled as row lanes (_row_lanes_item) when this
+# many planes give a full set of lanes and the transposed rows of a window
+# span fit ROW_LANES_BYTES per thread.
+DEF ROW_LANES_BYTES = 1048576
+
+
+cdef Py_ssize_t _row_ring(const Geom *g) noexcept nogil:
+    """Rows of transposed input _row_lanes_item keeps: 1 when no two output
+    rows share an input row, else the most rows an output row's window spans."""
+    cdef Py_ssize_t o, span = 1, R = 1
+    for o in range(g.osize[1]):
+        if _count(g, 1, o) > 0:
+            span = max(span, (_count(g, 1, o) - 1) * g.step[1] + 1)
+        if o > 0 and _count(g, 1, o - 1) > 0 and _count(g, 1, o) > 0 and \
+                _start(g, 1, o) <= _start(g, 1, o - 1) + (_count(g, 1, o - 1) - 1) * g.step[1]:
+            R = 0
+    return span if R == 0 else 1
+
+
+cdef void _row_lanes_item(const value_t *x, value_t *y, const Geom *g,   # IN, OUT
+                          Py_ssize_t p0, Py_ssize_t nl, Py_ssize_t r_lo, Py_ssize_t r_hi,
+                          value_t *t, int64_t *tags, Py_ssize_t R,      # scratch
+                          value_t *acc) noexcept nogil:
+    # Window sums (averages) of channels-first planes [p0, p0 + nl), output
+    # rows [r_lo, r_hi) of the flattened (od, oh): each input row of the
+    # planes is transposed once into G lanes (kept in a ring of R rows while
+    # later output rows still read it), then every output column's taps in
+    # that row are vector adds of whole lanes (cp_rowlanes_add).  Each lane
+    # adds its plane's taps in the row-major order, so the sums are the
+    # plane-by-plane sums, bit for bit.
+    cdef Py_ssize_t G = 64 // sizeof(value_t)
+    cdef Py_ssize_t H = g.size[1], W = g.size[2], OH = g.osize[1], OW = g.osize[2]
+    cdef Py_ssize_t S = g.size[0] * H * W, OS = g.osize[0] * OH * OW
+    cdef const value_t *xs = x + p0 * S
+    cdef const int64_t *ws = g.win[2]
+    cdef Py_ssize_t orow, od, oh, d0, nd, h0, nh, a, b, r, slot, i
+    cdef value_t *tr
+    cdef double div, acc_b
+    for slot in range(R):
+        tags[slot] = -1
+    for orow in range(r_lo, r_hi):
+        od = orow // OH
+        oh = orow % OH
+        d0, nd = _start(g, 0, od), _count(g, 0, od)
+        h0, nh = _start(g, 1, oh), _count(g, 1, oh)
+        if nd == 0 or nh == 0:
+            for i in range(OW * G):
+                acc[i] = 0
+        for a in range(nd):
+            for b in range(nh):
+                r = (d0 + a * g.step[0]) * H + h0 + b * g.step[1]
+                slot = r % R
+                tr = t + slot * W * G
+                if tags[slot] != r:
+                    _transpose(xs + r * W, S, tr, G, nl, W)
+                    tags[slot] = r
+                if value_t is float:
+                    cp_rowlanes_add_f32(acc, tr, OW, ws, ws + OW, g.step[2], a == 0 and b == 0)
+                elif value_t is double:
+                    cp_rowlanes_add_f64(acc, tr, OW, ws, ws + OW, g.step[2], a == 0 and b == 0)
+        # the divisions _finish_avg makes, then the row back into the planes
+        if g.div_mode == 0:
+            div, acc_b = <double> nd, <double> nh
+        else:
+            div, acc_b = <double> (_factor(g, 0, od) * _factor(g, 1, oh)), 0
+        if value_t is float:
+            cp_rowlanes_finish_f32(acc, OW, g.div_mode, div, acc_b, g.wdiv, g.div_value)
+        elif value_t is double:
+            cp_rowlanes_finish_f64(acc, OW, g.div_mode, div, acc_b, g.wdiv, g.div_value)
+        _transpose(acc, G, y + p0 * OS + orow * OW, OS, OW, nl)
+
+
 cdef void _shift_item(const value_t *x, value_t *y, int64_t *yi,       # IN, OUT, OUT
                       const Geom *g, Py_ssize_t n, Py_ssize_t od, Py_ssize_t oh,
                       value_t *xpad, int64_t *firsts,                      # scratch
@@ -816,6 +896,34 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
             return
     cdef value_t *xpad
     cdef int64_t *firsts
+    cdef value_t *rt
+    cdef value_t *racc
+    cdef int64_t *rtags
+    cdef Py_ssize_t G = 64 // sizeof(value_t), R = _row_ring(&g), rows_o = OD * OH, nchunk
+    if ((value_t is float or value_t is double) and g.C == 1 and not is_max
+            and g.N >= G and R * g.size[2] * 64 <= ROW_LANES_BYTES):
+        # channels-first sums: row lanes (_row_lanes_item), items of G planes
+        # by chunks of output rows, enough of them for every thread
+        groups = (g.N + G - 1) // G
+        nchunk = min(rows_o, max(1, (4 * nthreads + groups - 1) // groups))
+        with nogil, parallel(num_threads=nthreads):
+            rt = <value_t *> calloc(R * g.size[2] * G, sizeof(value_t))
+            racc = <value_t *> malloc(g.osize[2] * G * sizeof(value_t))
+            rtags = <int64_t *> malloc(R * sizeof(int64_t))
+            for it in prange(groups * nchunk, schedule="static"):
+                if rt == NULL or racc == NULL or rtags == NULL:
+                    failed |= 1
+                else:
+                    _row_lanes_item(&x[0], &y[0], &g, (it // nchunk) * G,
+                                    min(G, g.N - (it // nchunk) * G),
+                                    (it % nchunk) * rows_o // nchunk,
+                                    (it % nchunk + 1) * rows_o // nchunk, rt, rtags, R, racc)
+            free(rt)
+            free(racc)
+            free(rtags)
+        if failed:
+            raise MemoryError("cypool: no memory for the kernels' scratch buffers")
+        return
     cdef Py_ssize_t L = g.osize[2] + (g.wk - 1) * g.wd
     if ((value_t is float or value_t is double) and g.C == 1 and g.wk > 0
             and g.osize[2] >= 16 and _max_rows(&g) * g.wk <= MAX_WINDOW_TAPS):

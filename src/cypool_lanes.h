@@ -476,6 +476,86 @@ CP_DEFINE_WINDOW(double, f64, int64_t, 8)
 CP_DEFINE_WINDOW_TAIL(float, f32)
 CP_DEFINE_WINDOW_TAIL(double, f64)
 
+/* Row lanes: channels-first sums of G = 64 / sizeof(T) planes at a time.
+ * t is one input row of those planes transposed (t[w*G + i] is column w of
+ * plane i), acc one output row of window sums in the same layout.  For each
+ * output column o < n, lane i adds t[(start[o] + k*sw)*G + i] for k <
+ * count[o], in that order: called for a window's rows in order, every lane
+ * runs its plane's own row-major chain of taps, so the sums are the plane
+ * by plane sums, bit for bit, while G planes share each vector add.  With
+ * first, acc starts from +0.0 (a window's first row). */
+#if defined(__GNUC__) || defined(__clang__)
+#define CP_ROWLANES_BODY(T, SUFFIX)                                                       \
+        for (ptrdiff_t o = 0; o < n; o++) {                                               \
+            const T *p = t + start[o] * G;                                                \
+            cp_vec_##SUFFIX a = {0};                                                      \
+            if (!first)                                                                   \
+                a = cp_ld_##SUFFIX(acc + o * G);                                          \
+            for (ptrdiff_t k = 0; k < count[o]; k++)                                      \
+                a = a + cp_ld_##SUFFIX(p + k * sw * G);                                   \
+            memcpy(acc + o * G, &a, sizeof a);                                            \
+        }
+/* output o's G lanes divided (the quotient added to 0, as cp_finish_row) */
+#define CP_ROWLANES_DIVIDE(T, SUFFIX)                                                     \
+            cp_vec_##SUFFIX q = cp_ld_##SUFFIX(y + o * G);                                \
+            if (mode == 0) {                                                              \
+                q = ((q / ta) / tb) / (T)w[o];                                            \
+            } else if (mode == 1) {                                                       \
+                const double dv = a * w[o];                                               \
+                if (dv == 0)                                                              \
+                    q = q * 0 + 0;      /* no divisor, no taps: the sum is +0.0 */        \
+                else                                                                      \
+                    q = 0 + q / (T)dv;                                                    \
+            } else {                                                                      \
+                q = 0 + q / tk;                                                           \
+            }                                                                             \
+            memcpy(y + o * G, &q, sizeof q);
+#else
+#define CP_ROWLANES_DIVIDE(T, SUFFIX)                                                     \
+            for (ptrdiff_t i = 0; i < G; i++) {                                           \
+                T *q = y + o * G + i;                                                     \
+                if (mode == 0) {                                                          \
+                    *q = ((*q / ta) / tb) / (T)w[o];                                      \
+                } else if (mode == 1) {                                                   \
+                    const double dv = a * w[o];                                           \
+                    *q = dv == 0 ? (T)0 : 0 + *q / (T)dv;                                 \
+                } else {                                                                  \
+                    *q = 0 + *q / tk;                                                     \
+                }                                                                         \
+            }
+#define CP_ROWLANES_BODY(T, SUFFIX)                                                       \
+        for (ptrdiff_t o = 0; first && o < n * G; o++)                                    \
+            acc[o] = 0;                                                                   \
+        for (ptrdiff_t o = 0; o < n; o++)                                                 \
+            for (ptrdiff_t k = 0; k < count[o]; k++)                                      \
+                for (ptrdiff_t i = 0; i < G; i++)                                         \
+                    acc[o * G + i] = acc[o * G + i] + t[(start[o] + k * sw) * G + i];
+#endif
+#define CP_DEFINE_ROWLANES(T, SUFFIX)                                                     \
+    CP_CLONES static void cp_rowlanes_add_##SUFFIX(T *restrict acc, const T *restrict t, \
+                                                   ptrdiff_t n, const int64_t *start,     \
+                                                   const int64_t *count, ptrdiff_t sw,    \
+                                                   int first)                             \
+    {                                                                                     \
+        enum { G = 64 / sizeof(T) };                                                      \
+        CP_ROWLANES_BODY(T, SUFFIX)                                                       \
+    }                                                                                     \
+    /* cp_finish_row's divisions for a row of n outputs of G lanes each */               \
+    CP_CLONES static void cp_rowlanes_finish_##SUFFIX(T *restrict y, ptrdiff_t n,         \
+                                                      int mode, double a, double b,       \
+                                                      const double *restrict w,           \
+                                                      double k)                           \
+    {                                                                                     \
+        enum { G = 64 / sizeof(T) };                                                      \
+        const T ta = (T)a, tb = (T)b, tk = (T)k;                                          \
+        for (ptrdiff_t o = 0; o < n; o++) {                                               \
+            CP_ROWLANES_DIVIDE(T, SUFFIX)                                                 \
+        }                                                                                 \
+    }
+
+CP_DEFINE_ROWLANES(float, f32)
+CP_DEFINE_ROWLANES(double, f64)
+
 /* cp_sum_planes: cp_sum of each of np planes of n contiguous values.  For
  * float32 planes of fewer than 256 values (global pooling of 7 x 7 and the
  * like) an AVX-512F version does cp_sum16's additions with one register of

@@ -3,9 +3,9 @@
  *
  * dst[c*ds + r] = src[r*ss + c] for r < rows, c < cols.  Pure data movement
  * (bit patterns, NaN payloads included, are copied unchanged), so the
- * vector and scalar versions give identical results; the AVX2 8x8 (32-bit)
- * and 4x4 (64-bit) tiles are picked at run time, so a baseline x86-64 build
- * uses them where the CPU has AVX2.
+ * vector and scalar versions give identical results; the AVX-512F 16x16 and
+ * AVX2 8x8 (32-bit) and 4x4 (64-bit) tiles are picked at run time, so a
+ * baseline x86-64 build uses them where the CPU has them.
  */
 #ifndef CYPOOL_TRANSPOSE_H
 #define CYPOOL_TRANSPOSE_H
@@ -57,6 +57,44 @@ __attribute__((target("avx2"))) static void cp_tile4_64(const double *s, ptrdiff
     _mm256_storeu_pd(d + 3 * ds, _mm256_permute2f128_pd(t1, t3, 0x31));
 }
 
+/* 16 x 16 floats, AVX-512F: each vector is first gathered from four rows'
+ * 128-bit pieces (row i, i+4, i+8, i+12 of a column block, by loads that
+ * insert), so that one 4 x 4 transpose inside the 128-bit lanes finishes it:
+ * half the shuffles of a four-stage transpose, the rest done by the loads. */
+__attribute__((target("avx512f"))) static inline __m512 cp_ld4x128(const float *s, ptrdiff_t ss)
+{
+    __m512 v = _mm512_castps128_ps512(_mm_loadu_ps(s));
+    v = _mm512_insertf32x4(v, _mm_loadu_ps(s + 4 * ss), 1);
+    v = _mm512_insertf32x4(v, _mm_loadu_ps(s + 8 * ss), 2);
+    return _mm512_insertf32x4(v, _mm_loadu_ps(s + 12 * ss), 3);
+}
+
+__attribute__((target("avx512f"))) static void cp_tile16_32(const float *s, ptrdiff_t ss,
+                                                            float *d, ptrdiff_t ds)
+{
+    for (int j = 0; j < 4; j++) {            /* columns 4j .. 4j+3 */
+        const float *q = s + 4 * j;
+        __m512 v0 = cp_ld4x128(q, ss), v1 = cp_ld4x128(q + ss, ss),
+               v2 = cp_ld4x128(q + 2 * ss, ss), v3 = cp_ld4x128(q + 3 * ss, ss);
+        __m512 t0 = _mm512_unpacklo_ps(v0, v1), t1 = _mm512_unpackhi_ps(v0, v1),
+               t2 = _mm512_unpacklo_ps(v2, v3), t3 = _mm512_unpackhi_ps(v2, v3);
+        _mm512_storeu_ps(d + (4 * j) * ds, _mm512_shuffle_ps(t0, t2, 0x44));
+        _mm512_storeu_ps(d + (4 * j + 1) * ds, _mm512_shuffle_ps(t0, t2, 0xEE));
+        _mm512_storeu_ps(d + (4 * j + 2) * ds, _mm512_shuffle_ps(t1, t3, 0x44));
+        _mm512_storeu_ps(d + (4 * j + 3) * ds, _mm512_shuffle_ps(t1, t3, 0xEE));
+    }
+}
+
+static int cp_avx512(void)
+{
+    static int have = -1;
+    if (have < 0) {
+        __builtin_cpu_init();
+        have = __builtin_cpu_supports("avx512f") ? 1 : 0;
+    }
+    return have;
+}
+
 static int cp_avx2(void)
 {
     static int have = -1;
@@ -83,7 +121,26 @@ static int cp_avx2(void)
     }
 
 #ifdef CP_HAVE_AVX2_TILES
+/* float: 16 x 16 tiles first where AVX-512F is there (the columns right of
+ * them in 8 x 8 tiles), then the 8 x 8 tiles for the rows below */
+#define CP_TILES16(TILE, TILEFN, VT)                                                      \
+    if (TILE == 8 && cp_avx512()) {                                                       \
+        for (; r0 + 16 <= rows; r0 += 16) {                                               \
+            for (c0 = 0; c0 + 16 <= cols; c0 += 16)                                       \
+                cp_tile16_32((const float *)(src + r0 * ss + c0), ss,                     \
+                             (float *)(dst + c0 * ds + r0), ds);                          \
+            for (; c0 + 8 <= cols; c0 += 8) {                                             \
+                TILEFN((const VT *)(src + r0 * ss + c0), ss, (VT *)(dst + c0 * ds + r0), ds); \
+                TILEFN((const VT *)(src + (r0 + 8) * ss + c0), ss,                        \
+                       (VT *)(dst + c0 * ds + r0 + 8), ds);                               \
+            }                                                                             \
+            for (r = r0; r < r0 + 16; r++)                                                \
+                for (c = c0; c < cols; c++)                                               \
+                    dst[c * ds + r] = src[r * ss + c];                                    \
+        }                                                                                 \
+    }
 #define CP_TILES(TILE, TILEFN, VT)                                                        \
+    CP_TILES16(TILE, TILEFN, VT)                                                          \
     if (cp_avx2()) {                                                                      \
         for (; r0 + TILE <= rows; r0 += TILE) {                                           \
             for (c0 = 0; c0 + TILE <= cols; c0 += TILE)                                   \

@@ -498,3 +498,46 @@ def test_channels_last_averages_divided_in_registers(dtype):
     kw = dict(stride=1, padding=((2, 2), (0, 0)), dilation=(4, 1), count_include_pad=False)
     got = cypool.avg_pool2d(x[:, :2], (2, 2), channels_last=True, **kw)
     assert got.shape[1] == 2 and (got == 0).all() and not np.signbit(got).any()
+
+
+# ---------------------------------------------------------------------------
+# Channels-first averages of many planes: row lanes (G planes as vector lanes)
+# ---------------------------------------------------------------------------
+
+ROW_LANE_CASES = [
+    # rank, NC-first shape (N*C planes: full groups of lanes and a partial one)
+    (2, (2, 19, 23, 19), "adaptive", dict(output_size=(7, 5))),    # overlapping bins
+    (2, (3, 11, 16, 16), "adaptive", dict(output_size=(4, 4))),    # exact bins
+    (2, (2, 20, 14, 14), "fixed", dict(kernel_size=2, stride=2)),
+    (2, (1, 40, 13, 11), "fixed", dict(kernel_size=3, stride=1, padding=1,
+                                       count_include_pad=False)),
+    (2, (2, 17, 12, 12), "fixed", dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)),
+    (2, (1, 33, 9, 13), "fixed", dict(kernel_size=(3, 2), stride=(1, 3), padding=(1, 1),
+                                      divisor_override=-3)),
+    (1, (5, 7, 31), "fixed", dict(kernel_size=4, stride=3, padding=2, ceil_mode=True)),
+    (1, (4, 9, 29), "adaptive", dict(output_size=9)),
+    (3, (2, 10, 6, 8, 8), "fixed", dict(kernel_size=2, stride=2)),
+    (3, (1, 17, 7, 9, 8), "adaptive", dict(output_size=(3, 4, 2))),
+    (3, (1, 20, 5, 6, 7), "fixed", dict(kernel_size=3, stride=1, padding=1)),  # overlap in D
+]
+
+
+@pytest.mark.parametrize("rank,shape,kind,kw", ROW_LANE_CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_channels_first_row_lanes_match_torch(monkeypatch, rank, shape, kind, kw, dtype,
+                                              threads):
+    rng = np.random.default_rng(sum(shape) + rank)
+    x = rng.standard_normal(shape).astype(dtype)
+    x.reshape(-1)[::3] = -0.0           # all-(-0.0) windows must still sum to +0.0
+    x.reshape(-1)[1::7] = 0.0
+    name = f"adaptive_avg_pool{rank}d" if kind == "adaptive" else f"avg_pool{rank}d"
+    before = cypool.get_num_threads()
+    monkeypatch.setattr(_cpu, "SERIAL_WORK", 0)
+    try:
+        cypool.set_num_threads(threads)
+        got = getattr(cypool, name)(x, **kw)
+    finally:
+        cypool.set_num_threads(before)
+    want = getattr(F, name)(torch.from_numpy(x), **kw).numpy()
+    assert got.tobytes() == want.tobytes()
