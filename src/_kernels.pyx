@@ -82,6 +82,12 @@ cdef extern from "cypool_lanes.h" nogil:
                                 const double *w, double k)
     void cp_rowlanes_finish_f64(double *y, Py_ssize_t n, int mode, double a, double b,
                                 const double *w, double k)
+    void cp_rowlanes_max_f32(float *m, int32_t *mi, const float *t, Py_ssize_t n,
+                             const int64_t *start, const int64_t *count, Py_ssize_t sw,
+                             int64_t rowpos, int first, float init)
+    void cp_rowlanes_max_f64(double *m, int64_t *mi, const double *t, Py_ssize_t n,
+                             const int64_t *start, const int64_t *count, Py_ssize_t sw,
+                             int64_t rowpos, int first, double init)
 
 
 cdef extern from "cypool_transpose.h" nogil:
@@ -733,9 +739,9 @@ cdef inline Py_ssize_t _max_rows(const Geom *g) noexcept nogil:
     return md * mh
 
 
-# Channels-first sums are pooled as row lanes (_row_lanes_item) when this
-# many planes give a full set of lanes and the transposed rows of a window
-# span fit ROW_LANES_BYTES per thread.
+# Channels-first float planes are pooled as row lanes (_row_lanes_item) when
+# there are enough of them for a full set of lanes and the transposed rows of
+# a window span fit ROW_LANES_BYTES per thread.
 DEF ROW_LANES_BYTES = 1048576
 
 
@@ -752,25 +758,29 @@ cdef Py_ssize_t _row_ring(const Geom *g) noexcept nogil:
     return span if R == 0 else 1
 
 
-cdef void _row_lanes_item(const value_t *x, value_t *y, const Geom *g,   # IN, OUT
-                          Py_ssize_t p0, Py_ssize_t nl, Py_ssize_t r_lo, Py_ssize_t r_hi,
+cdef void _row_lanes_item(const value_t *x, value_t *y, int64_t *yi,     # IN, OUT, OUT
+                          const Geom *g, Py_ssize_t p0, Py_ssize_t nl,
+                          Py_ssize_t r_lo, Py_ssize_t r_hi,
                           value_t *t, int64_t *tags, Py_ssize_t R,      # scratch
-                          value_t *acc) noexcept nogil:
-    # Window sums (averages) of channels-first planes [p0, p0 + nl), output
-    # rows [r_lo, r_hi) of the flattened (od, oh): each input row of the
-    # planes is transposed once into G lanes (kept in a ring of R rows while
-    # later output rows still read it), then every output column's taps in
-    # that row are vector adds of whole lanes (cp_rowlanes_add).  Each lane
-    # adds its plane's taps in the row-major order, so the sums are the
-    # plane-by-plane sums, bit for bit.
+                          value_t *acc, int64_t *mi, bint is_max, value_t init) noexcept nogil:
+    # Channels-first planes [p0, p0 + nl), output rows [r_lo, r_hi) of the
+    # flattened (od, oh): each input row of the planes is transposed once
+    # into G lanes (kept in a ring of R rows while later output rows still
+    # read it), then every output column's taps in that row are vector
+    # steps over whole lanes (cp_rowlanes_*).  Each lane sees its plane's
+    # taps in the row-major order, so sums, maxima and indices are the
+    # plane-by-plane ones, bit for bit.  yi NULL: values only.
     cdef Py_ssize_t G = 64 // sizeof(value_t)
     cdef Py_ssize_t H = g.size[1], W = g.size[2], OH = g.osize[1], OW = g.osize[2]
     cdef Py_ssize_t S = g.size[0] * H * W, OS = g.osize[0] * OH * OW
     cdef const value_t *xs = x + p0 * S
     cdef const int64_t *ws = g.win[2]
-    cdef Py_ssize_t orow, od, oh, d0, nd, h0, nh, a, b, r, slot, i
+    cdef Py_ssize_t orow, od, oh, d0, nd, h0, nh, a, b, r, slot, i, o
     cdef value_t *tr
+    cdef int32_t *mi32 = <int32_t *> mi
+    cdef int64_t *yo
     cdef double div, acc_b
+    cdef int first
     for slot in range(R):
         tags[slot] = -1
     for orow in range(r_lo, r_hi):
@@ -778,9 +788,12 @@ cdef void _row_lanes_item(const value_t *x, value_t *y, const Geom *g,   # IN, O
         oh = orow % OH
         d0, nd = _start(g, 0, od), _count(g, 0, od)
         h0, nh = _start(g, 1, oh), _count(g, 1, oh)
-        if nd == 0 or nh == 0:
+        if nd == 0 or nh == 0:          # no input rows: the empty window's value
             for i in range(OW * G):
-                acc[i] = 0
+                acc[i] = init if is_max else 0
+                mi[i] = -1
+                if sizeof(value_t) == 4:
+                    mi32[i] = -1
         for a in range(nd):
             for b in range(nh):
                 r = (d0 + a * g.step[0]) * H + h0 + b * g.step[1]
@@ -789,20 +802,39 @@ cdef void _row_lanes_item(const value_t *x, value_t *y, const Geom *g,   # IN, O
                 if tags[slot] != r:
                     _transpose(xs + r * W, S, tr, G, nl, W)
                     tags[slot] = r
+                first = a == 0 and b == 0
                 if value_t is float:
-                    cp_rowlanes_add_f32(acc, tr, OW, ws, ws + OW, g.step[2], a == 0 and b == 0)
+                    if is_max:
+                        cp_rowlanes_max_f32(acc, NULL if yi == NULL else mi32, tr, OW, ws,
+                                            ws + OW, g.step[2], r * W, first, init)
+                    else:
+                        cp_rowlanes_add_f32(acc, tr, OW, ws, ws + OW, g.step[2], first)
                 elif value_t is double:
-                    cp_rowlanes_add_f64(acc, tr, OW, ws, ws + OW, g.step[2], a == 0 and b == 0)
-        # the divisions _finish_avg makes, then the row back into the planes
-        if g.div_mode == 0:
-            div, acc_b = <double> nd, <double> nh
-        else:
-            div, acc_b = <double> (_factor(g, 0, od) * _factor(g, 1, oh)), 0
-        if value_t is float:
-            cp_rowlanes_finish_f32(acc, OW, g.div_mode, div, acc_b, g.wdiv, g.div_value)
-        elif value_t is double:
-            cp_rowlanes_finish_f64(acc, OW, g.div_mode, div, acc_b, g.wdiv, g.div_value)
+                    if is_max:
+                        cp_rowlanes_max_f64(acc, NULL if yi == NULL else mi, tr, OW, ws,
+                                            ws + OW, g.step[2], r * W, first, init)
+                    else:
+                        cp_rowlanes_add_f64(acc, tr, OW, ws, ws + OW, g.step[2], first)
+        if not is_max:
+            # the divisions _finish_avg makes
+            if g.div_mode == 0:
+                div, acc_b = <double> nd, <double> nh
+            else:
+                div, acc_b = <double> (_factor(g, 0, od) * _factor(g, 1, oh)), 0
+            if value_t is float:
+                cp_rowlanes_finish_f32(acc, OW, g.div_mode, div, acc_b, g.wdiv, g.div_value)
+            elif value_t is double:
+                cp_rowlanes_finish_f64(acc, OW, g.div_mode, div, acc_b, g.wdiv, g.div_value)
+        # the row back into the planes
         _transpose(acc, G, y + p0 * OS + orow * OW, OS, OW, nl)
+        if is_max and yi != NULL:
+            if sizeof(value_t) == 8:
+                cp_transpose_64(mi, G, yi + p0 * OS + orow * OW, OS, OW, nl)
+            else:
+                for i in range(nl):
+                    yo = yi + (p0 + i) * OS + orow * OW
+                    for o in range(OW):
+                        yo[o] = mi32[o * G + i]
 
 
 cdef void _shift_item(const value_t *x, value_t *y, int64_t *yi,       # IN, OUT, OUT
@@ -899,27 +931,31 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
     cdef value_t *rt
     cdef value_t *racc
     cdef int64_t *rtags
+    cdef int64_t *rmi
     cdef Py_ssize_t G = 64 // sizeof(value_t), R = _row_ring(&g), rows_o = OD * OH, nchunk
-    if ((value_t is float or value_t is double) and g.C == 1 and not is_max
-            and g.N >= G and R * g.size[2] * 64 <= ROW_LANES_BYTES):
-        # channels-first sums: row lanes (_row_lanes_item), items of G planes
-        # by chunks of output rows, enough of them for every thread
+    if ((value_t is float or value_t is double) and g.C == 1
+            and g.N >= G and R * g.size[2] * 64 <= ROW_LANES_BYTES and S < 2**31 - 1):
+        # channels-first: row lanes (_row_lanes_item), items of G planes by
+        # chunks of output rows, enough of them for every thread
         groups = (g.N + G - 1) // G
         nchunk = min(rows_o, max(1, (4 * nthreads + groups - 1) // groups))
         with nogil, parallel(num_threads=nthreads):
             rt = <value_t *> calloc(R * g.size[2] * G, sizeof(value_t))
             racc = <value_t *> malloc(g.osize[2] * G * sizeof(value_t))
+            rmi = <int64_t *> malloc(g.osize[2] * G * sizeof(int64_t))
             rtags = <int64_t *> malloc(R * sizeof(int64_t))
             for it in prange(groups * nchunk, schedule="static"):
-                if rt == NULL or racc == NULL or rtags == NULL:
+                if rt == NULL or racc == NULL or rmi == NULL or rtags == NULL:
                     failed |= 1
                 else:
-                    _row_lanes_item(&x[0], &y[0], &g, (it // nchunk) * G,
+                    _row_lanes_item(&x[0], &y[0], yp, &g, (it // nchunk) * G,
                                     min(G, g.N - (it // nchunk) * G),
                                     (it % nchunk) * rows_o // nchunk,
-                                    (it % nchunk + 1) * rows_o // nchunk, rt, rtags, R, racc)
+                                    (it % nchunk + 1) * rows_o // nchunk, rt, rtags, R, racc,
+                                    rmi, is_max, init)
             free(rt)
             free(racc)
+            free(rmi)
             free(rtags)
         if failed:
             raise MemoryError("cypool: no memory for the kernels' scratch buffers")

@@ -556,6 +556,121 @@ CP_DEFINE_WINDOW_TAIL(double, f64)
 CP_DEFINE_ROWLANES(float, f32)
 CP_DEFINE_ROWLANES(double, f64)
 
+/* Row lanes for max: the running max of each output's taps in order (a
+ * lane takes a tap when it is greater or NaN, as every max loop here), m
+ * and mi laid out as acc above; mi (NULL: values only) gets the winning
+ * tap's position in the plane, rowpos + column (int32 lanes for float,
+ * int64 for double).  With first (a window's first row) a lane starts from
+ * init at the window's first tap, or at -1 when the window has no columns.
+ * AVX-512F and AVX2 versions (chosen as cp_window_isa says), else plain. */
+#define CP_DEFINE_RLMAX_PLAIN(T, SUFFIX, IT)                                              \
+    static void cp_rlmax_plain_##SUFFIX(T *restrict m, IT *restrict mi, const T *restrict t,\
+                                        ptrdiff_t n, const int64_t *start,                \
+                                        const int64_t *count, ptrdiff_t sw, int64_t rowpos,\
+                                        int first, T init)                                \
+    {                                                                                     \
+        enum { G = 64 / sizeof(T) };                                                      \
+        for (ptrdiff_t o = 0; o < n; o++)                                                 \
+            for (ptrdiff_t i = 0; i < G; i++) {                                           \
+                T a = first ? init : m[o * G + i];                                        \
+                IT ia = first ? (IT)(count[o] > 0 ? rowpos + start[o] : -1)               \
+                              : (mi ? mi[o * G + i] : 0);                                 \
+                for (ptrdiff_t k = 0; k < count[o]; k++) {                                \
+                    T v = t[(start[o] + k * sw) * G + i];                                 \
+                    int take = (v > a) | (v != v);                                        \
+                    a = take ? v : a;                                                     \
+                    ia = take ? (IT)(rowpos + start[o] + k * sw) : ia;                    \
+                }                                                                         \
+                m[o * G + i] = a;                                                         \
+                if (mi)                                                                   \
+                    mi[o * G + i] = ia;                                                   \
+            }                                                                             \
+    }
+CP_DEFINE_RLMAX_PLAIN(float, f32, int32_t)
+CP_DEFINE_RLMAX_PLAIN(double, f64, int64_t)
+
+#ifdef CP_HAVE_WINDOW_MAX
+#define CP_DEFINE_RLMAX512(T, SUFFIX, IT, MASK, V, P, EPI)                                \
+    __attribute__((target("avx512f"))) static void                                        \
+    cp_rlmax512_##SUFFIX(T *m, IT *mi, const T *t, ptrdiff_t n, const int64_t *start,     \
+                         const int64_t *count, ptrdiff_t sw, int64_t rowpos, int first,   \
+                         T init)                                                          \
+    {                                                                                     \
+        enum { G = 64 / sizeof(T) };                                                      \
+        for (ptrdiff_t o = 0; o < n; o++) {                                               \
+            const T *p = t + start[o] * G;                                                \
+            V a = first ? _mm512_set1_p##P(init) : _mm512_loadu_p##P(m + o * G);          \
+            __m512i ia = _mm512_set1_##EPI(-1);                                           \
+            if (first && count[o] > 0)                                                    \
+                ia = _mm512_set1_##EPI((IT)(rowpos + start[o]));                          \
+            else if (!first && mi)                                                        \
+                ia = _mm512_loadu_si512(mi + o * G);                                      \
+            for (ptrdiff_t k = 0; k < count[o]; k++) {                                    \
+                V v = _mm512_loadu_p##P(p + k * sw * G);                                  \
+                MASK take = _mm512_cmp_p##P##_mask(v, a, _CMP_GT_OQ) |                    \
+                            _mm512_cmp_p##P##_mask(v, v, _CMP_UNORD_Q);                   \
+                a = _mm512_mask_mov_p##P(a, take, v);                                     \
+                ia = _mm512_mask_mov_##EPI(ia, take,                                      \
+                                           _mm512_set1_##EPI((IT)(rowpos + start[o] + k * sw)));\
+            }                                                                             \
+            _mm512_storeu_p##P(m + o * G, a);                                             \
+            if (mi)                                                                       \
+                _mm512_storeu_si512(mi + o * G, ia);                                      \
+        }                                                                                 \
+    }
+#define CP_DEFINE_RLMAX256(T, SUFFIX, IT, V, P, SET1)                                     \
+    __attribute__((target("avx2"))) static void                                           \
+    cp_rlmax256_##SUFFIX(T *m, IT *mi, const T *t, ptrdiff_t n, const int64_t *start,     \
+                         const int64_t *count, ptrdiff_t sw, int64_t rowpos, int first,   \
+                         T init)                                                          \
+    {                                                                                     \
+        enum { G = 64 / sizeof(T), L = 32 / sizeof(T) };                                  \
+        for (ptrdiff_t o = 0; o < n; o++)                                                 \
+            for (ptrdiff_t h = 0; h < G; h += L) {                                        \
+                const T *p = t + start[o] * G + h;                                        \
+                V a = first ? _mm256_set1_p##P(init) : _mm256_loadu_p##P(m + o * G + h);  \
+                V ia = _mm256_castsi256_p##P(SET1(-1));                                   \
+                if (first && count[o] > 0)                                                \
+                    ia = _mm256_castsi256_p##P(SET1((IT)(rowpos + start[o])));            \
+                else if (!first && mi)                                                    \
+                    ia = _mm256_loadu_p##P((const T *)(mi + o * G + h));                  \
+                for (ptrdiff_t k = 0; k < count[o]; k++) {                                \
+                    V v = _mm256_loadu_p##P(p + k * sw * G);                              \
+                    V take = _mm256_or_p##P(_mm256_cmp_p##P(v, a, _CMP_GT_OQ),            \
+                                            _mm256_cmp_p##P(v, v, _CMP_UNORD_Q));         \
+                    a = _mm256_blendv_p##P(a, v, take);                                   \
+                    ia = _mm256_blendv_p##P(ia, _mm256_castsi256_p##P(                    \
+                                                SET1((IT)(rowpos + start[o] + k * sw))), take);\
+                }                                                                         \
+                _mm256_storeu_p##P(m + o * G + h, a);                                     \
+                if (mi)                                                                   \
+                    _mm256_storeu_p##P((T *)(mi + o * G + h), ia);                        \
+            }                                                                             \
+    }
+CP_DEFINE_RLMAX512(float, f32, int32_t, __mmask16, __m512, s, epi32)
+CP_DEFINE_RLMAX512(double, f64, int64_t, __mmask8, __m512d, d, epi64)
+CP_DEFINE_RLMAX256(float, f32, int32_t, __m256, s, _mm256_set1_epi32)
+CP_DEFINE_RLMAX256(double, f64, int64_t, __m256d, d, _mm256_set1_epi64x)
+#define CP_RLMAX_DISPATCH(SUFFIX)                                                         \
+    switch (cp_window_isa()) {                                                            \
+    case 2: cp_rlmax512_##SUFFIX(m, mi, t, n, start, count, sw, rowpos, first, init); return;\
+    case 1: cp_rlmax256_##SUFFIX(m, mi, t, n, start, count, sw, rowpos, first, init); return;\
+    default: break;                                                                       \
+    }
+#else
+#define CP_RLMAX_DISPATCH(SUFFIX)
+#endif
+#define CP_DEFINE_ROWLANES_MAX(T, SUFFIX, IT)                                             \
+    static void cp_rowlanes_max_##SUFFIX(T *m, IT *mi, const T *t, ptrdiff_t n,           \
+                                         const int64_t *start, const int64_t *count,      \
+                                         ptrdiff_t sw, int64_t rowpos, int first, T init) \
+    {                                                                                     \
+        CP_RLMAX_DISPATCH(SUFFIX)                                                         \
+        cp_rlmax_plain_##SUFFIX(m, mi, t, n, start, count, sw, rowpos, first, init);      \
+    }
+CP_DEFINE_ROWLANES_MAX(float, f32, int32_t)
+CP_DEFINE_ROWLANES_MAX(double, f64, int64_t)
+
 /* cp_sum_planes: cp_sum of each of np planes of n contiguous values.  For
  * float32 planes of fewer than 256 values (global pooling of 7 x 7 and the
  * like) an AVX-512F version does cp_sum16's additions with one register of

@@ -541,3 +541,41 @@ def test_channels_first_row_lanes_match_torch(monkeypatch, rank, shape, kind, kw
         cypool.set_num_threads(before)
     want = getattr(F, name)(torch.from_numpy(x), **kw).numpy()
     assert got.tobytes() == want.tobytes()
+
+
+MAX_ROW_LANE_CASES = [
+    (2, (2, 19, 23, 19), "adaptive", dict(output_size=(7, 5))),
+    (2, (1, 40, 13, 11), "fixed", dict(kernel_size=3, stride=2, padding=1)),
+    (2, (2, 17, 12, 12), "fixed", dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)),
+    (2, (1, 33, 9, 13), "fixed", dict(kernel_size=(3, 2), stride=(1, 3), padding=1,
+                                      dilation=(2, 3))),
+    (2, (2, 20, 14, 14), "fixed", dict(kernel_size=2)),
+    (1, (4, 9, 29), "adaptive", dict(output_size=9)),
+    (1, (5, 7, 31), "fixed", dict(kernel_size=4, stride=3, padding=2, ceil_mode=True)),
+    (3, (2, 10, 6, 8, 8), "fixed", dict(kernel_size=2)),
+    (3, (1, 20, 5, 6, 7), "fixed", dict(kernel_size=3, stride=1, padding=1)),
+    (3, (1, 17, 7, 9, 8), "adaptive", dict(output_size=(3, 4, 2))),
+]
+
+
+@pytest.mark.parametrize("rank,shape,kind,kw", MAX_ROW_LANE_CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_channels_first_max_row_lanes_match_torch(monkeypatch, rank, shape, kind, kw, dtype,
+                                                  threads):
+    # NaN (the last one wins), -inf everywhere in some windows, ties (the first wins)
+    x = _nasty(np.random.default_rng(sum(shape)), shape, dtype)
+    x.reshape(-1)[5::11] = np.round(x.reshape(-1)[5::11])
+    x[0, 1] = -np.inf
+    name = f"adaptive_max_pool{rank}d" if kind == "adaptive" else f"max_pool{rank}d"
+    before = cypool.get_num_threads()
+    monkeypatch.setattr(_cpu, "SERIAL_WORK", 0)
+    try:
+        cypool.set_num_threads(threads)
+        v, i = getattr(cypool, name)(x, return_indices=True, **kw)
+        vv = getattr(cypool, name)(x, **kw)
+    finally:
+        cypool.set_num_threads(before)
+    tv, ti = getattr(F, name)(torch.from_numpy(x), return_indices=True, **kw)
+    assert v.tobytes() == tv.numpy().tobytes() and vv.tobytes() == v.tobytes()
+    assert np.array_equal(i, ti.numpy())
