@@ -762,7 +762,8 @@ cdef void _row_lanes_item(const value_t *x, value_t *y, int64_t *yi,     # IN, O
                           const Geom *g, Py_ssize_t p0, Py_ssize_t nl,
                           Py_ssize_t r_lo, Py_ssize_t r_hi,
                           value_t *t, int64_t *tags, Py_ssize_t R,      # scratch
-                          value_t *acc, int64_t *mi, bint is_max, value_t init) noexcept nogil:
+                          value_t *acc, int64_t *mi, bint is_max,       # mi: 2 * OW * G
+                          value_t init) noexcept nogil:
     # Channels-first planes [p0, p0 + nl), output rows [r_lo, r_hi) of the
     # flattened (od, oh): each input row of the planes is transposed once
     # into G lanes (kept in a ring of R rows while later output rows still
@@ -830,11 +831,11 @@ cdef void _row_lanes_item(const value_t *x, value_t *y, int64_t *yi,     # IN, O
         if is_max and yi != NULL:
             if sizeof(value_t) == 8:
                 cp_transpose_64(mi, G, yi + p0 * OS + orow * OW, OS, OW, nl)
-            else:
-                for i in range(nl):
-                    yo = yi + (p0 + i) * OS + orow * OW
-                    for o in range(OW):
-                        yo[o] = mi32[o * G + i]
+            else:                       # int32 lanes widened first (mi has room)
+                yo = mi + OW * G
+                for i in range(OW * G):
+                    yo[i] = mi32[i]
+                cp_transpose_64(yo, G, yi + p0 * OS + orow * OW, OS, OW, nl)
 
 
 cdef void _shift_item(const value_t *x, value_t *y, int64_t *yi,       # IN, OUT, OUT
@@ -942,7 +943,7 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
         with nogil, parallel(num_threads=nthreads):
             rt = <value_t *> calloc(R * g.size[2] * G, sizeof(value_t))
             racc = <value_t *> malloc(g.osize[2] * G * sizeof(value_t))
-            rmi = <int64_t *> malloc(g.osize[2] * G * sizeof(int64_t))
+            rmi = <int64_t *> malloc(2 * g.osize[2] * G * sizeof(int64_t))
             rtags = <int64_t *> malloc(R * sizeof(int64_t))
             for it in prange(groups * nchunk, schedule="static"):
                 if rt == NULL or racc == NULL or rmi == NULL or rtags == NULL:
