@@ -62,6 +62,10 @@ cdef extern from "cypool_lanes.h" nogil:
     void cp_window_maxv_f64(double *y, const double *x, Py_ssize_t n, const Py_ssize_t *offs,
                             Py_ssize_t taps, double init)
     int cp_window_limit_isa(int level)
+    void cp_int_rowmax(int code, void *b, const void *r, Py_ssize_t n, int first)
+    void cp_int_colmax(int code, void *y, const void *b, void *e, Py_ssize_t W, Py_ssize_t n,
+                       Py_ssize_t C, const int64_t *start, const int64_t *count,
+                       Py_ssize_t k, Py_ssize_t sw, const void *init)
     float cp_sum_f32(const float *x, Py_ssize_t n)
     double cp_sum_f64(const double *x, Py_ssize_t n)
     void cp_finish_row_f32(float *y, Py_ssize_t n, int mode, double a, double b,
@@ -838,6 +842,38 @@ cdef void _row_lanes_item(const value_t *x, value_t *y, int64_t *yi,     # IN, O
                 cp_transpose_64(yo, G, yi + p0 * OS + orow * OW, OS, OW, nl)
 
 
+cdef void _int_max_row(const value_t *x, value_t *y, const Geom *g,      # IN, OUT
+                       Py_ssize_t it, value_t *b, value_t init) noexcept nogil:   # b: 2 rows
+    # Output row it of (N, OD, OH), values-only max of an integer type: the
+    # window's input rows reduced into b, then each output's columns (any
+    # order gives the same integer max; see cp_int_rowmax)
+    cdef Py_ssize_t OD = g.osize[0], OH = g.osize[1], OW = g.osize[2]
+    cdef Py_ssize_t n = it // (OD * OH), od = (it // OH) % OD, oh = it % OH
+    cdef Py_ssize_t L = g.size[2] * g.C, a, c, i, first = 1
+    cdef Py_ssize_t d0 = _start(g, 0, od), nd = _count(g, 0, od)
+    cdef Py_ssize_t h0 = _start(g, 1, oh), nh = _count(g, 1, oh)
+    cdef value_t *yr = y + it * OW * g.C
+    cdef int code = 7                   # cp_int_rowmax's type code
+    if value_t is int8_t: code = 0
+    elif value_t is uint8_t: code = 1
+    elif value_t is int16_t: code = 2
+    elif value_t is uint16_t: code = 3
+    elif value_t is int32_t: code = 4
+    elif value_t is uint32_t: code = 5
+    elif value_t is int64_t: code = 6
+    for a in range(nd):
+        for c in range(nh):
+            cp_int_rowmax(code, b, x + ((n * g.size[0] + d0 + a * g.step[0]) * g.size[1]
+                                        + h0 + c * g.step[1]) * L, L, first)
+            first = 0
+    if first:
+        for i in range(OW * g.C):
+            yr[i] = init
+    else:
+        cp_int_colmax(code, yr, b, b + L, g.size[2], OW, g.C, g.win[2], g.win[2] + OW,
+                      g.max_count_w, g.step[2], &init)
+
+
 cdef void _shift_item(const value_t *x, value_t *y, int64_t *yi,       # IN, OUT, OUT
                       const Geom *g, Py_ssize_t n, Py_ssize_t od, Py_ssize_t oh,
                       value_t *xpad, int64_t *firsts,                      # scratch
@@ -908,7 +944,21 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
     cdef int64_t *bi
     cdef int failed = 0
     cdef int64_t *yp = &yi[0] if (is_max and indices) else NULL
+    cdef value_t *rb
     if items == 0:
+        return
+    if not (value_t is float or value_t is double) and is_max and yp == NULL:
+        # integers, values only: rows reduced first, any layout (_int_max_row)
+        with nogil, parallel(num_threads=nthreads):
+            rb = <value_t *> malloc(2 * g.size[2] * g.C * sizeof(value_t))
+            for it in prange(g.N * OD * OH, schedule="static"):
+                if rb == NULL:
+                    failed |= 1
+                else:
+                    _int_max_row(&x[0], &y[0], &g, it, rb, init)
+            free(rb)
+        if failed:
+            raise MemoryError("cypool: no memory for the kernels' scratch buffers")
         return
     if value_t is float or value_t is double:
         if not is_max and g.C == 1 and _whole_plane(&g):

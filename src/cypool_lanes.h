@@ -671,6 +671,115 @@ CP_DEFINE_RLMAX256(double, f64, int64_t, __m256d, d, _mm256_set1_epi64x)
 CP_DEFINE_ROWLANES_MAX(float, f32, int32_t)
 CP_DEFINE_ROWLANES_MAX(double, f64, int64_t)
 
+/* Values-only max pooling of integers, which is exact in any order: a
+ * window's max is the max over its rows of the max over its columns.  So an
+ * output row's input rows are first reduced elementwise into one row b
+ * (vector max along the contiguous axis, cp_rowmax), then the columns
+ * (cp_colmax: the max of the widest windows' taps at every column of b, in
+ * shifted vector steps into e, then picked per output; narrower windows at
+ * the edges scanned directly, init for a window with no columns).  Types by code: 0 int8, 1 uint8, 2 int16, 3 uint16, 4 int32,
+ * 5 uint32, 6 int64, 7 uint64. */
+#define CP_DEFINE_IMAX(T, SUFFIX)                                                         \
+    CP_CLONES static void cp_rowmax_##SUFFIX(T *restrict b, const T *restrict r, ptrdiff_t n,\
+                                             int first)                                   \
+    {                                                                                     \
+        if (first) {                                                                      \
+            memcpy(b, r, (size_t)n * sizeof(T));                                          \
+            return;                                                                       \
+        }                                                                                 \
+        for (ptrdiff_t i = 0; i < n; i++)                                                 \
+            b[i] = r[i] > b[i] ? r[i] : b[i];                                             \
+    }                                                                                     \
+    static T cp_scanmax_##SUFFIX(const T *p, ptrdiff_t n, ptrdiff_t step, T init)         \
+    {                                                                                     \
+        for (ptrdiff_t t = 0; t < n; t++)                                                 \
+            init = p[t * step] > init ? p[t * step] : init;                               \
+        return init;                                                                      \
+    }                                                                                     \
+    CP_CLONES static void cp_colmax_##SUFFIX(T *restrict y, const T *restrict b,          \
+                                             T *restrict e, ptrdiff_t W, ptrdiff_t n,     \
+                                             ptrdiff_t C, const int64_t *start,           \
+                                             const int64_t *count, ptrdiff_t k,           \
+                                             ptrdiff_t sw, T init)                        \
+    {                                                                                     \
+        ptrdiff_t L, j, o, c, t;                                                          \
+        L = (W - (k - 1) * sw) * C;                                                       \
+        if (k >= 2 && L > 0) {                                                            \
+            /* e[j]: the max of k taps from b[j], shifted vector steps */                 \
+            for (j = 0; j < L; j++)                                                       \
+                e[j] = b[j + sw * C] > b[j] ? b[j + sw * C] : b[j];                       \
+            for (t = 2; t < k; t++)                                                       \
+                for (j = 0; j < L; j++)                                                   \
+                    e[j] = b[j + t * sw * C] > e[j] ? b[j + t * sw * C] : e[j];           \
+        }                                                                                 \
+        if (C == 1) {            /* a tight loop of picks for the full windows */         \
+            const T *r = k >= 2 ? e : b;                                                  \
+            for (o = 0; o < n; o++)                                                       \
+                y[o] = count[o] == k && k > 0 ? r[start[o]]                               \
+                                              : cp_scanmax_##SUFFIX(b + start[o], count[o], sw, init);\
+            return;                                                                       \
+        }                                                                                 \
+        for (o = 0; o < n; o++) {                                                         \
+            T *q = y + o * C;                                                             \
+            const T *p = b + start[o] * C;                                                \
+            if (count[o] == k && k > 0) {                                                 \
+                const T *r = (k >= 2 ? e : b) + start[o] * C;                             \
+                switch (C) {       /* (fixed sizes: inline copies, not calls) */          \
+                case 1: q[0] = r[0]; break;                                               \
+                case 2: memcpy(q, r, 2 * sizeof(T)); break;                               \
+                case 3: memcpy(q, r, 3 * sizeof(T)); break;                               \
+                case 4: memcpy(q, r, 4 * sizeof(T)); break;                               \
+                default: memcpy(q, r, (size_t)C * sizeof(T));                             \
+                }                                                                         \
+                continue;                                                                 \
+            }                                                                             \
+            for (c = 0; c < C; c++)                                                       \
+                q[c] = init;                                                              \
+            for (t = 0; t < count[o]; t++)                                                \
+                for (c = 0; c < C; c++)                                                   \
+                    q[c] = p[t * sw * C + c] > q[c] ? p[t * sw * C + c] : q[c];           \
+        }                                                                                 \
+    }
+
+CP_DEFINE_IMAX(int8_t, i8)
+CP_DEFINE_IMAX(uint8_t, u8)
+CP_DEFINE_IMAX(int16_t, i16)
+CP_DEFINE_IMAX(uint16_t, u16)
+CP_DEFINE_IMAX(int32_t, i32)
+CP_DEFINE_IMAX(uint32_t, u32)
+CP_DEFINE_IMAX(int64_t, i64)
+CP_DEFINE_IMAX(uint64_t, u64)
+
+#define CP_IMAX_CASES(CALL)                                                               \
+    switch (code) {                                                                       \
+    case 0: CALL(int8_t, i8); break;                                                      \
+    case 1: CALL(uint8_t, u8); break;                                                     \
+    case 2: CALL(int16_t, i16); break;                                                    \
+    case 3: CALL(uint16_t, u16); break;                                                   \
+    case 4: CALL(int32_t, i32); break;                                                    \
+    case 5: CALL(uint32_t, u32); break;                                                   \
+    case 6: CALL(int64_t, i64); break;                                                    \
+    default: CALL(uint64_t, u64); break;                                                  \
+    }
+
+#define CP_ROWMAX_CALL(T, SUFFIX) cp_rowmax_##SUFFIX((T *)b, (const T *)r, n, first)
+static void cp_int_rowmax(int code, void *b, const void *r, ptrdiff_t n, int first)
+{
+    CP_IMAX_CASES(CP_ROWMAX_CALL)
+}
+
+/* init: the type's lowest value, as a bit pattern of the type's width */
+#define CP_COLMAX_CALL(T, SUFFIX)                                                         \
+    cp_colmax_##SUFFIX((T *)y, (const T *)b, (T *)e, W, n, C, start, count, k, sw,        \
+                       *(const T *)init)
+/* k: the most columns of any window (count's maximum) */
+static void cp_int_colmax(int code, void *y, const void *b, void *e, ptrdiff_t W, ptrdiff_t n,
+                          ptrdiff_t C, const int64_t *start, const int64_t *count,
+                          ptrdiff_t k, ptrdiff_t sw, const void *init)
+{
+    CP_IMAX_CASES(CP_COLMAX_CALL)
+}
+
 /* cp_sum_planes: cp_sum of each of np planes of n contiguous values.  For
  * float32 planes of fewer than 256 values (global pooling of 7 x 7 and the
  * like) an AVX-512F version does cp_sum16's additions with one register of

@@ -579,3 +579,47 @@ def test_channels_first_max_row_lanes_match_torch(monkeypatch, rank, shape, kind
     tv, ti = getattr(F, name)(torch.from_numpy(x), return_indices=True, **kw)
     assert v.tobytes() == tv.numpy().tobytes() and vv.tobytes() == v.tobytes()
     assert np.array_equal(i, ti.numpy())
+
+
+# ---------------------------------------------------------------------------
+# Integer max pooling without indices: window rows reduced first
+# ---------------------------------------------------------------------------
+
+INT_MAX_CASES = [
+    (2, "fixed", dict(kernel_size=2)),
+    (2, "fixed", dict(kernel_size=3, stride=2, padding=1, dilation=2, ceil_mode=True)),
+    (2, "fixed", dict(kernel_size=(2, 4), stride=(1, 3), padding=(1, 2))),
+    (2, "adaptive", dict(output_size=(5, 3))),
+    (1, "fixed", dict(kernel_size=3, stride=1, padding=1)),
+    (3, "fixed", dict(kernel_size=2, stride=(1, 2, 2))),
+    (3, "adaptive", dict(output_size=(2, 3, 4))),
+]
+
+
+@pytest.mark.parametrize("rank,kind,kw", INT_MAX_CASES)
+@pytest.mark.parametrize("dtype", ["int8", "uint8", "int16", "uint16", "int32", "uint32",
+                                   "int64", "uint64"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_integer_values_only_max_matches_reference(rank, kind, kw, dtype, channels_last):
+    from cypool import reference
+
+    info = np.iinfo(dtype)
+    shape = (2, 3, 7, 9, 8)[:rank + 2] if channels_last else (2, 3, 9, 8, 11)[:rank + 2]
+    x = np.random.default_rng(rank).integers(info.min, info.max, shape, dtype=dtype,
+                                             endpoint=True)
+    x.reshape(-1)[::5] = info.min                 # windows of nothing but the lowest value
+    x.reshape(-1)[3::13] = info.max
+    name = f"adaptive_max_pool{rank}d" if kind == "adaptive" else f"max_pool{rank}d"
+    got = getattr(cypool, name)(x, channels_last=channels_last, **kw)
+    with_indices, _ = getattr(cypool, name)(x, return_indices=True, channels_last=channels_last,
+                                            **kw)
+    if kind == "adaptive":
+        want = reference.adaptive_pool(x, kw["output_size"], "max", rank,
+                                       channels_last=channels_last)
+    else:
+        rest = {k: v for k, v in kw.items() if k != "kernel_size"}
+        want = reference.fixed_pool(x, kw["kernel_size"], "max", rank,
+                                    channels_last=channels_last, **rest)
+    want = want[0] if isinstance(want, tuple) else want
+    assert got.dtype == x.dtype and got.shape == want.shape
+    assert np.array_equal(got, want) and np.array_equal(got, with_indices)
