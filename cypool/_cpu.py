@@ -194,6 +194,30 @@ def avg_backward(plan: Plan, grad_output: np.ndarray, *, out=None) -> np.ndarray
     return _deliver(gi, out, plan.out_dtype)
 
 
+def avg_backward_replay(plan: Plan):
+    """``avg_backward`` for repeated calls of ``plan``: when the gradient is
+    small (no cached buffers, no streaming) a leaner call of the same
+    kernel, the per-call work that does not depend on the array done once."""
+    comp = plan.compute_dtype
+    size = math.prod(plan.in_shape)
+    if (plan.out_dtype != comp or size == 0 or math.prod(plan.out_shape) == 0
+            or size * comp.itemsize >= min(_buffers.MIN_BYTES, STREAM_BYTES)):
+        return lambda g: avg_backward(plan, g)
+    kernel = _kernel("avg_backward", comp)
+    geo = _geometry(plan, True)
+    in_shape, work = plan.in_shape, size + math.prod(plan.out_shape)
+
+    def run(g):
+        dt = g.dtype
+        if (dt is not comp and dt != comp) or not g.flags.c_contiguous:
+            return avg_backward(plan, g)
+        gi = np.empty(in_shape, comp)
+        _, _, cblock, threads = _launch(plan, "avg_backward", num_threads(work))
+        kernel(g.reshape(-1), gi.reshape(-1), geo, cblock, threads, False, None)
+        return gi
+    return run
+
+
 class BadIndices(ValueError):
     """An index outside [-1, plane) met by a max-backward kernel (the caller
     reports which, with the argument checks' message)."""

@@ -262,25 +262,8 @@ def _out_pair(out, fn):
 
 _REPLAY: dict = {}
 _REPLAY_MAX = 4096
-
-
-def _replay_key(name, a, b, args):
-    """The replay key of a call on arrays ``a`` (and ``b``), or None."""
-    if type(a) is not np.ndarray or (b is not None and type(b) is not np.ndarray):
-        return None
-    key = [name, a.shape, a.dtype]
-    if b is not None:
-        key += (b.shape, b.dtype)
-    for v in args:
-        t = type(v)
-        if t is tuple:
-            for e in v:
-                if type(e) is not int and e is not None:
-                    return None
-        elif not (t is int or t is bool or t is str or v is None):
-            return None
-        key += (t, v)
-    return tuple(key)
+# _replay_key(name, a, b, args): the key, or None (compiled, for speed)
+from ._kernels import replay_key as _replay_key  # noqa: E402
 
 
 def _remember(key, run):
@@ -505,6 +488,8 @@ def _backward_plan(fn, op, rank, grad_output, input_shape, channels_last, make_p
 
 def _backward_replay(fn, impl, op, plan, fused):
     if op == "avg":
+        if impl.__name__.endswith("_cpu"):
+            return impl.avg_backward_replay(plan)
         avg = impl.avg_backward
         return lambda g: avg(plan, g)
     mb = impl.max_backward

@@ -1552,3 +1552,27 @@ def set_max_threads(int n):
 def team_size(int n):
     """How many threads a parallel region asking for n really gets."""
     return cp_team_size(n)
+
+
+def replay_key(name, a, b, tuple args):
+    """cypool._functions' replay key of a call on NumPy arrays ``a`` (and
+    ``b``) with arguments ``args``, or None when the call cannot be replayed:
+    the array shapes and dtypes, the argument values and their exact types
+    (ints, bools, strings, None, and tuples of ints and None only)."""
+    if type(a) is not np.ndarray or (b is not None and type(b) is not np.ndarray):
+        return None
+    cdef Py_ssize_t i, j, n = len(args)
+    types = [None] * n
+    for i in range(n):
+        v = args[i]
+        t = type(v)
+        if t is tuple:
+            for e in <tuple> v:
+                if type(e) is not int and e is not None:
+                    return None
+        elif not (t is int or t is bool or t is str or v is None):
+            return None
+        types[i] = t
+    if b is None:
+        return name, a.shape, a.dtype, args, tuple(types)
+    return name, a.shape, a.dtype, b.shape, b.dtype, args, tuple(types)
