@@ -747,6 +747,10 @@ cdef inline Py_ssize_t _max_rows(const Geom *g) noexcept nogil:
 # there are enough of them for a full set of lanes and the transposed rows of
 # a window span fit ROW_LANES_BYTES per thread.
 DEF ROW_LANES_BYTES = 1048576
+# Planes this small (times 64 bytes of lanes) are transposed whole, and
+# output rows are gathered up to this size before they are transposed back.
+DEF WHOLE_PLANES_BYTES = 65536
+DEF ROW_OUT_BYTES = 16384
 
 
 cdef Py_ssize_t _row_ring(const Geom *g) noexcept nogil:
@@ -766,39 +770,52 @@ cdef void _row_lanes_item(const value_t *x, value_t *y, int64_t *yi,     # IN, O
                           const Geom *g, Py_ssize_t p0, Py_ssize_t nl,
                           Py_ssize_t r_lo, Py_ssize_t r_hi,
                           value_t *t, int64_t *tags, Py_ssize_t R,      # scratch
-                          value_t *acc, int64_t *mi, bint is_max,       # mi: 2 * OW * G
-                          value_t init) noexcept nogil:
+                          value_t *accb, int64_t *mib, Py_ssize_t FR,
+                          bint is_max, value_t init) noexcept nogil:
     # Channels-first planes [p0, p0 + nl), output rows [r_lo, r_hi) of the
     # flattened (od, oh): each input row of the planes is transposed once
     # into G lanes (kept in a ring of R rows while later output rows still
-    # read it), then every output column's taps in that row are vector
-    # steps over whole lanes (cp_rowlanes_*).  Each lane sees its plane's
-    # taps in the row-major order, so sums, maxima and indices are the
-    # plane-by-plane ones, bit for bit.  yi NULL: values only.
+    # read it; R = D*H: the whole planes, transposed at once), then every
+    # output column's taps in that row are vector steps over whole lanes
+    # (cp_rowlanes_*).  Each lane sees its plane's taps in the row-major
+    # order, so sums, maxima and indices are the plane-by-plane ones, bit for
+    # bit.  Up to FR output rows are gathered in accb (their indices in mib,
+    # of 2 * FR * OW * G) before they are transposed back into the planes.
+    # yi NULL: values only.
     cdef Py_ssize_t G = 64 // sizeof(value_t)
     cdef Py_ssize_t H = g.size[1], W = g.size[2], OH = g.osize[1], OW = g.osize[2]
     cdef Py_ssize_t S = g.size[0] * H * W, OS = g.osize[0] * OH * OW
     cdef const value_t *xs = x + p0 * S
     cdef const int64_t *ws = g.win[2]
-    cdef Py_ssize_t orow, od, oh, d0, nd, h0, nh, a, b, r, slot, i, o
+    cdef Py_ssize_t orow, od, oh, d0, nd, h0, nh, a, b, r, slot, i, f0 = r_lo, nb
     cdef value_t *tr
-    cdef int32_t *mi32 = <int32_t *> mi
-    cdef int64_t *yo
+    cdef value_t *acc
+    cdef int32_t *mi32
+    cdef int64_t *mi
+    cdef int64_t *wide
     cdef double div, acc_b
     cdef int first
     for slot in range(R):
         tags[slot] = -1
+    if R == g.size[0] * H:              # whole planes: one transpose
+        _transpose(xs, S, t, G, nl, S)
+        for slot in range(R):
+            tags[slot] = slot
     for orow in range(r_lo, r_hi):
         od = orow // OH
         oh = orow % OH
         d0, nd = _start(g, 0, od), _count(g, 0, od)
         h0, nh = _start(g, 1, oh), _count(g, 1, oh)
+        acc = accb + (orow - f0) * OW * G
+        mi = mib + (orow - f0) * OW * G
+        mi32 = (<int32_t *> mib) + (orow - f0) * OW * G
         if nd == 0 or nh == 0:          # no input rows: the empty window's value
             for i in range(OW * G):
                 acc[i] = init if is_max else 0
-                mi[i] = -1
                 if sizeof(value_t) == 4:
                     mi32[i] = -1
+                else:
+                    mi[i] = -1
         for a in range(nd):
             for b in range(nh):
                 r = (d0 + a * g.step[0]) * H + h0 + b * g.step[1]
@@ -830,16 +847,20 @@ cdef void _row_lanes_item(const value_t *x, value_t *y, int64_t *yi,     # IN, O
                 cp_rowlanes_finish_f32(acc, OW, g.div_mode, div, acc_b, g.wdiv, g.div_value)
             elif value_t is double:
                 cp_rowlanes_finish_f64(acc, OW, g.div_mode, div, acc_b, g.wdiv, g.div_value)
-        # the row back into the planes
-        _transpose(acc, G, y + p0 * OS + orow * OW, OS, OW, nl)
+        if orow + 1 - f0 < FR and orow + 1 < r_hi:
+            continue
+        # the gathered rows back into the planes
+        nb = (orow + 1 - f0) * OW
+        _transpose(accb, G, y + p0 * OS + f0 * OW, OS, nb, nl)
         if is_max and yi != NULL:
-            if sizeof(value_t) == 8:
-                cp_transpose_64(mi, G, yi + p0 * OS + orow * OW, OS, OW, nl)
-            else:                       # int32 lanes widened first (mi has room)
-                yo = mi + OW * G
-                for i in range(OW * G):
-                    yo[i] = mi32[i]
-                cp_transpose_64(yo, G, yi + p0 * OS + orow * OW, OS, OW, nl)
+            wide = mib
+            if sizeof(value_t) == 4:    # int32 lanes widened first (mib has room)
+                wide = mib + nb * G
+                mi32 = <int32_t *> mib
+                for i in range(nb * G):
+                    wide[i] = mi32[i]
+            cp_transpose_64(wide, G, yi + p0 * OS + f0 * OW, OS, nb, nl)
+        f0 = orow + 1
 
 
 cdef void _int_max_row(const value_t *x, value_t *y, const Geom *g,      # IN, OUT
@@ -983,17 +1004,21 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
     cdef value_t *racc
     cdef int64_t *rtags
     cdef int64_t *rmi
-    cdef Py_ssize_t G = 64 // sizeof(value_t), R = _row_ring(&g), rows_o = OD * OH, nchunk
+    cdef Py_ssize_t G = 64 // sizeof(value_t), R = _row_ring(&g), rows_o = OD * OH, nchunk, FR
+    if g.C == 1 and S * 64 <= WHOLE_PLANES_BYTES:
+        R = g.size[0] * g.size[1]       # small planes: transposed whole
     if ((value_t is float or value_t is double) and g.C == 1
             and g.N >= G and R * g.size[2] * 64 <= ROW_LANES_BYTES and S < 2**31 - 1):
         # channels-first: row lanes (_row_lanes_item), items of G planes by
-        # chunks of output rows, enough of them for every thread
+        # chunks of output rows, enough of them for every thread; output rows
+        # gathered up to ROW_OUT_BYTES before they go back into the planes
         groups = (g.N + G - 1) // G
         nchunk = min(rows_o, max(1, (4 * nthreads + groups - 1) // groups))
+        FR = max(1, ROW_OUT_BYTES // (g.osize[2] * 64))
         with nogil, parallel(num_threads=nthreads):
             rt = <value_t *> calloc(R * g.size[2] * G, sizeof(value_t))
-            racc = <value_t *> malloc(g.osize[2] * G * sizeof(value_t))
-            rmi = <int64_t *> malloc(2 * g.osize[2] * G * sizeof(int64_t))
+            racc = <value_t *> malloc(FR * g.osize[2] * G * sizeof(value_t))
+            rmi = <int64_t *> malloc(2 * FR * g.osize[2] * G * sizeof(int64_t))
             rtags = <int64_t *> malloc(R * sizeof(int64_t))
             for it in prange(groups * nchunk, schedule="static"):
                 if rt == NULL or racc == NULL or rmi == NULL or rtags == NULL:
@@ -1003,7 +1028,7 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
                                     min(G, g.N - (it // nchunk) * G),
                                     (it % nchunk) * rows_o // nchunk,
                                     (it % nchunk + 1) * rows_o // nchunk, rt, rtags, R, racc,
-                                    rmi, is_max, init)
+                                    rmi, FR, is_max, init)
             free(rt)
             free(racc)
             free(rmi)
