@@ -86,6 +86,10 @@ cdef extern from "cypool_lanes.h" nogil:
                                 const double *w, double k)
     void cp_rowlanes_finish_f64(double *y, Py_ssize_t n, int mode, double a, double b,
                                 const double *w, double k)
+    void cp_rowlanes_gather_f32(float *acc, const float *t, Py_ssize_t W, const int64_t *ptr,
+                                const int64_t *outs, int first)
+    void cp_rowlanes_gather_f64(double *acc, const double *t, Py_ssize_t W, const int64_t *ptr,
+                                const int64_t *outs, int first)
     void cp_rowlanes_max_f32(float *m, int32_t *mi, const float *t, Py_ssize_t n,
                              const int64_t *start, const int64_t *count, Py_ssize_t sw,
                              int64_t rowpos, int first, float init)
@@ -1260,6 +1264,10 @@ def avg_backward(const real_t[::1] go, real_t[::1] gi, Geometry geo,
         nbw = min(g.size[2], (4 * nthreads + g.N * RD * RH - 1) // (g.N * RD * RH))
         items = g.N * RD * RH * nbw
     cdef real_t *gs
+    cdef real_t *rt
+    cdef real_t *racc
+    cdef int64_t *rtags
+    cdef Py_ssize_t RG = 64 // sizeof(real_t), RR, groups, nchunk
     if scratch is None:
         gs = <real_t *> malloc(max(go.shape[0], 1) * sizeof(real_t))
         if gs == NULL:
@@ -1282,6 +1290,29 @@ def avg_backward(const real_t[::1] go, real_t[::1] gi, Geometry geo,
             else:
                 for it in prange(g.N, schedule="static", num_threads=nthreads):
                     _fill_plane(&gi[it * S * C], &gs[it * C], S, C)
+        elif (g.C == 1 and g.N >= RG and _back_ring(&g, ptr) * g.osize[2] * 64 <= ROW_LANES_BYTES
+                and g.size[2] * 64 <= ROW_LANES_BYTES):
+            # channels-first planes as row lanes (_row_lanes_back_item): items
+            # of RG planes by chunks of runs of rows, enough for every thread
+            RR = _back_ring(&g, ptr)
+            groups = (g.N + RG - 1) // RG
+            nchunk = min(RD * RH, max(1, (4 * nthreads + groups - 1) // groups))
+            with parallel(num_threads=nthreads):
+                rt = <real_t *> calloc(RR * g.osize[2] * RG, sizeof(real_t))
+                racc = <real_t *> malloc(g.size[2] * RG * sizeof(real_t))
+                rtags = <int64_t *> malloc(RR * sizeof(int64_t))
+                for it in prange(groups * nchunk, schedule="static"):
+                    if rt == NULL or racc == NULL or rtags == NULL:
+                        failed |= 1
+                    else:
+                        _row_lanes_back_item(gs, &gi[0], &g, ptr, outs, r0, r1, RH,
+                                             (it // nchunk) * RG, min(RG, g.N - (it // nchunk) * RG),
+                                             (it % nchunk) * (RD * RH) // nchunk,
+                                             (it % nchunk + 1) * (RD * RH) // nchunk,
+                                             rt, rtags, RR, racc)
+                free(rt)
+                free(racc)
+                free(rtags)
         else:
             with parallel(num_threads=nthreads):
                 row = <real_t *> malloc(g.size[2] * g.C * sizeof(real_t))
@@ -1323,6 +1354,72 @@ def avg_backward(const real_t[::1] go, real_t[::1] gi, Geometry geo,
         free(gs)
     if failed:
         raise MemoryError("cypool: no memory for the kernels' scratch buffers")
+
+
+cdef Py_ssize_t _back_ring(const Geom *g, const int64_t **ptr) noexcept nogil:
+    """Output rows of transposed gradients _row_lanes_back_item keeps: every
+    one when the planes are small, else the most that cover one input row."""
+    cdef Py_ssize_t i, md = 1, mh = 1
+    if g.osize[0] * g.osize[1] * g.osize[2] * 64 <= WHOLE_PLANES_BYTES:
+        return g.osize[0] * g.osize[1]
+    for i in range(g.size[0]):
+        md = max(md, ptr[0][i + 1] - ptr[0][i])
+    for i in range(g.size[1]):
+        mh = max(mh, ptr[1][i + 1] - ptr[1][i])
+    return md * mh
+
+
+cdef void _row_lanes_back_item(const real_t *gs, real_t *gi, const Geom *g,   # IN, OUT
+                               const int64_t **ptr, const int64_t **outs,
+                               const int64_t *r0, const int64_t *r1, Py_ssize_t RH,
+                               Py_ssize_t p0, Py_ssize_t nl, Py_ssize_t k_lo, Py_ssize_t k_hi,
+                               real_t *t, int64_t *tags, Py_ssize_t RR,     # scratch
+                               real_t *acc) noexcept nogil:
+    # Channels-first average backward of planes [p0, p0 + nl), runs of input
+    # rows [k_lo, k_hi) (of the RD x RH runs): the scaled gradients of each
+    # output row are transposed once into G lanes (a ring of RR rows; all of
+    # them, transposed at once, for small planes), the run's first input row
+    # gathers its terms lane-wise in output order (cp_rowlanes_gather), and
+    # is transposed back into every row of its run.  The same terms in the
+    # same order as plane by plane: the same bits.
+    cdef Py_ssize_t G = 64 // sizeof(real_t)
+    cdef Py_ssize_t H = g.size[1], W = g.size[2], OH = g.osize[1], OW = g.osize[2]
+    cdef Py_ssize_t S = g.size[0] * H * W, OS = g.osize[0] * OH * OW
+    cdef const real_t *gsp = gs + p0 * OS
+    cdef Py_ssize_t k, a, b, d, h, ja, jb, orow, slot, i
+    cdef real_t *tr
+    cdef int first
+    for slot in range(RR):
+        tags[slot] = -1
+    if RR == g.osize[0] * OH:           # small planes: one transpose
+        _transpose(gsp, OS, t, G, nl, OS)
+        for slot in range(RR):
+            tags[slot] = slot
+    for k in range(k_lo, k_hi):
+        a = k // RH
+        b = k % RH
+        d = r0[a]
+        h = r1[b]
+        first = 1
+        for ja in range(ptr[0][d], ptr[0][d + 1]):
+            for jb in range(ptr[1][h], ptr[1][h + 1]):
+                orow = outs[0][ja] * OH + outs[1][jb]
+                slot = orow % RR
+                tr = t + slot * OW * G
+                if tags[slot] != orow:
+                    _transpose(gsp + orow * OW, OS, tr, G, nl, OW)
+                    tags[slot] = orow
+                if real_t is float:
+                    cp_rowlanes_gather_f32(acc, tr, W, ptr[2], outs[2], first)
+                else:
+                    cp_rowlanes_gather_f64(acc, tr, W, ptr[2], outs[2], first)
+                first = 0
+        if first:                       # no output reads this row
+            for i in range(W * G):
+                acc[i] = 0
+        for d in range(r0[a], r0[a + 1]):
+            for h in range(r1[b], r1[b + 1]):
+                _transpose(acc, G, gi + p0 * S + (d * H + h) * W, S, W, nl)
 
 
 cdef void _fill_plane(real_t *gp, const real_t *v, Py_ssize_t S,      # OUT, IN

@@ -623,3 +623,27 @@ def test_integer_values_only_max_matches_reference(rank, kind, kw, dtype, channe
     want = want[0] if isinstance(want, tuple) else want
     assert got.dtype == x.dtype and got.shape == want.shape
     assert np.array_equal(got, want) and np.array_equal(got, with_indices)
+
+
+@pytest.mark.parametrize("rank,shape,kind,kw", ROW_LANE_CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_channels_first_backward_row_lanes_match_torch(monkeypatch, rank, shape, kind, kw,
+                                                       dtype, threads):
+    # the average backward of 16+ planes: scaled gradients transposed into lanes
+    adaptive = kind == "adaptive"
+    rng = np.random.default_rng(sum(shape) + 1)
+    x = rng.standard_normal(shape).astype(dtype)
+    y = (getattr(cypool, f"adaptive_avg_pool{rank}d") if adaptive
+         else getattr(cypool, f"avg_pool{rank}d"))(x, **kw)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    g.reshape(-1)[::4] = -0.0           # sums of nothing but -0.0 terms stay +0.0
+    want = _torch_avg_grad(x, g, rank, adaptive, kw)
+    before = cypool.get_num_threads()
+    monkeypatch.setattr(_cpu, "SERIAL_WORK", 0)
+    try:
+        cypool.set_num_threads(threads)
+        got = _cypool_grad(g, shape, rank, adaptive, kw)
+    finally:
+        cypool.set_num_threads(before)
+    assert got.tobytes() == want.tobytes()
