@@ -628,6 +628,23 @@ cdef void _finish_avg(value_t *yr, const Geom *g, Py_ssize_t od, Py_ssize_t oh, 
         else:
             cp_finish_row_f64(yr, g.osize[2], g.div_mode, div, acc_b, g.wdiv, 1, g.div_value)
         return
+    if (value_t is float or value_t is double) and g.wdiv != NULL:
+        # channels-last: each output's lanes vectorised (the same divisions,
+        # by its own divisors: cp_finish_row with a stride of 0)
+        if g.div_mode == 0:
+            div = <double> _count(g, 0, od)
+            acc_b = <double> _count(g, 1, oh)
+        else:
+            div = <double> (_factor(g, 0, od) * _factor(g, 1, oh))
+            acc_b = 0
+        for ow in range(g.ow_lo, g.ow_hi):
+            if value_t is float:
+                cp_finish_row_f32(yr + ow * C + c0, c1 - c0, g.div_mode, div, acc_b,
+                                  g.wdiv + ow, 0, g.div_value)
+            else:
+                cp_finish_row_f64(yr + ow * C + c0, c1 - c0, g.div_mode, div, acc_b,
+                                  g.wdiv + ow, 0, g.div_value)
+        return
     for ow in range(g.ow_lo, g.ow_hi):
         j = ow * C
         if g.div_mode == 0:
@@ -1153,6 +1170,28 @@ cdef void _gather_item(const real_t *gs, real_t *gr, const Geom *g,    # IN, OUT
     cdef const real_t *sp
     cdef Py_ssize_t w, c, a, b, t, ow, od, oh, w0, nw, P
     cdef real_t v
+    cdef Py_ssize_t k, j, mw = 0, base
+    cdef Py_ssize_t offs[MAX_WINDOW_TAPS]
+    if C > 1:
+        # channels-last: each input column sums its terms in registers, all
+        # lanes at once (cp_window_add: the terms in output order, from +0.0)
+        for w in range(g.w_lo, g.w_hi):
+            mw = max(mw, ptr[2][w + 1] - ptr[2][w])
+        if (ptr[0][d + 1] - ptr[0][d]) * (ptr[1][h + 1] - ptr[1][h]) * mw <= MAX_WINDOW_TAPS:
+            sr = gs + n * g.osize[0] * g.osize[1] * OW * C + c0
+            for w in range(g.w_lo, g.w_hi):
+                k = 0
+                for a in range(ptr[0][d], ptr[0][d + 1]):
+                    for b in range(ptr[1][h], ptr[1][h + 1]):
+                        base = (outs[0][a] * g.osize[1] + outs[1][b]) * OW * C
+                        for j in range(ptr[2][w], ptr[2][w + 1]):
+                            offs[k] = base + outs[2][j] * C
+                            k = k + 1
+                if real_t is float:
+                    cp_window_add_f32(gr + w * C + c0, sr, c1 - c0, offs, k, -1, 0, 0, 0)
+                else:
+                    cp_window_add_f64(gr + w * C + c0, sr, c1 - c0, offs, k, -1, 0, 0, 0)
+            return
     if C == 1:
         _zero(gr, W, C, c0, c1)
     else:

@@ -162,7 +162,13 @@
                                                  const double *restrict w, ptrdiff_t ws, \
                                                  double k)                               \
     {                                                                                     \
-        if (mode == 0) {                                                                  \
+        if (ws == 0 && mode < 2) {   /* one divisor for the whole row */                  \
+            T ta = (T)a, tb = (T)b, tw = (T)w[0];                                         \
+            double dv = a * w[0];                                                         \
+            T td = (T)dv;                                                                 \
+            for (ptrdiff_t i = 0; i < n; i++)                                             \
+                y[i] = mode == 0 ? ((y[i] / ta) / tb) / tw : dv == 0 ? (T)0 : 0 + y[i] / td;\
+        } else if (mode == 0) {                                                           \
             T ta = (T)a, tb = (T)b;                                                       \
             for (ptrdiff_t i = 0; i < n; i++)                                             \
                 y[i] = ((y[i] / ta) / tb) / (T)w[i * ws];                                 \
