@@ -492,14 +492,41 @@ CP_DEFINE_WINDOW_TAIL(double, f64)
  * first, acc starts from +0.0 (a window's first row). */
 #if defined(__GNUC__) || defined(__clang__)
 #define CP_ROWLANES_BODY(T, SUFFIX)                                                       \
-        for (ptrdiff_t o = 0; o < n; o++) {                                               \
+        ptrdiff_t o = 0;                                                                  \
+        while (o < n) {                                                                   \
+            const ptrdiff_t c = count[o];                                                 \
+            if (o + 4 <= n && count[o + 1] == c && count[o + 2] == c && count[o + 3] == c) {\
+                /* four outputs with as many taps side by side: independent chains */     \
+                const T *p0 = t + start[o] * G, *p1 = t + start[o + 1] * G;               \
+                const T *p2 = t + start[o + 2] * G, *p3 = t + start[o + 3] * G;           \
+                cp_vec_##SUFFIX a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                   \
+                if (!first) {                                                             \
+                    a0 = cp_ld_##SUFFIX(acc + o * G);                                     \
+                    a1 = cp_ld_##SUFFIX(acc + (o + 1) * G);                               \
+                    a2 = cp_ld_##SUFFIX(acc + (o + 2) * G);                               \
+                    a3 = cp_ld_##SUFFIX(acc + (o + 3) * G);                               \
+                }                                                                         \
+                for (ptrdiff_t k = 0; k < c; k++) {                                       \
+                    a0 = a0 + cp_ld_##SUFFIX(p0 + k * sw * G);                            \
+                    a1 = a1 + cp_ld_##SUFFIX(p1 + k * sw * G);                            \
+                    a2 = a2 + cp_ld_##SUFFIX(p2 + k * sw * G);                            \
+                    a3 = a3 + cp_ld_##SUFFIX(p3 + k * sw * G);                            \
+                }                                                                         \
+                memcpy(acc + o * G, &a0, sizeof a0);                                      \
+                memcpy(acc + (o + 1) * G, &a1, sizeof a1);                                \
+                memcpy(acc + (o + 2) * G, &a2, sizeof a2);                                \
+                memcpy(acc + (o + 3) * G, &a3, sizeof a3);                                \
+                o += 4;                                                                   \
+                continue;                                                                 \
+            }                                                                             \
             const T *p = t + start[o] * G;                                                \
             cp_vec_##SUFFIX a = {0};                                                      \
             if (!first)                                                                   \
                 a = cp_ld_##SUFFIX(acc + o * G);                                          \
-            for (ptrdiff_t k = 0; k < count[o]; k++)                                      \
+            for (ptrdiff_t k = 0; k < c; k++)                                             \
                 a = a + cp_ld_##SUFFIX(p + k * sw * G);                                   \
             memcpy(acc + o * G, &a, sizeof a);                                            \
+            o += 1;                                                                       \
         }
 /* output o's G lanes divided (the quotient added to 0, as cp_finish_row) */
 #define CP_ROWLANES_DIVIDE(T, SUFFIX)                                                     \
