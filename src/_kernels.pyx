@@ -814,6 +814,8 @@ cdef void _row_lanes_item(const value_t *x, value_t *y, int64_t *yi,     # IN, O
     cdef int32_t *mi32
     cdef int64_t *mi
     cdef int64_t *wide
+    cdef int32_t *tmp
+    cdef Py_ssize_t o
     cdef double div, acc_b
     cdef int first
     for slot in range(R):
@@ -874,13 +876,18 @@ cdef void _row_lanes_item(const value_t *x, value_t *y, int64_t *yi,     # IN, O
         nb = (orow + 1 - f0) * OW
         _transpose(accb, G, y + p0 * OS + f0 * OW, OS, nb, nl)
         if is_max and yi != NULL:
-            wide = mib
-            if sizeof(value_t) == 4:    # int32 lanes widened first (mib has room)
-                wide = mib + nb * G
-                mi32 = <int32_t *> mib
-                for i in range(nb * G):
-                    wide[i] = mi32[i]
-            cp_transpose_64(wide, G, yi + p0 * OS + f0 * OW, OS, nb, nl)
+            if sizeof(value_t) == 8:
+                cp_transpose_64(mib, G, yi + p0 * OS + f0 * OW, OS, nb, nl)
+            else:
+                # int32 lanes transposed as such (into the room mib has left),
+                # then each plane's run widened as it is stored
+                tmp = (<int32_t *> mib) + nb * G
+                cp_transpose_32(mib, G, tmp, nb, nb, nl)
+                for i in range(nl):
+                    wide = yi + (p0 + i) * OS + f0 * OW
+                    mi32 = tmp + i * nb
+                    for o in range(nb):
+                        wide[o] = mi32[o]
         f0 = orow + 1
 
 
