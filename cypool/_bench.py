@@ -353,21 +353,20 @@ def _bytes_read(w: Workload, d: dict) -> int:
     return d["g"].nbytes + (d["idx"].nbytes if "max" in w.name and "idx" in d else 0)
 
 
-def _roofline(n_read: int, n_written: int, repeat: int) -> float:
-    """Median seconds to read n_read bytes once and write n_written bytes once
-    at cypool's thread count: the least any pooling kernel can take."""
+ROOFLINE = "(roofline)"     # the probe's key among the timed calls
+
+
+def _roofline_probe(n_read: int, n_written: int):
+    """A call that reads n_read bytes once and writes n_written bytes once at
+    cypool's thread count: the least any pooling kernel can take.  It is timed
+    in the same rounds as cypool and the peers, so that it meets the caches
+    in the state they leave (a probe timed on its own keeps its input in
+    this machine's large L3 and measures the cache, not memory)."""
     from cypool import _kernels
 
     src = np.ones(max(n_read // 4, 1), np.float32)
     dst = np.empty(max(n_written // 4, 1), np.float32)
-    threads = cypool.get_num_threads()
-    _kernels.stream_probe(src, dst, threads)
-    ts = []
-    for _ in range(max(repeat, 5)):
-        t0 = time.perf_counter()
-        _kernels.stream_probe(src, dst, threads)
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+    return lambda d: _kernels.stream_probe(src, dst, cypool.get_num_threads())
 
 
 def run_workload(w: Workload, repeat: int, min_time: float = 0.05,
@@ -375,7 +374,8 @@ def run_workload(w: Workload, repeat: int, min_time: float = 0.05,
     """Median seconds of cypool and each peer, timed round-robin; the memory
     roofline of the same traffic; with ``scaling``, cypool at one thread too."""
     d = w.setup()
-    fns = {"cypool": w.cypool, **w.peers}
+    written = sum(a.nbytes for a in _arrays(w.cypool(d)))
+    fns = {"cypool": w.cypool, **w.peers, ROOFLINE: _roofline_probe(_bytes_read(w, d), written)}
     unsupported = {}
     for k, f in list(fns.items()):  # warm-up (first-touch, caches, lazy init)
         try:
@@ -395,8 +395,7 @@ def run_workload(w: Workload, repeat: int, min_time: float = 0.05,
                 f(d)
             times[k].append((time.perf_counter() - t0) / inner)
     med = {k: statistics.median(v) for k, v in times.items()}
-    written = sum(a.nbytes for a in _arrays(w.cypool(d)))
-    roof = _roofline(_bytes_read(w, d), written, repeat)
+    roof = med.pop(ROOFLINE)
     result = {"name": w.name, "direction": w.direction, "layout": w.layout, "dtype": w.dtype,
               "shape": list(w.shape), "threads": cypool.get_num_threads(), "repeat": repeat,
               "median_s": med,
