@@ -65,7 +65,8 @@ cdef extern from "cypool_lanes.h" nogil:
     void cp_int_rowmax(int code, void *b, const void *r, Py_ssize_t n, int first)
     void cp_int_colmax(int code, void *y, const void *b, void *e, Py_ssize_t W, Py_ssize_t n,
                        Py_ssize_t C, const int64_t *start, const int64_t *count,
-                       Py_ssize_t k, Py_ssize_t sw, const void *init)
+                       Py_ssize_t k, Py_ssize_t sw, const void *init, Py_ssize_t ulo,
+                       Py_ssize_t uhi)
     float cp_sum_f32(const float *x, Py_ssize_t n)
     double cp_sum_f64(const double *x, Py_ssize_t n)
     void cp_finish_row_f32(float *y, Py_ssize_t n, int mode, double a, double b,
@@ -892,7 +893,8 @@ cdef void _row_lanes_item(const value_t *x, value_t *y, int64_t *yi,     # IN, O
 
 
 cdef void _int_max_row(const value_t *x, value_t *y, const Geom *g,      # IN, OUT
-                       Py_ssize_t it, value_t *b, value_t init) noexcept nogil:   # b: 2 rows
+                       Py_ssize_t it, value_t *b, value_t init,                  # b: 2 rows
+                       Py_ssize_t ulo, Py_ssize_t uhi) noexcept nogil:
     # Output row it of (N, OD, OH), values-only max of an integer type: the
     # window's input rows reduced into b, then each output's columns (any
     # order gives the same integer max; see cp_int_rowmax)
@@ -920,7 +922,7 @@ cdef void _int_max_row(const value_t *x, value_t *y, const Geom *g,      # IN, O
             yr[i] = init
     else:
         cp_int_colmax(code, yr, b, b + L, g.size[2], OW, g.C, g.win[2], g.win[2] + OW,
-                      g.max_count_w, g.step[2], &init)
+                      g.max_count_w, g.step[2], &init, ulo, uhi)
 
 
 cdef void _shift_item(const value_t *x, value_t *y, int64_t *yi,       # IN, OUT, OUT
@@ -996,15 +998,23 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
     cdef value_t *rb
     if items == 0:
         return
+    cdef Py_ssize_t ulo = 0, uhi = 0
     if not (value_t is float or value_t is double) and is_max and yp == NULL:
-        # integers, values only: rows reduced first, any layout (_int_max_row)
+        # integers, values only: rows reduced first, any layout (_int_max_row);
+        # [ulo, uhi): the output columns whose full windows start 2 apart
+        while ulo < g.osize[2] and _count(&g, 2, ulo) != g.max_count_w:
+            ulo += 1
+        uhi = ulo
+        while (uhi < g.osize[2] and _count(&g, 2, uhi) == g.max_count_w
+               and _start(&g, 2, uhi) == _start(&g, 2, ulo) + 2 * (uhi - ulo)):
+            uhi += 1
         with nogil, parallel(num_threads=nthreads):
             rb = <value_t *> malloc(2 * g.size[2] * g.C * sizeof(value_t))
             for it in prange(g.N * OD * OH, schedule="static"):
                 if rb == NULL:
                     failed |= 1
                 else:
-                    _int_max_row(&x[0], &y[0], &g, it, rb, init)
+                    _int_max_row(&x[0], &y[0], &g, it, rb, init, ulo, uhi)
             free(rb)
         if failed:
             raise MemoryError("cypool: no memory for the kernels' scratch buffers")

@@ -769,7 +769,8 @@ CP_DEFINE_ROWLANES_MAX(double, f64, int64_t)
                                              T *restrict e, ptrdiff_t W, ptrdiff_t n,     \
                                              ptrdiff_t C, const int64_t *start,           \
                                              const int64_t *count, ptrdiff_t k,           \
-                                             ptrdiff_t sw, T init)                        \
+                                             ptrdiff_t sw, T init, ptrdiff_t ulo,         \
+                                             ptrdiff_t uhi)                               \
     {                                                                                     \
         ptrdiff_t L, j, o, c, t;                                                          \
         L = (W - (k - 1) * sw) * C;                                                       \
@@ -783,6 +784,21 @@ CP_DEFINE_ROWLANES_MAX(double, f64, int64_t)
         }                                                                                 \
         if (C == 1) {            /* a tight loop of picks for the full windows */         \
             const T *r = k >= 2 ? e : b;                                                  \
+            const ptrdiff_t lo = ulo, hi = uhi;                                           \
+            if (k > 0 && hi - lo >= 16) {   /* windows 2 apart: a strided vector copy */  \
+                const T *r0 = r + start[lo];                                              \
+                T *y0 = y + lo;                                                           \
+                for (o = 0; o < hi - lo; o++)                                             \
+                    y0[o] = r0[2 * o];                                                    \
+                for (o = 0; o < n; o++) {   /* the windows before and after */            \
+                    if (o == lo)                                                          \
+                        o = hi;                                                           \
+                    if (o < n)                                                            \
+                        y[o] = count[o] == k ? r[start[o]]                                \
+                                             : cp_scanmax_##SUFFIX(b + start[o], count[o], sw, init);\
+                }                                                                         \
+                return;                                                                   \
+            }                                                                             \
             for (o = 0; o < n; o++)                                                       \
                 y[o] = count[o] == k && k > 0 ? r[start[o]]                               \
                                               : cp_scanmax_##SUFFIX(b + start[o], count[o], sw, init);\
@@ -840,11 +856,13 @@ static void cp_int_rowmax(int code, void *b, const void *r, ptrdiff_t n, int fir
 /* init: the type's lowest value, as a bit pattern of the type's width */
 #define CP_COLMAX_CALL(T, SUFFIX)                                                         \
     cp_colmax_##SUFFIX((T *)y, (const T *)b, (T *)e, W, n, C, start, count, k, sw,        \
-                       *(const T *)init)
-/* k: the most columns of any window (count's maximum) */
+                       *(const T *)init, ulo, uhi)
+/* k: the most columns of any window (count's maximum); outputs [ulo, uhi):
+ * windows of k columns starting 2 apart (none when uhi <= ulo) */
 static void cp_int_colmax(int code, void *y, const void *b, void *e, ptrdiff_t W, ptrdiff_t n,
                           ptrdiff_t C, const int64_t *start, const int64_t *count,
-                          ptrdiff_t k, ptrdiff_t sw, const void *init)
+                          ptrdiff_t k, ptrdiff_t sw, const void *init, ptrdiff_t ulo,
+                          ptrdiff_t uhi)
 {
     CP_IMAX_CASES(CP_COLMAX_CALL)
 }

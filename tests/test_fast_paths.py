@@ -647,3 +647,21 @@ def test_channels_first_backward_row_lanes_match_torch(monkeypatch, rank, shape,
     finally:
         cypool.set_num_threads(before)
     assert got.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("kw", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1),
+                                dict(kernel_size=(1, 3), stride=2, dilation=2, ceil_mode=True),
+                                dict(kernel_size=(2, 4), stride=(3, 2), padding=(0, 2))])
+@pytest.mark.parametrize("dtype", ["int8", "uint8", "int16", "uint32", "int64"])
+def test_integer_values_only_max_rows_of_windows_two_apart(kw, dtype):
+    # 16+ output columns whose windows start 2 apart: picked by a strided copy
+    from cypool import reference
+
+    info = np.iinfo(dtype)
+    x = np.random.default_rng(3).integers(info.min, info.max, (2, 3, 6, 77), dtype=dtype,
+                                          endpoint=True)
+    x[0, 0, :, ::3] = info.max
+    got = cypool.max_pool2d(x, **kw)
+    rest = {k: v for k, v in kw.items() if k != "kernel_size"}
+    want = reference.fixed_pool(x, kw["kernel_size"], "max", 2, **rest)
+    assert got.shape[-1] >= 16 and np.array_equal(got, want)
