@@ -1397,6 +1397,13 @@ def avg_backward(const real_t[::1] go, real_t[::1] gi, Geometry geo,
                                    r1[w.b + 1], 0, g.C, stream)
                     else:
                         w = _item(it, RD, RH, nblk, cblock, g.C)
+                        if g.C > 1 and r0[w.a + 1] - r0[w.a] == 1 and r1[w.b + 1] - r1[w.b] == 1:
+                            # channels-last row of its own: gathered in place
+                            _gather_item(gs, &gi[((w.n * g.size[0] + r0[w.a]) * g.size[1]
+                                                  + r1[w.b]) * g.size[2] * g.C],
+                                         &g, ptr, outs, overlap_w, geo.wtab, geo.wtab_m,
+                                         srx, w.n, r0[w.a], r1[w.b], w.c0, w.c1)
+                            continue
                         _gather_item(gs, row, &g, ptr, outs, overlap_w, geo.wtab, geo.wtab_m,
                                      srx, w.n, r0[w.a], r1[w.b], w.c0, w.c1)
                         _write_run(&gi[0], row, &g, w.n, r0[w.a], r0[w.a + 1], r1[w.b],
