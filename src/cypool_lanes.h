@@ -867,6 +867,57 @@ static void cp_int_colmax(int code, void *y, const void *b, void *e, ptrdiff_t W
     CP_IMAX_CASES(CP_COLMAX_CALL)
 }
 
+/* The channels-last max backward of one output row into a band of input
+ * rows (see _band_item): gp[j*C + c] += op[ow*C + c] for j = ip[ow*C + c]
+ * in [jlo, jhi), in output order.  AVX-512F: 16 channels of an output at a
+ * time, a gather, the adds, a scatter; the channels' addresses differ, so
+ * the lanes never collide and each element gets its terms in order.  Needs
+ * jhi * C < 2**31.  Returns the outputs done (0 without AVX-512F). */
+#ifdef CP_HAVE_WINDOW_MAX
+__attribute__((target("avx512f"))) static ptrdiff_t
+cp_band512_f32(float *gp, const float *op, const int64_t *ip, ptrdiff_t OW, ptrdiff_t C,
+               int64_t jlo, int64_t jhi)
+{
+    const __m512i lo = _mm512_set1_epi64(jlo), hi = _mm512_set1_epi64(jhi);
+    const __m512i cc = _mm512_set1_epi32((int32_t)C);
+    const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    for (ptrdiff_t ow = 0; ow < OW; ow++) {
+        const int64_t *q = ip + ow * C;
+        const float *v = op + ow * C;
+        for (ptrdiff_t c = 0; c < C; c += 16) {
+            ptrdiff_t rem = C - c < 16 ? C - c : 16;
+            __mmask16 lanes = (__mmask16)((1u << rem) - 1);
+            __m512i j0 = _mm512_maskz_loadu_epi64((__mmask8)lanes, q + c);
+            __m512i j1 = _mm512_maskz_loadu_epi64((__mmask8)(lanes >> 8), q + c + 8);
+            __mmask8 k0 = _mm512_cmp_epi64_mask(j0, lo, _MM_CMPINT_NLT) &
+                          _mm512_cmp_epi64_mask(j0, hi, _MM_CMPINT_LT) & (__mmask8)lanes;
+            __mmask8 k1 = _mm512_cmp_epi64_mask(j1, lo, _MM_CMPINT_NLT) &
+                          _mm512_cmp_epi64_mask(j1, hi, _MM_CMPINT_LT) & (__mmask8)(lanes >> 8);
+            __mmask16 take = (__mmask16)(k0 | ((unsigned)k1 << 8));
+            if (!take)
+                continue;
+            __m512i j = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(j0)),
+                                           _mm512_cvtepi64_epi32(j1), 1);
+            __m512i a = _mm512_add_epi32(_mm512_mullo_epi32(j, cc),
+                                         _mm512_add_epi32(iota, _mm512_set1_epi32((int32_t)c)));
+            __m512 s = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), take, a, gp, 4);
+            s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(take, v + c));
+            _mm512_mask_i32scatter_ps(gp, take, a, s, 4);
+        }
+    }
+    return OW;
+}
+#define CP_BAND_DISPATCH return cp_window_isa() == 2 ? cp_band512_f32(gp, op, ip, OW, C, jlo, jhi) : 0;
+#else
+#define CP_BAND_DISPATCH return 0;
+#endif
+
+static ptrdiff_t cp_band_scatter_f32(float *gp, const float *op, const int64_t *ip,
+                                     ptrdiff_t OW, ptrdiff_t C, int64_t jlo, int64_t jhi)
+{
+    CP_BAND_DISPATCH
+}
+
 /* cp_sum_planes: cp_sum of each of np planes of n contiguous values.  For
  * float32 planes of fewer than 256 values (global pooling of 7 x 7 and the
  * like) an AVX-512F version does cp_sum16's additions with one register of
