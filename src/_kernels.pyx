@@ -62,8 +62,9 @@ cdef extern from "cypool_lanes.h" nogil:
     void cp_window_maxv_f64(double *y, const double *x, Py_ssize_t n, const Py_ssize_t *offs,
                             Py_ssize_t taps, double init)
     int cp_window_limit_isa(int level)
-    Py_ssize_t cp_band_scatter_f32(float *gp, const float *op, const int64_t *ip, Py_ssize_t OW,
-                                   Py_ssize_t C, int64_t jlo, int64_t jhi)
+    int cp_scatter_lanes_f32(float *gp, const float *op, const int64_t *ip, Py_ssize_t n,
+                             Py_ssize_t C, Py_ssize_t c0, Py_ssize_t c1, int64_t jlo, int64_t jhi,
+                             int *bad)
     void cp_int_rowmax(int code, void *b, const void *r, Py_ssize_t n, int first)
     void cp_int_colmax(int code, void *y, const void *b, void *e, Py_ssize_t W, Py_ssize_t n,
                        Py_ssize_t C, const int64_t *start, const int64_t *count,
@@ -1611,7 +1612,7 @@ cdef int _band_item(const real_t *go, const int64_t *idx, real_t *gi,     # IN, 
                             return 2
                         bad = 1
             if real_t is float and jhi * C < 2147483647 and \
-                    cp_band_scatter_f32(gp, op, ip, OW, C, jlo, jhi) == OW:
+                    cp_scatter_lanes_f32(gp, op, ip, OW, C, 0, C, jlo, jhi, NULL):
                 continue                # (16 channels a step: AVX-512F)
             for ow in range(OW):
                 for c in range(C):

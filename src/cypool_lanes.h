@@ -867,25 +867,29 @@ static void cp_int_colmax(int code, void *y, const void *b, void *e, ptrdiff_t W
     CP_IMAX_CASES(CP_COLMAX_CALL)
 }
 
-/* The channels-last max backward of one output row into a band of input
- * rows (see _band_item): gp[j*C + c] += op[ow*C + c] for j = ip[ow*C + c]
- * in [jlo, jhi), in output order.  AVX-512F: 16 channels of an output at a
- * time, a gather, the adds, a scatter; the channels' addresses differ, so
- * the lanes never collide and each element gets its terms in order.  Needs
- * jhi * C < 2**31.  Returns the outputs done (0 without AVX-512F). */
+/* The channels-last max backward of n outputs (C lanes each) into input
+ * positions [jlo, jhi) (a band of rows, see _band_item, or the whole plane,
+ * _scatter_item): gp[j*C + c] += op[o*C + c] for j = ip[o*C + c], for the
+ * channels c in [c0, c1), in output order.  AVX-512F: 16 channels of an
+ * output at a time, a gather, the adds, a scatter; the channels' addresses
+ * differ, so the lanes never collide and each element gets its terms in
+ * order.  With bad, an index outside [jlo, jhi) other than -1 sets *bad.
+ * Needs jhi * C < 2**31.  Returns 1 when done (0 without AVX-512F). */
 #ifdef CP_HAVE_WINDOW_MAX
-__attribute__((target("avx512f"))) static ptrdiff_t
-cp_band512_f32(float *gp, const float *op, const int64_t *ip, ptrdiff_t OW, ptrdiff_t C,
-               int64_t jlo, int64_t jhi)
+__attribute__((target("avx512f"))) static int
+cp_scatter512_f32(float *gp, const float *op, const int64_t *ip, ptrdiff_t n, ptrdiff_t C,
+                  ptrdiff_t c0, ptrdiff_t c1, int64_t jlo, int64_t jhi, int *bad)
 {
     const __m512i lo = _mm512_set1_epi64(jlo), hi = _mm512_set1_epi64(jhi);
+    const __m512i none = _mm512_set1_epi64(-1);
     const __m512i cc = _mm512_set1_epi32((int32_t)C);
     const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-    for (ptrdiff_t ow = 0; ow < OW; ow++) {
-        const int64_t *q = ip + ow * C;
-        const float *v = op + ow * C;
-        for (ptrdiff_t c = 0; c < C; c += 16) {
-            ptrdiff_t rem = C - c < 16 ? C - c : 16;
+    int odd = 0;
+    for (ptrdiff_t o = 0; o < n; o++) {
+        const int64_t *q = ip + o * C;
+        const float *v = op + o * C;
+        for (ptrdiff_t c = c0; c < c1; c += 16) {
+            ptrdiff_t rem = c1 - c < 16 ? c1 - c : 16;
             __mmask16 lanes = (__mmask16)((1u << rem) - 1);
             __m512i j0 = _mm512_maskz_loadu_epi64((__mmask8)lanes, q + c);
             __m512i j1 = _mm512_maskz_loadu_epi64((__mmask8)(lanes >> 8), q + c + 8);
@@ -893,6 +897,10 @@ cp_band512_f32(float *gp, const float *op, const int64_t *ip, ptrdiff_t OW, ptrd
                           _mm512_cmp_epi64_mask(j0, hi, _MM_CMPINT_LT) & (__mmask8)lanes;
             __mmask8 k1 = _mm512_cmp_epi64_mask(j1, lo, _MM_CMPINT_NLT) &
                           _mm512_cmp_epi64_mask(j1, hi, _MM_CMPINT_LT) & (__mmask8)(lanes >> 8);
+            if (bad)
+                odd |= (~k0 & (__mmask8)lanes & _mm512_cmp_epi64_mask(j0, none, _MM_CMPINT_NE)) |
+                       (~k1 & (__mmask8)(lanes >> 8) &
+                        _mm512_cmp_epi64_mask(j1, none, _MM_CMPINT_NE));
             __mmask16 take = (__mmask16)(k0 | ((unsigned)k1 << 8));
             if (!take)
                 continue;
@@ -905,17 +913,21 @@ cp_band512_f32(float *gp, const float *op, const int64_t *ip, ptrdiff_t OW, ptrd
             _mm512_mask_i32scatter_ps(gp, take, a, s, 4);
         }
     }
-    return OW;
+    if (bad && odd)
+        *bad = 1;
+    return 1;
 }
-#define CP_BAND_DISPATCH return cp_window_isa() == 2 ? cp_band512_f32(gp, op, ip, OW, C, jlo, jhi) : 0;
+#define CP_SCATTER_DISPATCH                                                               \
+    return cp_window_isa() == 2 ? cp_scatter512_f32(gp, op, ip, n, C, c0, c1, jlo, jhi, bad) : 0;
 #else
-#define CP_BAND_DISPATCH return 0;
+#define CP_SCATTER_DISPATCH return 0;
 #endif
 
-static ptrdiff_t cp_band_scatter_f32(float *gp, const float *op, const int64_t *ip,
-                                     ptrdiff_t OW, ptrdiff_t C, int64_t jlo, int64_t jhi)
+static int cp_scatter_lanes_f32(float *gp, const float *op, const int64_t *ip, ptrdiff_t n,
+                                ptrdiff_t C, ptrdiff_t c0, ptrdiff_t c1, int64_t jlo,
+                                int64_t jhi, int *bad)
 {
-    CP_BAND_DISPATCH
+    CP_SCATTER_DISPATCH
 }
 
 /* cp_sum_planes: cp_sum of each of np planes of n contiguous values.  For
