@@ -90,6 +90,10 @@ cdef extern from "cypool_lanes.h" nogil:
                                 const double *w, double k)
     void cp_rowlanes_finish_f64(double *y, Py_ssize_t n, int mode, double a, double b,
                                 const double *w, double k)
+    void cp_rowlanes_sumw_f32(float *acc, float **rows, Py_ssize_t nr, Py_ssize_t n,
+                              const int64_t *start, const int64_t *count, Py_ssize_t sw)
+    void cp_rowlanes_sumw_f64(double *acc, double **rows, Py_ssize_t nr, Py_ssize_t n,
+                              const int64_t *start, const int64_t *count, Py_ssize_t sw)
     void cp_rowlanes_gather_f32(float *acc, const float *t, Py_ssize_t W, const int64_t *ptr,
                                 const int64_t *outs, int first)
     void cp_rowlanes_gather_f64(double *acc, const double *t, Py_ssize_t W, const int64_t *ptr,
@@ -776,6 +780,8 @@ DEF ROW_LANES_BYTES = 1048576
 # output rows are gathered up to this size before they are transposed back.
 DEF WHOLE_PLANES_BYTES = 65536
 DEF ROW_OUT_BYTES = 16384
+# Sums keep every row of a window transposed when they fit this much.
+DEF WINDOW_ROWS_BYTES = 32768
 
 
 cdef Py_ssize_t _row_ring(const Geom *g) noexcept nogil:
@@ -791,18 +797,30 @@ cdef Py_ssize_t _row_ring(const Geom *g) noexcept nogil:
     return span if R == 0 else 1
 
 
+cdef Py_ssize_t _span(const Geom *g, int k) noexcept nogil:
+    """The most input positions along dimension k that one window spans."""
+    cdef Py_ssize_t o, span = 1
+    for o in range(g.osize[k]):
+        if _count(g, k, o) > 0:
+            span = max(span, (_count(g, k, o) - 1) * g.step[k] + 1)
+    return span
+
+
 cdef void _row_lanes_item(const value_t *x, value_t *y, int64_t *yi,     # IN, OUT, OUT
                           const Geom *g, Py_ssize_t p0, Py_ssize_t nl,
                           Py_ssize_t r_lo, Py_ssize_t r_hi,
-                          value_t *t, int64_t *tags, Py_ssize_t R,      # scratch
+                          value_t *t, int64_t *tags, Py_ssize_t SD, Py_ssize_t SH,
+                          value_t **rows,                               # scratch
                           value_t *accb, int64_t *mib, Py_ssize_t FR,
                           bint is_max, value_t init) noexcept nogil:
     # Channels-first planes [p0, p0 + nl), output rows [r_lo, r_hi) of the
-    # flattened (od, oh): each input row of the planes is transposed once
-    # into G lanes (kept in a ring of R rows while later output rows still
-    # read it; R = D*H: the whole planes, transposed at once), then every
-    # output column's taps in that row are vector steps over whole lanes
-    # (cp_rowlanes_*).  Each lane sees its plane's taps in the row-major
+    # flattened (od, oh): each input row (d, h) of the planes is transposed
+    # once into G lanes, kept in slot (d % SD) * SH + h % SH of a ring while
+    # later output rows still read it (SD = D, SH = H: the whole planes,
+    # transposed at once), then every output column's taps in that row are
+    # vector steps over whole lanes (cp_rowlanes_*).  With rows (sums whose
+    # window rows all have slots of their own) a whole window is summed in
+    # registers (cp_rowlanes_sumw).  Each lane sees its plane's taps in the row-major
     # order, so sums, maxima and indices are the plane-by-plane ones, bit for
     # bit.  Up to FR output rows are gathered in accb (their indices in mib,
     # of 2 * FR * OW * G) before they are transposed back into the planes.
@@ -812,7 +830,8 @@ cdef void _row_lanes_item(const value_t *x, value_t *y, int64_t *yi,     # IN, O
     cdef Py_ssize_t S = g.size[0] * H * W, OS = g.osize[0] * OH * OW
     cdef const value_t *xs = x + p0 * S
     cdef const int64_t *ws = g.win[2]
-    cdef Py_ssize_t orow, od, oh, d0, nd, h0, nh, a, b, r, slot, i, f0 = r_lo, nb
+    cdef Py_ssize_t orow, od, oh, d0, nd, h0, nh, a, b, r, slot, i, f0 = r_lo, nb, d, h
+    cdef Py_ssize_t R = SD * SH
     cdef value_t *tr
     cdef value_t *acc
     cdef int32_t *mi32
@@ -824,7 +843,7 @@ cdef void _row_lanes_item(const value_t *x, value_t *y, int64_t *yi,     # IN, O
     cdef int first
     for slot in range(R):
         tags[slot] = -1
-    if R == g.size[0] * H:              # whole planes: one transpose
+    if SD == g.size[0] and SH == H:     # whole planes: one transpose
         _transpose(xs, S, t, G, nl, S)
         for slot in range(R):
             tags[slot] = slot
@@ -845,12 +864,17 @@ cdef void _row_lanes_item(const value_t *x, value_t *y, int64_t *yi,     # IN, O
                     mi[i] = -1
         for a in range(nd):
             for b in range(nh):
-                r = (d0 + a * g.step[0]) * H + h0 + b * g.step[1]
-                slot = r % R
+                d = d0 + a * g.step[0]
+                h = h0 + b * g.step[1]
+                r = d * H + h
+                slot = (d % SD) * SH + h % SH
                 tr = t + slot * W * G
                 if tags[slot] != r:
                     _transpose(xs + r * W, S, tr, G, nl, W)
                     tags[slot] = r
+                if rows != NULL:
+                    rows[a * nh + b] = tr
+                    continue
                 first = a == 0 and b == 0
                 if value_t is float:
                     if is_max:
@@ -864,6 +888,11 @@ cdef void _row_lanes_item(const value_t *x, value_t *y, int64_t *yi,     # IN, O
                                             ws + OW, g.step[2], r * W, first, init)
                     else:
                         cp_rowlanes_add_f64(acc, tr, OW, ws, ws + OW, g.step[2], first)
+        if rows != NULL and nd > 0 and nh > 0:
+            if value_t is float:
+                cp_rowlanes_sumw_f32(acc, rows, nd * nh, OW, ws, ws + OW, g.step[2])
+            elif value_t is double:
+                cp_rowlanes_sumw_f64(acc, rows, nd * nh, OW, ws, ws + OW, g.step[2])
         if not is_max:
             # the divisions _finish_avg makes
             if g.div_mode == 0:
@@ -1045,9 +1074,19 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
     cdef value_t *racc
     cdef int64_t *rtags
     cdef int64_t *rmi
-    cdef Py_ssize_t G = 64 // sizeof(value_t), R = _row_ring(&g), rows_o = OD * OH, nchunk, FR
+    cdef Py_ssize_t G = 64 // sizeof(value_t), rows_o = OD * OH, nchunk, FR
+    cdef Py_ssize_t SD = 1, SH = _row_ring(&g), R
+    cdef bint whole_win = False
+    cdef value_t **rrows
     if g.C == 1 and S * 64 <= WHOLE_PLANES_BYTES:
-        R = g.size[0] * g.size[1]       # small planes: transposed whole
+        SD, SH = g.size[0], g.size[1]   # small planes: transposed whole
+        whole_win = not is_max
+    elif not is_max and _span(&g, 0) * _span(&g, 1) * g.size[2] * 64 <= WINDOW_ROWS_BYTES:
+        # sums: a slot for every row of a window, so that whole windows are
+        # summed in registers (while those rows stay in the L1 cache)
+        SD, SH = _span(&g, 0), _span(&g, 1)
+        whole_win = True
+    R = SD * SH
     if ((value_t is float or value_t is double) and g.C == 1
             and g.N >= G and R * g.size[2] * 64 <= ROW_LANES_BYTES and S < 2**31 - 1):
         # channels-first: row lanes (_row_lanes_item), items of G planes by
@@ -1061,19 +1100,22 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
             racc = <value_t *> malloc(FR * g.osize[2] * G * sizeof(value_t))
             rmi = <int64_t *> malloc(2 * FR * g.osize[2] * G * sizeof(int64_t))
             rtags = <int64_t *> malloc(R * sizeof(int64_t))
+            rrows = <value_t **> malloc(R * sizeof(value_t *)) if whole_win else NULL
             for it in prange(groups * nchunk, schedule="static"):
-                if rt == NULL or racc == NULL or rmi == NULL or rtags == NULL:
+                if rt == NULL or racc == NULL or rmi == NULL or rtags == NULL or \
+                        (whole_win and rrows == NULL):
                     failed |= 1
                 else:
                     _row_lanes_item(&x[0], &y[0], yp, &g, (it // nchunk) * G,
                                     min(G, g.N - (it // nchunk) * G),
                                     (it % nchunk) * rows_o // nchunk,
-                                    (it % nchunk + 1) * rows_o // nchunk, rt, rtags, R, racc,
-                                    rmi, FR, is_max, init)
+                                    (it % nchunk + 1) * rows_o // nchunk, rt, rtags, SD, SH,
+                                    rrows, racc, rmi, FR, is_max, init)
             free(rt)
             free(racc)
             free(rmi)
             free(rtags)
+            free(rrows)
         if failed:
             raise MemoryError("cypool: no memory for the kernels' scratch buffers")
         return

@@ -589,6 +589,65 @@ CP_DEFINE_WINDOW_TAIL(double, f64)
 CP_DEFINE_ROWLANES(float, f32)
 CP_DEFINE_ROWLANES(double, f64)
 
+/* Row lanes, whole windows: acc[o*G + i] = the sum over the window's rows
+ * rows[0 .. nr) (transposed as above, in the window's order) of lane i's
+ * taps start[o] + k*sw, k < count[o], from +0.0, in registers: each lane
+ * adds its plane's taps in the row-major order. */
+#if defined(__GNUC__) || defined(__clang__)
+#define CP_ROWLANES_SUMW_BODY(T, SUFFIX)                                                  \
+        ptrdiff_t o = 0;                                                                  \
+        while (o < n) {                                                                   \
+            const ptrdiff_t c = count[o];                                                 \
+            if (o + 4 <= n && count[o + 1] == c && count[o + 2] == c && count[o + 3] == c) {\
+                cp_vec_##SUFFIX a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                   \
+                const ptrdiff_t s0 = start[o] * G, s1 = start[o + 1] * G;                 \
+                const ptrdiff_t s2 = start[o + 2] * G, s3 = start[o + 3] * G;             \
+                for (ptrdiff_t r = 0; r < nr; r++) {                                      \
+                    const T *t = rows[r];                                                 \
+                    for (ptrdiff_t k = 0; k < c; k++) {                                   \
+                        a0 = a0 + cp_ld_##SUFFIX(t + s0 + k * sw * G);                    \
+                        a1 = a1 + cp_ld_##SUFFIX(t + s1 + k * sw * G);                    \
+                        a2 = a2 + cp_ld_##SUFFIX(t + s2 + k * sw * G);                    \
+                        a3 = a3 + cp_ld_##SUFFIX(t + s3 + k * sw * G);                    \
+                    }                                                                     \
+                }                                                                         \
+                memcpy(acc + o * G, &a0, sizeof a0);                                      \
+                memcpy(acc + (o + 1) * G, &a1, sizeof a1);                                \
+                memcpy(acc + (o + 2) * G, &a2, sizeof a2);                                \
+                memcpy(acc + (o + 3) * G, &a3, sizeof a3);                                \
+                o += 4;                                                                   \
+                continue;                                                                 \
+            }                                                                             \
+            cp_vec_##SUFFIX a = {0};                                                      \
+            for (ptrdiff_t r = 0; r < nr; r++)                                            \
+                for (ptrdiff_t k = 0; k < c; k++)                                         \
+                    a = a + cp_ld_##SUFFIX(rows[r] + (start[o] + k * sw) * G);            \
+            memcpy(acc + o * G, &a, sizeof a);                                            \
+            o += 1;                                                                       \
+        }
+#else
+#define CP_ROWLANES_SUMW_BODY(T, SUFFIX)                                                  \
+        for (ptrdiff_t o = 0; o < n; o++)                                                 \
+            for (ptrdiff_t i = 0; i < G; i++) {                                           \
+                T a = 0;                                                                  \
+                for (ptrdiff_t r = 0; r < nr; r++)                                        \
+                    for (ptrdiff_t k = 0; k < count[o]; k++)                              \
+                        a = a + rows[r][(start[o] + k * sw) * G + i];                     \
+                acc[o * G + i] = a;                                                       \
+            }
+#endif
+#define CP_DEFINE_ROWLANES_SUMW(T, SUFFIX)                                                \
+    CP_CLONES static void cp_rowlanes_sumw_##SUFFIX(T *restrict acc, T *const *rows,      \
+                                                    ptrdiff_t nr, ptrdiff_t n,            \
+                                                    const int64_t *start,                 \
+                                                    const int64_t *count, ptrdiff_t sw)   \
+    {                                                                                     \
+        enum { G = 64 / sizeof(T) };                                                      \
+        CP_ROWLANES_SUMW_BODY(T, SUFFIX)                                                  \
+    }
+CP_DEFINE_ROWLANES_SUMW(float, f32)
+CP_DEFINE_ROWLANES_SUMW(double, f64)
+
 /* Row lanes for the average backward: t is one output row of scaled
  * gradients of G planes, transposed (t[o*G + i]); input column w of the row
  * being built adds t[outs[j]*G + i] for j in [ptr[w], ptr[w+1]) (the W
