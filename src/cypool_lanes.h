@@ -863,7 +863,22 @@ CP_DEFINE_ROWLANES_MAX(double, f64, int64_t)
                                               : cp_scanmax_##SUFFIX(b + start[o], count[o], sw, init);\
             return;                                                                       \
         }                                                                                 \
+        ptrdiff_t fast_lo = 0, fast_hi = 0;                                               \
+        if (k > 0 && C * (ptrdiff_t)sizeof(T) < 8 && uhi - ulo >= 16) {                   \
+            /* windows 2 apart, outputs of under 8 bytes: one 8-byte copy each,           \
+               its spill overwritten by the next (and kept inside [ulo, uhi)) */          \
+            const T *r = k >= 2 ? e : b;                                                  \
+            const ptrdiff_t guard = (8 + C * (ptrdiff_t)sizeof(T) - 1) / (C * (ptrdiff_t)sizeof(T));\
+            fast_lo = ulo;                                                                \
+            fast_hi = uhi - guard;                                                        \
+            for (o = fast_lo; o < fast_hi; o++)                                           \
+                memcpy(y + o * C, r + start[o] * C, 8);                                   \
+        }                                                                                 \
         for (o = 0; o < n; o++) {                                                         \
+            if (o == fast_lo && fast_hi > fast_lo)                                        \
+                o = fast_hi;                                                              \
+            if (o >= n)                                                                   \
+                break;                                                                    \
             T *q = y + o * C;                                                             \
             const T *p = b + start[o] * C;                                                \
             if (count[o] == k && k > 0) {                                                 \

@@ -665,3 +665,20 @@ def test_integer_values_only_max_rows_of_windows_two_apart(kw, dtype):
     rest = {k: v for k, v in kw.items() if k != "kernel_size"}
     want = reference.fixed_pool(x, kw["kernel_size"], "max", 2, **rest)
     assert got.shape[-1] >= 16 and np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("kw", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1),
+                                dict(kernel_size=(2, 4), stride=(3, 2), padding=(0, 2))])
+@pytest.mark.parametrize("dtype", ["int8", "uint8", "int16", "uint16", "int32"])
+@pytest.mark.parametrize("channels", [2, 3, 5])
+def test_integer_values_only_max_channels_last_small_outputs(kw, dtype, channels):
+    # channels-last outputs of under 8 bytes, windows 2 apart: 8-byte copies
+    from cypool import reference
+
+    info = np.iinfo(dtype)
+    x = np.random.default_rng(channels).integers(info.min, info.max, (2, 6, 77, channels),
+                                                 dtype=dtype, endpoint=True)
+    got = cypool.max_pool2d(x, channels_last=True, **kw)
+    rest = {k: v for k, v in kw.items() if k != "kernel_size"}
+    want = reference.fixed_pool(x, kw["kernel_size"], "max", 2, channels_last=True, **rest)
+    assert got.shape[-2] >= 16 and np.array_equal(got, want)
