@@ -94,10 +94,10 @@ cdef extern from "cypool_lanes.h" nogil:
                               const int64_t *start, const int64_t *count, Py_ssize_t sw)
     void cp_rowlanes_sumw_f64(double *acc, double **rows, Py_ssize_t nr, Py_ssize_t n,
                               const int64_t *start, const int64_t *count, Py_ssize_t sw)
-    void cp_rowlanes_gather_f32(float *acc, const float *t, Py_ssize_t W, const int64_t *ptr,
-                                const int64_t *outs, int first)
-    void cp_rowlanes_gather_f64(double *acc, const double *t, Py_ssize_t W, const int64_t *ptr,
-                                const int64_t *outs, int first)
+    void cp_rowlanes_gatherw_f32(float *acc, float **rows, Py_ssize_t nr, Py_ssize_t W,
+                                 const int64_t *ptr, const int64_t *outs)
+    void cp_rowlanes_gatherw_f64(double *acc, double **rows, Py_ssize_t nr, Py_ssize_t W,
+                                 const int64_t *ptr, const int64_t *outs)
     void cp_rowlanes_max_f32(float *m, int32_t *mi, const float *t, Py_ssize_t n,
                              const int64_t *start, const int64_t *count, Py_ssize_t sw,
                              int64_t rowpos, int first, float init)
@@ -1368,7 +1368,8 @@ def avg_backward(const real_t[::1] go, real_t[::1] gi, Geometry geo,
     cdef real_t *rt
     cdef real_t *racc
     cdef int64_t *rtags
-    cdef Py_ssize_t RG = 64 // sizeof(real_t), RR, groups, nchunk
+    cdef Py_ssize_t RG = 64 // sizeof(real_t), RR, MD, MH, groups, nchunk
+    cdef real_t **rrows
     if scratch is None:
         gs = <real_t *> malloc(max(go.shape[0], 1) * sizeof(real_t))
         if gs == NULL:
@@ -1391,26 +1392,30 @@ def avg_backward(const real_t[::1] go, real_t[::1] gi, Geometry geo,
             else:
                 for it in prange(g.N, schedule="static", num_threads=nthreads):
                     _fill_plane(&gi[it * S * C], &gs[it * C], S, C)
-        elif (g.C == 1 and g.N >= RG and _back_ring(&g, ptr) * g.osize[2] * 64 <= ROW_LANES_BYTES
-                and g.size[2] * 64 <= ROW_LANES_BYTES):
+        elif (g.C == 1 and g.N >= RG and g.size[2] * 64 <= ROW_LANES_BYTES
+                and _back_ring(&g, ptr, 0) * _back_ring(&g, ptr, 1) * g.osize[2] * 64
+                <= ROW_LANES_BYTES):
             # channels-first planes as row lanes (_row_lanes_back_item): items
             # of RG planes by chunks of runs of rows, enough for every thread
-            RR = _back_ring(&g, ptr)
+            MD, MH = _back_ring(&g, ptr, 0), _back_ring(&g, ptr, 1)
+            RR = MD * MH
             groups = (g.N + RG - 1) // RG
             nchunk = min(RD * RH, max(1, (4 * nthreads + groups - 1) // groups))
             with parallel(num_threads=nthreads):
                 rt = <real_t *> calloc(RR * g.osize[2] * RG, sizeof(real_t))
                 racc = <real_t *> malloc(g.size[2] * RG * sizeof(real_t))
                 rtags = <int64_t *> malloc(RR * sizeof(int64_t))
+                rrows = <real_t **> malloc(RR * sizeof(real_t *))
                 for it in prange(groups * nchunk, schedule="static"):
-                    if rt == NULL or racc == NULL or rtags == NULL:
+                    if rt == NULL or racc == NULL or rtags == NULL or rrows == NULL:
                         failed |= 1
                     else:
                         _row_lanes_back_item(gs, &gi[0], &g, ptr, outs, r0, r1, RH,
                                              (it // nchunk) * RG, min(RG, g.N - (it // nchunk) * RG),
                                              (it % nchunk) * (RD * RH) // nchunk,
                                              (it % nchunk + 1) * (RD * RH) // nchunk,
-                                             rt, rtags, RR, racc)
+                                             rt, rtags, MD, MH, rrows, racc)
+                free(rrows)
                 free(rt)
                 free(racc)
                 free(rtags)
@@ -1464,42 +1469,43 @@ def avg_backward(const real_t[::1] go, real_t[::1] gi, Geometry geo,
         raise MemoryError("cypool: no memory for the kernels' scratch buffers")
 
 
-cdef Py_ssize_t _back_ring(const Geom *g, const int64_t **ptr) noexcept nogil:
-    """Output rows of transposed gradients _row_lanes_back_item keeps: every
-    one when the planes are small, else the most that cover one input row."""
-    cdef Py_ssize_t i, md = 1, mh = 1
+cdef Py_ssize_t _back_ring(const Geom *g, const int64_t **ptr, int k) noexcept nogil:
+    """Output rows (k = 1) and depths (k = 0) of transposed gradients that
+    _row_lanes_back_item keeps: every one when the planes are small, else the
+    most that cover one input row."""
+    cdef Py_ssize_t i, m = 1
     if g.osize[0] * g.osize[1] * g.osize[2] * 64 <= WHOLE_PLANES_BYTES:
-        return g.osize[0] * g.osize[1]
-    for i in range(g.size[0]):
-        md = max(md, ptr[0][i + 1] - ptr[0][i])
-    for i in range(g.size[1]):
-        mh = max(mh, ptr[1][i + 1] - ptr[1][i])
-    return md * mh
+        return g.osize[k]
+    for i in range(g.size[k]):
+        m = max(m, ptr[k][i + 1] - ptr[k][i])
+    return m
 
 
 cdef void _row_lanes_back_item(const real_t *gs, real_t *gi, const Geom *g,   # IN, OUT
                                const int64_t **ptr, const int64_t **outs,
                                const int64_t *r0, const int64_t *r1, Py_ssize_t RH,
                                Py_ssize_t p0, Py_ssize_t nl, Py_ssize_t k_lo, Py_ssize_t k_hi,
-                               real_t *t, int64_t *tags, Py_ssize_t RR,     # scratch
-                               real_t *acc) noexcept nogil:
+                               real_t *t, int64_t *tags, Py_ssize_t MD,     # scratch
+                               Py_ssize_t MH, real_t **rows, real_t *acc) noexcept nogil:
     # Channels-first average backward of planes [p0, p0 + nl), runs of input
     # rows [k_lo, k_hi) (of the RD x RH runs): the scaled gradients of each
-    # output row are transposed once into G lanes (a ring of RR rows; all of
-    # them, transposed at once, for small planes), the run's first input row
-    # gathers its terms lane-wise in output order (cp_rowlanes_gather), and
-    # is transposed back into every row of its run.  The same terms in the
+    # output row (od, oh) are transposed once into G lanes (slot
+    # (od % MD) * MH + oh % MH of a ring: every output row that reads one
+    # input row has its own; all of them, transposed at once, for small
+    # planes), the run's first input row gathers its terms lane-wise in
+    # output order, in registers (cp_rowlanes_gatherw), and is transposed
+    # back into every row of its run.  The same terms in the
     # same order as plane by plane: the same bits.
     cdef Py_ssize_t G = 64 // sizeof(real_t)
     cdef Py_ssize_t H = g.size[1], W = g.size[2], OH = g.osize[1], OW = g.osize[2]
     cdef Py_ssize_t S = g.size[0] * H * W, OS = g.osize[0] * OH * OW
     cdef const real_t *gsp = gs + p0 * OS
-    cdef Py_ssize_t k, a, b, d, h, ja, jb, orow, slot, i
+    cdef Py_ssize_t k, a, b, d, h, ja, jb, orow, slot, i, nr
+    cdef Py_ssize_t RR = MD * MH
     cdef real_t *tr
-    cdef int first
     for slot in range(RR):
         tags[slot] = -1
-    if RR == g.osize[0] * OH:           # small planes: one transpose
+    if MD == g.osize[0] and MH == OH:   # small planes: one transpose
         _transpose(gsp, OS, t, G, nl, OS)
         for slot in range(RR):
             tags[slot] = slot
@@ -1508,23 +1514,21 @@ cdef void _row_lanes_back_item(const real_t *gs, real_t *gi, const Geom *g,   # 
         b = k % RH
         d = r0[a]
         h = r1[b]
-        first = 1
+        nr = 0
         for ja in range(ptr[0][d], ptr[0][d + 1]):
             for jb in range(ptr[1][h], ptr[1][h + 1]):
                 orow = outs[0][ja] * OH + outs[1][jb]
-                slot = orow % RR
+                slot = (outs[0][ja] % MD) * MH + outs[1][jb] % MH
                 tr = t + slot * OW * G
                 if tags[slot] != orow:
                     _transpose(gsp + orow * OW, OS, tr, G, nl, OW)
                     tags[slot] = orow
-                if real_t is float:
-                    cp_rowlanes_gather_f32(acc, tr, W, ptr[2], outs[2], first)
-                else:
-                    cp_rowlanes_gather_f64(acc, tr, W, ptr[2], outs[2], first)
-                first = 0
-        if first:                       # no output reads this row
-            for i in range(W * G):
-                acc[i] = 0
+                rows[nr] = tr
+                nr = nr + 1
+        if real_t is float:             # (no output reading the row: zeros)
+            cp_rowlanes_gatherw_f32(acc, rows, nr, W, ptr[2], outs[2])
+        else:
+            cp_rowlanes_gatherw_f64(acc, rows, nr, W, ptr[2], outs[2])
         for d in range(r0[a], r0[a + 1]):
             for h in range(r1[b], r1[b + 1]):
                 _transpose(acc, G, gi + p0 * S + (d * H + h) * W, S, W, nl)

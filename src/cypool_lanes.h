@@ -648,41 +648,45 @@ CP_DEFINE_ROWLANES(double, f64)
 CP_DEFINE_ROWLANES_SUMW(float, f32)
 CP_DEFINE_ROWLANES_SUMW(double, f64)
 
-/* Row lanes for the average backward: t is one output row of scaled
- * gradients of G planes, transposed (t[o*G + i]); input column w of the row
- * being built adds t[outs[j]*G + i] for j in [ptr[w], ptr[w+1]) (the W
- * inverse table: the outputs reading w, in order), each lane in the order
- * of PyTorch's scatter.  With first, acc starts from +0.0. */
+/* Row lanes for the average backward: rows[r] for r < nr are the output
+ * rows of scaled gradients that read the input row at hand, in output order,
+ * each of G planes transposed (rows[r][o*G + i]); input column w adds, in
+ * lane i, rows[r][outs[j]*G + i] for j in [ptr[w], ptr[w+1]) (the W inverse
+ * table: the outputs reading w, in order) for each r in turn, from +0.0, in
+ * registers: each lane in the order of PyTorch's scatter. */
 #if defined(__GNUC__) || defined(__clang__)
-#define CP_ROWLANES_GATHER_BODY(T, SUFFIX)                                                \
+#define CP_ROWLANES_GATHERW_BODY(T, SUFFIX)                                               \
         for (ptrdiff_t w = 0; w < W; w++) {                                               \
             cp_vec_##SUFFIX a = {0};                                                      \
-            if (!first)                                                                   \
-                a = cp_ld_##SUFFIX(acc + w * G);                                          \
-            for (int64_t j = ptr[w]; j < ptr[w + 1]; j++)                                 \
-                a = a + cp_ld_##SUFFIX(t + outs[j] * G);                                  \
+            for (ptrdiff_t r = 0; r < nr; r++) {                                          \
+                const T *t = rows[r];                                                     \
+                for (int64_t j = ptr[w]; j < ptr[w + 1]; j++)                             \
+                    a = a + cp_ld_##SUFFIX(t + outs[j] * G);                              \
+            }                                                                             \
             memcpy(acc + w * G, &a, sizeof a);                                            \
         }
 #else
-#define CP_ROWLANES_GATHER_BODY(T, SUFFIX)                                                \
+#define CP_ROWLANES_GATHERW_BODY(T, SUFFIX)                                               \
         for (ptrdiff_t w = 0; w < W; w++)                                                 \
             for (ptrdiff_t i = 0; i < G; i++) {                                           \
-                T a = first ? (T)0 : acc[w * G + i];                                      \
-                for (int64_t j = ptr[w]; j < ptr[w + 1]; j++)                             \
-                    a = a + t[outs[j] * G + i];                                           \
+                T a = 0;                                                                  \
+                for (ptrdiff_t r = 0; r < nr; r++)                                        \
+                    for (int64_t j = ptr[w]; j < ptr[w + 1]; j++)                         \
+                        a = a + rows[r][outs[j] * G + i];                                 \
                 acc[w * G + i] = a;                                                       \
             }
 #endif
-#define CP_DEFINE_ROWLANES_GATHER(T, SUFFIX)                                              \
-    CP_CLONES static void cp_rowlanes_gather_##SUFFIX(T *restrict acc, const T *restrict t,\
-                                                      ptrdiff_t W, const int64_t *ptr,    \
-                                                      const int64_t *outs, int first)     \
+#define CP_DEFINE_ROWLANES_GATHERW(T, SUFFIX)                                             \
+    CP_CLONES static void cp_rowlanes_gatherw_##SUFFIX(T *restrict acc, T *const *rows,   \
+                                                       ptrdiff_t nr, ptrdiff_t W,         \
+                                                       const int64_t *ptr,                \
+                                                       const int64_t *outs)               \
     {                                                                                     \
         enum { G = 64 / sizeof(T) };                                                      \
-        CP_ROWLANES_GATHER_BODY(T, SUFFIX)                                                \
+        CP_ROWLANES_GATHERW_BODY(T, SUFFIX)                                               \
     }
-CP_DEFINE_ROWLANES_GATHER(float, f32)
-CP_DEFINE_ROWLANES_GATHER(double, f64)
+CP_DEFINE_ROWLANES_GATHERW(float, f32)
+CP_DEFINE_ROWLANES_GATHERW(double, f64)
 
 /* Row lanes for max: the running max of each output's taps in order (a
  * lane takes a tap when it is greater or NaN, as every max loop here), m
