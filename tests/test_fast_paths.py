@@ -682,3 +682,19 @@ def test_integer_values_only_max_channels_last_small_outputs(kw, dtype, channels
     rest = {k: v for k, v in kw.items() if k != "kernel_size"}
     want = reference.fixed_pool(x, kw["kernel_size"], "max", 2, channels_last=True, **rest)
     assert got.shape[-2] >= 16 and np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_long_rows_fall_back_to_plane_lanes(dtype):
+    # rows too long for the row lanes' ring (W * 64 bytes over 1 MiB): the
+    # transposed-block plane lanes, still PyTorch's bits
+    x = _nasty(np.random.default_rng(5), (2, 9, 17000), dtype)
+    xf = np.nan_to_num(x, nan=0.5, posinf=3.0, neginf=-3.0)
+    t, tf = torch.from_numpy(x), torch.from_numpy(xf)
+    v, i = cypool.max_pool1d(x, 3, 2, 1, return_indices=True)
+    tv, ti = F.max_pool1d(t, 3, 2, 1, return_indices=True)
+    assert v.tobytes() == tv.numpy().tobytes() and np.array_equal(i, ti.numpy())
+    a = cypool.avg_pool1d(xf, 4, 3, 2, count_include_pad=False)
+    assert a.tobytes() == F.avg_pool1d(tf, 4, 3, 2, count_include_pad=False).numpy().tobytes()
+    a = cypool.adaptive_avg_pool1d(xf, 1000)
+    assert a.tobytes() == F.adaptive_avg_pool1d(tf, 1000).numpy().tobytes()
