@@ -82,18 +82,16 @@ cdef extern from "cypool_lanes.h" nogil:
     void cp_gather_add_f64(double *acc, const double *src, const int32_t *idx, Py_ssize_t n)
     void cp_spread_f32(float *p, float v, Py_ssize_t n, Py_ssize_t step)
     void cp_spread_f64(double *p, double v, Py_ssize_t n, Py_ssize_t step)
-    void cp_rowlanes_add_f32(float *acc, const float *t, Py_ssize_t n, const int64_t *start,
-                             const int64_t *count, Py_ssize_t sw, int first)
-    void cp_rowlanes_add_f64(double *acc, const double *t, Py_ssize_t n, const int64_t *start,
-                             const int64_t *count, Py_ssize_t sw, int first)
     void cp_rowlanes_finish_f32(float *y, Py_ssize_t n, int mode, double a, double b,
                                 const double *w, double k)
     void cp_rowlanes_finish_f64(double *y, Py_ssize_t n, int mode, double a, double b,
                                 const double *w, double k)
     void cp_rowlanes_sumw_f32(float *acc, float **rows, Py_ssize_t nr, Py_ssize_t n,
-                              const int64_t *start, const int64_t *count, Py_ssize_t sw)
+                              const int64_t *start, const int64_t *count, Py_ssize_t sw,
+                              int first)
     void cp_rowlanes_sumw_f64(double *acc, double **rows, Py_ssize_t nr, Py_ssize_t n,
-                              const int64_t *start, const int64_t *count, Py_ssize_t sw)
+                              const int64_t *start, const int64_t *count, Py_ssize_t sw,
+                              int first)
     void cp_rowlanes_gatherw_f32(float *acc, float **rows, Py_ssize_t nr, Py_ssize_t W,
                                  const int64_t *ptr, const int64_t *outs)
     void cp_rowlanes_gatherw_f64(double *acc, double **rows, Py_ssize_t nr, Py_ssize_t W,
@@ -623,28 +621,24 @@ cdef void _finish_avg(value_t *yr, const Geom *g, Py_ssize_t od, Py_ssize_t oh, 
     cdef Py_ssize_t C = g.C, ow, c, j
     cdef value_t acc
     cdef double div, acc_b
-    if (value_t is float or value_t is double) and C == 1 and g.wdiv != NULL:
-        # channels-first: vectorised along the row (same divisions)
-        if g.div_mode == 0:
-            div = <double> _count(g, 0, od)
-            acc_b = <double> _count(g, 1, oh)
-        else:
-            div = <double> (_factor(g, 0, od) * _factor(g, 1, oh))
-            acc_b = 0
-        if value_t is float:
-            cp_finish_row_f32(yr, g.osize[2], g.div_mode, div, acc_b, g.wdiv, 1, g.div_value)
-        else:
-            cp_finish_row_f64(yr, g.osize[2], g.div_mode, div, acc_b, g.wdiv, 1, g.div_value)
-        return
     if (value_t is float or value_t is double) and g.wdiv != NULL:
-        # channels-last: each output's lanes vectorised (the same divisions,
-        # by its own divisors: cp_finish_row with a stride of 0)
+        # vectorised, the same divisions: channels-first along the row,
+        # channels-last across each output's lanes (by its own divisors:
+        # cp_finish_row with a stride of 0)
         if g.div_mode == 0:
             div = <double> _count(g, 0, od)
             acc_b = <double> _count(g, 1, oh)
         else:
             div = <double> (_factor(g, 0, od) * _factor(g, 1, oh))
             acc_b = 0
+        if C == 1:
+            if value_t is float:
+                cp_finish_row_f32(yr, g.osize[2], g.div_mode, div, acc_b, g.wdiv, 1,
+                                  g.div_value)
+            else:
+                cp_finish_row_f64(yr, g.osize[2], g.div_mode, div, acc_b, g.wdiv, 1,
+                                  g.div_value)
+            return
         for ow in range(g.ow_lo, g.ow_hi):
             if value_t is float:
                 cp_finish_row_f32(yr + ow * C + c0, c1 - c0, g.div_mode, div, acc_b,
@@ -797,6 +791,21 @@ cdef Py_ssize_t _row_ring(const Geom *g) noexcept nogil:
     return span if R == 0 else 1
 
 
+cdef inline void _ring_start(const value_t *src, Py_ssize_t S, value_t *t,   # IN, OUT
+                             Py_ssize_t G, Py_ssize_t nl, int64_t *tags, Py_ssize_t R,
+                             bint whole) noexcept nogil:
+    # A row-lanes ring of R transposed rows, empty (tag -1); whole: all R
+    # rows of the nl planes (of S elements each) transposed at once, row r
+    # in slot r.
+    cdef Py_ssize_t slot
+    for slot in range(R):
+        tags[slot] = -1
+    if whole:
+        _transpose(src, S, t, G, nl, S)
+        for slot in range(R):
+            tags[slot] = slot
+
+
 cdef Py_ssize_t _span(const Geom *g, int k) noexcept nogil:
     """The most input positions along dimension k that one window spans."""
     cdef Py_ssize_t o, span = 1
@@ -841,12 +850,7 @@ cdef void _row_lanes_item(const value_t *x, value_t *y, int64_t *yi,     # IN, O
     cdef Py_ssize_t o
     cdef double div, acc_b
     cdef int first
-    for slot in range(R):
-        tags[slot] = -1
-    if SD == g.size[0] and SH == H:     # whole planes: one transpose
-        _transpose(xs, S, t, G, nl, S)
-        for slot in range(R):
-            tags[slot] = slot
+    _ring_start(xs, S, t, G, nl, tags, R, SD == g.size[0] and SH == H)
     for orow in range(r_lo, r_hi):
         od = orow // OH
         oh = orow % OH
@@ -881,18 +885,18 @@ cdef void _row_lanes_item(const value_t *x, value_t *y, int64_t *yi,     # IN, O
                         cp_rowlanes_max_f32(acc, NULL if yi == NULL else mi32, tr, OW, ws,
                                             ws + OW, g.step[2], r * W, first, init)
                     else:
-                        cp_rowlanes_add_f32(acc, tr, OW, ws, ws + OW, g.step[2], first)
+                        cp_rowlanes_sumw_f32(acc, &tr, 1, OW, ws, ws + OW, g.step[2], first)
                 elif value_t is double:
                     if is_max:
                         cp_rowlanes_max_f64(acc, NULL if yi == NULL else mi, tr, OW, ws,
                                             ws + OW, g.step[2], r * W, first, init)
                     else:
-                        cp_rowlanes_add_f64(acc, tr, OW, ws, ws + OW, g.step[2], first)
+                        cp_rowlanes_sumw_f64(acc, &tr, 1, OW, ws, ws + OW, g.step[2], first)
         if rows != NULL and nd > 0 and nh > 0:
             if value_t is float:
-                cp_rowlanes_sumw_f32(acc, rows, nd * nh, OW, ws, ws + OW, g.step[2])
+                cp_rowlanes_sumw_f32(acc, rows, nd * nh, OW, ws, ws + OW, g.step[2], 1)
             elif value_t is double:
-                cp_rowlanes_sumw_f64(acc, rows, nd * nh, OW, ws, ws + OW, g.step[2])
+                cp_rowlanes_sumw_f64(acc, rows, nd * nh, OW, ws, ws + OW, g.step[2], 1)
         if not is_max:
             # the divisions _finish_avg makes
             if g.div_mode == 0:
@@ -1503,12 +1507,7 @@ cdef void _row_lanes_back_item(const real_t *gs, real_t *gi, const Geom *g,   # 
     cdef Py_ssize_t k, a, b, d, h, ja, jb, orow, slot, i, nr
     cdef Py_ssize_t RR = MD * MH
     cdef real_t *tr
-    for slot in range(RR):
-        tags[slot] = -1
-    if MD == g.osize[0] and MH == OH:   # small planes: one transpose
-        _transpose(gsp, OS, t, G, nl, OS)
-        for slot in range(RR):
-            tags[slot] = slot
+    _ring_start(gsp, OS, t, G, nl, tags, RR, MD == g.osize[0] and MH == OH)
     for k in range(k_lo, k_hi):
         a = k // RH
         b = k % RH

@@ -482,52 +482,14 @@ CP_DEFINE_WINDOW(double, f64, int64_t, 8)
 CP_DEFINE_WINDOW_TAIL(float, f32)
 CP_DEFINE_WINDOW_TAIL(double, f64)
 
-/* Row lanes: channels-first sums of G = 64 / sizeof(T) planes at a time.
- * t is one input row of those planes transposed (t[w*G + i] is column w of
- * plane i), acc one output row of window sums in the same layout.  For each
- * output column o < n, lane i adds t[(start[o] + k*sw)*G + i] for k <
- * count[o], in that order: called for a window's rows in order, every lane
- * runs its plane's own row-major chain of taps, so the sums are the plane
- * by plane sums, bit for bit, while G planes share each vector add.  With
- * first, acc starts from +0.0 (a window's first row). */
+/* Row lanes: channels-first planes pooled G = 64 / sizeof(T) at a time, one
+ * plane a vector lane.  An input row of those planes is held transposed
+ * (t[w*G + i] is column w of plane i), and an output row of sums or maxima
+ * the same way (acc[o*G + i]); every lane runs its own plane's taps in
+ * PyTorch's order, so the results are the plane-by-plane ones, bit for bit,
+ * while G planes share each vector operation.  First the divisions that
+ * make window sums averages: */
 #if defined(__GNUC__) || defined(__clang__)
-#define CP_ROWLANES_BODY(T, SUFFIX)                                                       \
-        ptrdiff_t o = 0;                                                                  \
-        while (o < n) {                                                                   \
-            const ptrdiff_t c = count[o];                                                 \
-            if (o + 4 <= n && count[o + 1] == c && count[o + 2] == c && count[o + 3] == c) {\
-                /* four outputs with as many taps side by side: independent chains */     \
-                const T *p0 = t + start[o] * G, *p1 = t + start[o + 1] * G;               \
-                const T *p2 = t + start[o + 2] * G, *p3 = t + start[o + 3] * G;           \
-                cp_vec_##SUFFIX a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                   \
-                if (!first) {                                                             \
-                    a0 = cp_ld_##SUFFIX(acc + o * G);                                     \
-                    a1 = cp_ld_##SUFFIX(acc + (o + 1) * G);                               \
-                    a2 = cp_ld_##SUFFIX(acc + (o + 2) * G);                               \
-                    a3 = cp_ld_##SUFFIX(acc + (o + 3) * G);                               \
-                }                                                                         \
-                for (ptrdiff_t k = 0; k < c; k++) {                                       \
-                    a0 = a0 + cp_ld_##SUFFIX(p0 + k * sw * G);                            \
-                    a1 = a1 + cp_ld_##SUFFIX(p1 + k * sw * G);                            \
-                    a2 = a2 + cp_ld_##SUFFIX(p2 + k * sw * G);                            \
-                    a3 = a3 + cp_ld_##SUFFIX(p3 + k * sw * G);                            \
-                }                                                                         \
-                memcpy(acc + o * G, &a0, sizeof a0);                                      \
-                memcpy(acc + (o + 1) * G, &a1, sizeof a1);                                \
-                memcpy(acc + (o + 2) * G, &a2, sizeof a2);                                \
-                memcpy(acc + (o + 3) * G, &a3, sizeof a3);                                \
-                o += 4;                                                                   \
-                continue;                                                                 \
-            }                                                                             \
-            const T *p = t + start[o] * G;                                                \
-            cp_vec_##SUFFIX a = {0};                                                      \
-            if (!first)                                                                   \
-                a = cp_ld_##SUFFIX(acc + o * G);                                          \
-            for (ptrdiff_t k = 0; k < c; k++)                                             \
-                a = a + cp_ld_##SUFFIX(p + k * sw * G);                                   \
-            memcpy(acc + o * G, &a, sizeof a);                                            \
-            o += 1;                                                                       \
-        }
 /* output o's G lanes divided (the quotient added to 0, as cp_finish_row) */
 #define CP_ROWLANES_DIVIDE(T, SUFFIX)                                                     \
             cp_vec_##SUFFIX q = cp_ld_##SUFFIX(y + o * G);                                \
@@ -556,23 +518,8 @@ CP_DEFINE_WINDOW_TAIL(double, f64)
                     *q = 0 + *q / tk;                                                     \
                 }                                                                         \
             }
-#define CP_ROWLANES_BODY(T, SUFFIX)                                                       \
-        for (ptrdiff_t o = 0; first && o < n * G; o++)                                    \
-            acc[o] = 0;                                                                   \
-        for (ptrdiff_t o = 0; o < n; o++)                                                 \
-            for (ptrdiff_t k = 0; k < count[o]; k++)                                      \
-                for (ptrdiff_t i = 0; i < G; i++)                                         \
-                    acc[o * G + i] = acc[o * G + i] + t[(start[o] + k * sw) * G + i];
 #endif
 #define CP_DEFINE_ROWLANES(T, SUFFIX)                                                     \
-    CP_CLONES static void cp_rowlanes_add_##SUFFIX(T *restrict acc, const T *restrict t, \
-                                                   ptrdiff_t n, const int64_t *start,     \
-                                                   const int64_t *count, ptrdiff_t sw,    \
-                                                   int first)                             \
-    {                                                                                     \
-        enum { G = 64 / sizeof(T) };                                                      \
-        CP_ROWLANES_BODY(T, SUFFIX)                                                       \
-    }                                                                                     \
     /* cp_finish_row's divisions for a row of n outputs of G lanes each */               \
     CP_CLONES static void cp_rowlanes_finish_##SUFFIX(T *restrict y, ptrdiff_t n,         \
                                                       int mode, double a, double b,       \
@@ -589,10 +536,12 @@ CP_DEFINE_WINDOW_TAIL(double, f64)
 CP_DEFINE_ROWLANES(float, f32)
 CP_DEFINE_ROWLANES(double, f64)
 
-/* Row lanes, whole windows: acc[o*G + i] = the sum over the window's rows
+/* Row lanes, several rows at once: acc[o*G + i] += the sum over the rows
  * rows[0 .. nr) (transposed as above, in the window's order) of lane i's
- * taps start[o] + k*sw, k < count[o], from +0.0, in registers: each lane
- * adds its plane's taps in the row-major order. */
+ * taps start[o] + k*sw, k < count[o], in registers, four outputs' chains
+ * side by side where their windows have as many taps; with first, from
+ * +0.0.  Called with a window's rows in order (all at once, or one at a
+ * time), each lane adds its plane's taps in the row-major order. */
 #if defined(__GNUC__) || defined(__clang__)
 #define CP_ROWLANES_SUMW_BODY(T, SUFFIX)                                                  \
         ptrdiff_t o = 0;                                                                  \
@@ -600,6 +549,12 @@ CP_DEFINE_ROWLANES(double, f64)
             const ptrdiff_t c = count[o];                                                 \
             if (o + 4 <= n && count[o + 1] == c && count[o + 2] == c && count[o + 3] == c) {\
                 cp_vec_##SUFFIX a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                   \
+                if (!first) {                                                             \
+                    a0 = cp_ld_##SUFFIX(acc + o * G);                                     \
+                    a1 = cp_ld_##SUFFIX(acc + (o + 1) * G);                               \
+                    a2 = cp_ld_##SUFFIX(acc + (o + 2) * G);                               \
+                    a3 = cp_ld_##SUFFIX(acc + (o + 3) * G);                               \
+                }                                                                         \
                 const ptrdiff_t s0 = start[o] * G, s1 = start[o + 1] * G;                 \
                 const ptrdiff_t s2 = start[o + 2] * G, s3 = start[o + 3] * G;             \
                 for (ptrdiff_t r = 0; r < nr; r++) {                                      \
@@ -619,6 +574,8 @@ CP_DEFINE_ROWLANES(double, f64)
                 continue;                                                                 \
             }                                                                             \
             cp_vec_##SUFFIX a = {0};                                                      \
+            if (!first)                                                                   \
+                a = cp_ld_##SUFFIX(acc + o * G);                                          \
             for (ptrdiff_t r = 0; r < nr; r++)                                            \
                 for (ptrdiff_t k = 0; k < c; k++)                                         \
                     a = a + cp_ld_##SUFFIX(rows[r] + (start[o] + k * sw) * G);            \
@@ -629,7 +586,7 @@ CP_DEFINE_ROWLANES(double, f64)
 #define CP_ROWLANES_SUMW_BODY(T, SUFFIX)                                                  \
         for (ptrdiff_t o = 0; o < n; o++)                                                 \
             for (ptrdiff_t i = 0; i < G; i++) {                                           \
-                T a = 0;                                                                  \
+                T a = first ? (T)0 : acc[o * G + i];                                      \
                 for (ptrdiff_t r = 0; r < nr; r++)                                        \
                     for (ptrdiff_t k = 0; k < count[o]; k++)                              \
                         a = a + rows[r][(start[o] + k * sw) * G + i];                     \
@@ -640,7 +597,8 @@ CP_DEFINE_ROWLANES(double, f64)
     CP_CLONES static void cp_rowlanes_sumw_##SUFFIX(T *restrict acc, T *const *rows,      \
                                                     ptrdiff_t nr, ptrdiff_t n,            \
                                                     const int64_t *start,                 \
-                                                    const int64_t *count, ptrdiff_t sw)   \
+                                                    const int64_t *count, ptrdiff_t sw,   \
+                                                    int first)                            \
     {                                                                                     \
         enum { G = 64 / sizeof(T) };                                                      \
         CP_ROWLANES_SUMW_BODY(T, SUFFIX)                                                  \
