@@ -85,24 +85,16 @@ __attribute__((target("avx512f"))) static void cp_tile16_32(const float *s, ptrd
     }
 }
 
-static int cp_avx512(void)
+/* 2: AVX-512F, 1: AVX2, 0: neither (the tiles are pure data movement, so
+ * the test hook that limits the lane loops' ISA leaves them alone) */
+static int cp_tile_isa(void)
 {
-    static int have = -1;
-    if (have < 0) {
+    static int level = -1;
+    if (level < 0) {
         __builtin_cpu_init();
-        have = __builtin_cpu_supports("avx512f") ? 1 : 0;
+        level = __builtin_cpu_supports("avx512f") ? 2 : __builtin_cpu_supports("avx2") ? 1 : 0;
     }
-    return have;
-}
-
-static int cp_avx2(void)
-{
-    static int have = -1;
-    if (have < 0) {
-        __builtin_cpu_init();
-        have = __builtin_cpu_supports("avx2") ? 1 : 0;
-    }
-    return have;
+    return level;
 }
 #endif
 
@@ -124,7 +116,7 @@ static int cp_avx2(void)
 /* float: 16 x 16 tiles first where AVX-512F is there (the columns right of
  * them in 8 x 8 tiles), then the 8 x 8 tiles for the rows below */
 #define CP_TILES16(TILE, TILEFN, VT)                                                      \
-    if (TILE == 8 && cp_avx512()) {                                                       \
+    if (TILE == 8 && cp_tile_isa() >= 2) {                                                \
         for (; r0 + 16 <= rows; r0 += 16) {                                               \
             for (c0 = 0; c0 + 16 <= cols; c0 += 16)                                       \
                 cp_tile16_32((const float *)(src + r0 * ss + c0), ss,                     \
@@ -141,7 +133,7 @@ static int cp_avx2(void)
     }
 #define CP_TILES(TILE, TILEFN, VT)                                                        \
     CP_TILES16(TILE, TILEFN, VT)                                                          \
-    if (cp_avx2()) {                                                                      \
+    if (cp_tile_isa() >= 1) {                                                             \
         for (; r0 + TILE <= rows; r0 += TILE) {                                           \
             for (c0 = 0; c0 + TILE <= cols; c0 += TILE)                                   \
                 TILEFN((const VT *)(src + r0 * ss + c0), ss, (VT *)(dst + c0 * ds + r0), ds); \
