@@ -76,6 +76,8 @@ cdef extern from "cypool_lanes.h" nogil:
                            const double *w, Py_ssize_t ws, double k)
     void cp_finish_row_f64(double *y, Py_ssize_t n, int mode, double a, double b,
                            const double *w, Py_ssize_t ws, double k)
+    bint cp_rdiv_ok(double d)
+    void cp_finish_rdiv_f32(float *y, Py_ssize_t n, const float *d, const float *r)
     void cp_sum_planes_f32(const float *x, Py_ssize_t n, Py_ssize_t nplanes, float *out)
     void cp_sum_planes_f64(const double *x, Py_ssize_t n, Py_ssize_t nplanes, double *out)
     void cp_gather_add_f32(float *acc, const float *src, const int32_t *idx, Py_ssize_t n)
@@ -160,6 +162,9 @@ cdef struct Geom:
                                        # pad before, dilation (wk = 0: other windows)
     int div_mode
     double div_value
+    const float *rdiv                  # float32 channels-first, mode 1: rows of OW
+                                       # divisors then OW reciprocals (cp_finish_rdiv_f32)
+    const int32_t *rdiv_of             # per output row (od, oh): its rdiv row, or -1
 
 
 cdef inline Py_ssize_t _start(const Geom *g, int k, Py_ssize_t o) noexcept nogil:
@@ -218,6 +223,7 @@ cdef class Geometry:
         cdef const double[::1] wv = wdiv
         self.g.wdiv = &wv[0] if wdiv.shape[0] else NULL
         self.keep = self.keep + (wdiv,)
+        self._rdiv_rows(tables)
         self.inverse = inverse is not None
         self.overlap_w = False
         self.g.wk = self.g.wpb = self.g.wd = 0
@@ -237,6 +243,36 @@ cdef class Geometry:
                 self.runs[k] = &v[0]
                 self.nruns[k] = v.shape[0] - 1
             self._dense_w(inverse[4], inverse[5])
+
+    def _rdiv_rows(self, tables):
+        # Channels-first divisors per output column (div_mode 1): for each
+        # distinct factor a = factor_d * factor_h of an output row, the row's
+        # float32 divisors a * factor_w and their reciprocals, so that
+        # _finish_avg divides by exact reciprocals (cp_finish_rdiv_f32);
+        # none when a divisor is too large for that to be exact.
+        self.g.rdiv = NULL
+        self.g.rdiv_of = NULL
+        OW = self.g.osize[2]
+        if self.g.div_mode != 1 or self.g.C != 1 or OW < 16:
+            return
+        fd, fh, fw = (np.asarray(tables[k][2], dtype=np.int64) for k in range(3))
+        a = (fd[:, None] * fh[None, :]).ravel()
+        vals, rows = np.unique(a, return_inverse=True)
+        if vals.shape[0] > 64:
+            return
+        d = (vals[:, None] * fw[None, :]).astype(np.float64)
+        if not np.all((d == 0) | (np.abs(d) <= 65535)):
+            return
+        tab = np.empty((vals.shape[0], 2, OW), dtype=np.float32)
+        tab[:, 0] = d
+        with np.errstate(divide="ignore"):
+            tab[:, 1] = np.where(d == 0, np.float32(0), np.float32(1) / tab[:, 0])
+        of = np.ascontiguousarray(rows, dtype=np.int32)
+        cdef const float[:, :, ::1] tv = tab
+        cdef const int32_t[::1] ov = of
+        self.keep = self.keep + (tab, of)
+        self.g.rdiv = &tv[0, 0, 0]
+        self.g.rdiv_of = &ov[0]
 
     def _dense_w(self, ptr, outs):
         # The inverse table of W as a dense (m, W) int32 table, padded with
@@ -621,6 +657,13 @@ cdef void _finish_avg(value_t *yr, const Geom *g, Py_ssize_t od, Py_ssize_t oh, 
     cdef Py_ssize_t C = g.C, ow, c, j
     cdef value_t acc
     cdef double div, acc_b
+    cdef const float *rd
+    if value_t is float:
+        if g.rdiv != NULL and c0 == 0 and g.ow_lo == 0 and g.ow_hi == g.osize[2]:
+            # per-column divisors by exact reciprocals (see Geometry._rdiv_rows)
+            rd = g.rdiv + 2 * g.osize[2] * g.rdiv_of[od * g.osize[1] + oh]
+            cp_finish_rdiv_f32(yr, g.osize[2], rd, rd + g.osize[2])
+            return
     if (value_t is float or value_t is double) and g.wdiv != NULL:
         # vectorised, the same divisions: channels-first along the row,
         # channels-last across each output's lanes (by its own divisors:
@@ -1011,6 +1054,41 @@ cdef void _shift_item(const value_t *x, value_t *y, int64_t *yi,       # IN, OUT
         _finish_avg(yr, g, od, oh, 0, 1)
 
 
+# Channels-first averages with stride 1 along W are pooled a plane at a time
+# (_shift_plane_item) when the plane's zero-padded rows fit this much.
+DEF SHIFT_PLANE_BYTES = 262144
+
+
+cdef void _shift_plane_item(const value_t *x, value_t *y, const Geom *g,   # IN, OUT
+                            Py_ssize_t n, value_t *xpad) noexcept nogil:
+    # Channels-first average of plane n, stride 1 along W: the plane's rows
+    # copied once into zero-padded rows of L columns (the pads of xpad are
+    # zeroed once by the caller and never written), then every output row's
+    # taps are shifted vector steps across the whole row, as _shift_item
+    # does for one output row: a padded tap adds +0.0 (no sum is -0.0), so
+    # each output sees its real taps in PyTorch's order, the same bits.
+    cdef Py_ssize_t D = g.size[0], H = g.size[1], W = g.size[2], OW = g.osize[2]
+    cdef Py_ssize_t pb = g.wpb, L = OW + (g.wk - 1) * g.wd
+    cdef Py_ssize_t col = min(W, L - pb), r, od, oh, a, b, t, k
+    cdef Py_ssize_t offs[MAX_WINDOW_TAPS]
+    cdef const value_t *xn = x + n * D * H * W
+    cdef value_t *yr
+    for r in range(D * H):
+        memcpy(xpad + r * L + pb, xn + r * W, col * sizeof(value_t))
+    for od in range(g.osize[0]):
+        for oh in range(g.osize[1]):
+            k = 0
+            for a in range(_count(g, 0, od)):
+                for b in range(_count(g, 1, oh)):
+                    r = (_start(g, 0, od) + a * g.step[0]) * H + _start(g, 1, oh) + b * g.step[1]
+                    for t in range(g.wk):
+                        offs[k] = r * L + t * g.wd
+                        k = k + 1
+            yr = y + ((n * g.osize[0] + od) * g.osize[1] + oh) * OW
+            _pool_window(yr, NULL, xpad, OW, offs, NULL, k, False, 0, -1, NULL, 1)
+            _finish_avg(yr, g, od, oh, 0, 1)
+
+
 def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
             bint is_max, value_t init, Py_ssize_t cblock, int nthreads, bint indices=True):
     """Pool x (N, D, H, W, C) into y (N, OD, OH, OW, C); yi gets max indices.
@@ -1074,6 +1152,22 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
             return
     cdef value_t *xpad
     cdef int64_t *firsts
+    cdef Py_ssize_t L = g.osize[2] + (g.wk - 1) * g.wd
+    if ((value_t is float or value_t is double) and not is_max and g.C == 1 and g.wk > 0
+            and g.osize[2] >= 16 and _max_rows(&g) * g.wk <= MAX_WINDOW_TAPS
+            and g.size[0] * g.size[1] * L * sizeof(value_t) <= SHIFT_PLANE_BYTES):
+        # channels-first average, stride 1 along W: a plane at a time
+        with nogil, parallel(num_threads=nthreads):
+            xpad = <value_t *> calloc(g.size[0] * g.size[1] * L, sizeof(value_t))
+            for it in prange(g.N, schedule="static"):
+                if xpad == NULL:
+                    failed |= 1
+                else:
+                    _shift_plane_item(&x[0], &y[0], &g, it, xpad)
+            free(xpad)
+        if failed:
+            raise MemoryError("cypool: no memory for the kernels' scratch buffers")
+        return
     cdef value_t *rt
     cdef value_t *racc
     cdef int64_t *rtags
@@ -1123,7 +1217,6 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
         if failed:
             raise MemoryError("cypool: no memory for the kernels' scratch buffers")
         return
-    cdef Py_ssize_t L = g.osize[2] + (g.wk - 1) * g.wd
     if ((value_t is float or value_t is double) and g.C == 1 and g.wk > 0
             and g.osize[2] >= 16 and _max_rows(&g) * g.wk <= MAX_WINDOW_TAPS):
         # channels-first, stride 1 along W: shifted vector steps (_shift_item)

@@ -187,7 +187,7 @@
 
 CP_DEFINE_LANES(float, f32)
 CP_DEFINE_LANES(double, f64)
-CP_DEFINE_FINISH(float, f32)
+CP_DEFINE_FINISH(float, f32_any)
 CP_DEFINE_FINISH(double, f64)
 CP_DEFINE_GATHER(float, f32)
 CP_DEFINE_GATHER(double, f64)
@@ -519,12 +519,10 @@ CP_DEFINE_WINDOW_TAIL(double, f64)
                 }                                                                         \
             }
 #endif
-#define CP_DEFINE_ROWLANES(T, SUFFIX)                                                     \
+#define CP_DEFINE_ROWLANES(T, SUFFIX, NAME)                                               \
     /* cp_finish_row's divisions for a row of n outputs of G lanes each */               \
-    CP_CLONES static void cp_rowlanes_finish_##SUFFIX(T *restrict y, ptrdiff_t n,         \
-                                                      int mode, double a, double b,       \
-                                                      const double *restrict w,           \
-                                                      double k)                           \
+    CP_CLONES static void NAME(T *restrict y, ptrdiff_t n, int mode, double a, double b,  \
+                               const double *restrict w, double k)                        \
     {                                                                                     \
         enum { G = 64 / sizeof(T) };                                                      \
         const T ta = (T)a, tb = (T)b, tk = (T)k;                                          \
@@ -533,8 +531,8 @@ CP_DEFINE_WINDOW_TAIL(double, f64)
         }                                                                                 \
     }
 
-CP_DEFINE_ROWLANES(float, f32)
-CP_DEFINE_ROWLANES(double, f64)
+CP_DEFINE_ROWLANES(float, f32, cp_rowlanes_finish_f32_any)
+CP_DEFINE_ROWLANES(double, f64, cp_rowlanes_finish_f64)
 
 /* Row lanes, several rows at once: acc[o*G + i] += the sum over the rows
  * rows[0 .. nr) (transposed as above, in the window's order) of lane i's
@@ -1011,6 +1009,178 @@ static void cp_sum_planes_f32(const float *x, ptrdiff_t n, ptrdiff_t np, float *
 static void cp_sum_planes_f64(const double *x, ptrdiff_t n, ptrdiff_t np, double *out)
 {
     cp_sum_planes_any_f64(x, n, np, out);
+}
+
+/* Exact float32 division by integer divisors, from their reciprocals.  For a
+ * divisor d with |d| <= CP_RDIV_MAX and r = RN(1/d), q0 = RN(a*r), then
+ * q = RN(q0 + (a - q0*d)*r) with both steps fused multiply-adds (the
+ * remainder is exact) is RN(a/d), the IEEE quotient, bit for bit: Markstein's
+ * theorem, and checked exhaustively for every odd d < 65536 against every
+ * significand of a (tests/divcheck.c; even divisors and a's exponent only
+ * scale both sides).  That holds while nothing underflows or overflows: for
+ * |a| in [2^-40, 2^100], or a = +0; every other lane (tiny, subnormal, huge,
+ * inf, NaN, -0) takes a true division.  Three multiplies in place of a
+ * division, which AVX-512 issues at most once every several cycles. */
+#define CP_RDIV_MAX 65535
+#define CP_RDIV_LO 0x2B800000     /* 2^-40 as float bits */
+#define CP_RDIV_HI 0x71800000     /* 2^100 */
+
+/* True when cp_rdiv_row_f32 may divide by d (an integer, not 0). */
+static inline int cp_rdiv_ok(double d)
+{
+    return d != 0 && d >= -CP_RDIV_MAX && d <= CP_RDIV_MAX && d == (double)(long long)d;
+}
+
+#ifdef CP_HAVE_WINDOW_MAX
+__attribute__((target("avx512f"))) static inline __m512
+cp_rdiv512(__m512 a, __m512 d, __m512 r)
+{
+    __m512 q0 = _mm512_mul_ps(a, r);
+    __m512 q = _mm512_fmadd_ps(_mm512_fnmadd_ps(q0, d, a), r, q0);
+    __m512i b = _mm512_castps_si512(a);
+    __m512i m = _mm512_and_si512(b, _mm512_set1_epi32(0x7fffffff));
+    __mmask16 ok = _mm512_cmple_epu32_mask(_mm512_sub_epi32(m, _mm512_set1_epi32(CP_RDIV_LO)),
+                                           _mm512_set1_epi32(CP_RDIV_HI - CP_RDIV_LO))
+                   | _mm512_cmpeq_epi32_mask(b, _mm512_setzero_si512());
+    if (ok != 0xFFFF)
+        q = _mm512_mask_div_ps(q, (__mmask16)~ok, a, d);
+    return q;
+}
+
+/* y[i] = 0 + y[i] / d[i*ds] for i < the returned count (a multiple of 16),
+ * and +0 where d[i*ds] is 0 (a window with no divisor has no taps); r[i*ds]
+ * is RN(1/d[i*ds]) (0 where d is 0); ds is 1 or 0 (one divisor for all). */
+__attribute__((target("avx512f"))) static ptrdiff_t
+cp_rdiv_row512(float *y, ptrdiff_t n, const float *d, const float *r, ptrdiff_t ds)
+{
+    ptrdiff_t i = 0;
+    const __m512 z = _mm512_setzero_ps();
+    for (; i + 16 <= n; i += 16) {
+        __m512 dv = ds ? _mm512_loadu_ps(d + i) : _mm512_set1_ps(d[0]);
+        __m512 rv = ds ? _mm512_loadu_ps(r + i) : _mm512_set1_ps(r[0]);
+        __m512 q = cp_rdiv512(_mm512_loadu_ps(y + i), dv, rv);
+        __mmask16 nz = _mm512_cmpneq_ps_mask(dv, z);
+        _mm512_storeu_ps(y + i, _mm512_maskz_add_ps(nz, z, q));
+    }
+    return i;
+}
+
+__attribute__((target("avx2,fma"))) static ptrdiff_t
+cp_rdiv_row256(float *y, ptrdiff_t n, const float *d, const float *r, ptrdiff_t ds)
+{
+    ptrdiff_t i = 0;
+    const __m256 z = _mm256_setzero_ps();
+    const __m256i lo = _mm256_set1_epi32(CP_RDIV_LO - 1), hi = _mm256_set1_epi32(CP_RDIV_HI + 1);
+    const __m256i absm = _mm256_set1_epi32(0x7fffffff);
+    for (; i + 8 <= n; i += 8) {
+        __m256 dv = ds ? _mm256_loadu_ps(d + i) : _mm256_set1_ps(d[0]);
+        __m256 rv = ds ? _mm256_loadu_ps(r + i) : _mm256_set1_ps(r[0]);
+        __m256 a = _mm256_loadu_ps(y + i);
+        __m256 q0 = _mm256_mul_ps(a, rv);
+        __m256 q = _mm256_fmadd_ps(_mm256_fnmadd_ps(q0, dv, a), rv, q0);
+        __m256i b = _mm256_castps_si256(a), m = _mm256_and_si256(b, absm);
+        __m256i ok = _mm256_or_si256(
+            _mm256_and_si256(_mm256_cmpgt_epi32(m, lo), _mm256_cmpgt_epi32(hi, m)),
+            _mm256_cmpeq_epi32(b, _mm256_setzero_si256()));
+        if (_mm256_movemask_ps(_mm256_castsi256_ps(ok)) != 0xFF)
+            q = _mm256_blendv_ps(_mm256_div_ps(a, dv), q, _mm256_castsi256_ps(ok));
+        q = _mm256_add_ps(z, q);
+        _mm256_storeu_ps(y + i, _mm256_and_ps(q, _mm256_cmp_ps(dv, z, _CMP_NEQ_OQ)));
+    }
+    return i;
+}
+
+static int cp_rdiv_level = -1;
+
+static ptrdiff_t cp_rdiv_row_f32(float *y, ptrdiff_t n, const float *d, const float *r,
+                                 ptrdiff_t ds)
+{
+    if (cp_rdiv_level < 0)
+        cp_rdiv_level = __builtin_cpu_supports("fma") ? 1 : 0;
+    int isa = cp_window_isa();
+    if (isa == 2)
+        return cp_rdiv_row512(y, n, d, r, ds);
+    if (isa == 1 && cp_rdiv_level)
+        return cp_rdiv_row256(y, n, d, r, ds);
+    return 0;
+}
+#else
+static ptrdiff_t cp_rdiv_row_f32(float *y, ptrdiff_t n, const float *d, const float *r,
+                                 ptrdiff_t ds)
+{
+    (void)y; (void)n; (void)d; (void)r; (void)ds;
+    return 0;
+}
+#endif
+
+/* cp_finish_row's mode 1 with one divisor per output: y[i] = 0 + y[i] / d[i]
+ * (+0 where d[i] is 0), r[i] = RN(1/d[i]), every d[i] passing cp_rdiv_ok or 0. */
+static void cp_finish_rdiv_f32(float *y, ptrdiff_t n, const float *d, const float *r)
+{
+    for (ptrdiff_t i = cp_rdiv_row_f32(y, n, d, r, 1); i < n; i++)
+        y[i] = d[i] == 0 ? 0.0f : 0 + y[i] / d[i];
+}
+
+/* cp_finish_row for float32: one divisor for the whole row (mode 1 with a
+ * stride of 0, mode 2) divides by its reciprocal, exactly as above. */
+static void cp_finish_row_f32(float *y, ptrdiff_t n, int mode, double a, double b,
+                              const double *w, ptrdiff_t ws, double k)
+{
+    double dv = mode == 2 ? k : mode == 1 && ws == 0 ? a * w[0] : 0;
+    ptrdiff_t i = 0;
+    if (cp_rdiv_ok(dv)) {
+        float td = (float)dv, tr = 1.0f / td;
+        i = cp_rdiv_row_f32(y, n, &td, &tr, 0);
+    }
+    if (i < n)
+        cp_finish_row_f32_any(y + i, n - i, mode, a, b, ws ? w + i * ws : w, ws, k);
+}
+
+#ifdef CP_HAVE_WINDOW_MAX
+/* One divisor for 16 lanes, by its reciprocal (cp_rdiv512); a divisor
+ * cp_rdiv_ok refuses takes a true division. */
+__attribute__((target("avx512f"))) static inline __m512
+cp_rdiv512_by(__m512 q, double d)
+{
+    float td = (float)d;
+    if (!cp_rdiv_ok(d))
+        return _mm512_div_ps(q, _mm512_set1_ps(td));
+    return cp_rdiv512(q, _mm512_set1_ps(td), _mm512_set1_ps(1.0f / td));
+}
+
+/* cp_rowlanes_finish_f32 on AVX-512F: CP_ROWLANES_DIVIDE's divisions, each
+ * by an exact reciprocal. */
+__attribute__((target("avx512f"))) static void
+cp_rowlanes_rdiv512(float *y, ptrdiff_t n, int mode, double a, double b, const double *w,
+                    double k)
+{
+    const __m512 z = _mm512_setzero_ps();
+    for (ptrdiff_t o = 0; o < n; o++) {
+        __m512 q = _mm512_loadu_ps(y + o * 16);
+        if (mode == 0) {
+            q = cp_rdiv512_by(cp_rdiv512_by(cp_rdiv512_by(q, (float)a), (float)b), (float)w[o]);
+        } else {
+            const double dv = mode == 1 ? a * w[o] : k;
+            if (dv == 0)
+                q = _mm512_add_ps(_mm512_mul_ps(q, z), z);   /* no taps: +0.0 */
+            else
+                q = _mm512_add_ps(z, cp_rdiv512_by(q, dv));
+        }
+        _mm512_storeu_ps(y + o * 16, q);
+    }
+}
+#endif
+
+static void cp_rowlanes_finish_f32(float *y, ptrdiff_t n, int mode, double a, double b,
+                                   const double *w, double k)
+{
+#ifdef CP_HAVE_WINDOW_MAX
+    if (cp_window_isa() == 2) {
+        cp_rowlanes_rdiv512(y, n, mode, a, b, w, k);
+        return;
+    }
+#endif
+    cp_rowlanes_finish_f32_any(y, n, mode, a, b, w, k);
 }
 
 #endif /* CYPOOL_LANES_H */

@@ -409,6 +409,26 @@ def test_stride1_rows_match_torch(kw, dtype):
         assert a.tobytes() == ta.numpy().tobytes()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kw", [
+    dict(kernel_size=3, stride=(2, 1, 1), padding=1),
+    dict(kernel_size=(2, 3, 4), stride=(1, 2, 1), padding=(1, 1, 2), ceil_mode=True),
+    dict(kernel_size=3, stride=1, padding=1, divisor_override=7),
+])
+def test_stride1_planes_3d_match_torch(kw, dtype):
+    # channels-first averages of stride 1 along W, a whole plane at a time:
+    # every (depth, row) of the plane read from its padded copy
+    x = np.random.default_rng(3).standard_normal((3, 2, 5, 6, 40)).astype(dtype) * 100
+    for cip in (True, False):
+        a = cypool.avg_pool3d(x, count_include_pad=cip, **kw)
+        ta = F.avg_pool3d(torch.from_numpy(x), count_include_pad=cip, **kw)
+        assert a.tobytes() == ta.numpy().tobytes()
+    x1 = np.ascontiguousarray(x[:, :, 0, 0, :])
+    a = cypool.avg_pool1d(x1, 5, 1, 2, count_include_pad=False)
+    assert a.tobytes() == F.avg_pool1d(torch.from_numpy(x1), 5, 1, 2,
+                                       count_include_pad=False).numpy().tobytes()
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("case", [
     ("adaptive", dict(output_size=(2, 5))),

@@ -1,0 +1,84 @@
+/* divcheck.c -- exhaustive check of cypool's exact float32 division by
+ * reciprocals (cp_rdiv_row_f32 in src/cypool_lanes.h): for every odd divisor
+ * d in [lo, hi] and every float a in [1, 2) (every significand), the
+ * reciprocal path must give exactly the IEEE quotient a / d.  Even divisors
+ * and other exponents of a scale both sides exactly, so this covers every
+ * divisor up to hi and every a in the range the path takes.
+ *
+ *   cc -O2 -Isrc tests/divcheck.c -o divcheck && ./divcheck 1 65535 [level]
+ *
+ * With lo = 0, it checks the dividends outside that range instead (every
+ * sign and exponent, subnormals, zeros, inf and NaN, a sample of
+ * significands) for every divisor up to hi: those must take the true
+ * division, so NaN payloads included, every bit must match.
+ *
+ * level limits the instruction set (2: AVX-512F, 1: AVX2+FMA) as the tests'
+ * limit_window_isa does.  Prints the number of divisors that fail (0) and
+ * how many quotients went through the vector path. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "cypool_lanes.h"
+
+int main(int argc, char **argv)
+{
+    if (argc < 3)
+        return 2;
+    long lo = atol(argv[1]), hi = atol(argv[2]), bad = 0, vec = 0;
+#ifdef CP_HAVE_WINDOW_MAX
+    if (argc > 3)
+        cp_window_limit_isa(atoi(argv[3]));
+#endif
+    enum { B = 1 << 16 };
+    static float a[B], y[B];
+    if (lo == 0) {
+        for (long d = 1; d <= hi; d++) {
+            float td = (float)d, tr = 1.0f / td;
+            long nb = 0;
+            for (unsigned long u = 0; u < (1ul << 32); u += B * 61ul) {
+                for (unsigned j = 0; j < B; j++) {
+                    unsigned bits = (unsigned)(u + j * 61ul);
+                    memcpy(&a[j], &bits, sizeof bits);
+                }
+                memcpy(y, a, sizeof y);
+                ptrdiff_t n = cp_rdiv_row_f32(y, B, &td, &tr, 0);
+                vec += n;
+                for (ptrdiff_t j = 0; j < n; j++) {
+                    float q = 0 + a[j] / td;
+                    nb += memcmp(&q, &y[j], sizeof q) != 0;
+                }
+            }
+            if (nb) {
+                if (bad < 10)
+                    printf("divisor %ld: %ld quotients differ\n", d, nb);
+                bad++;
+            }
+        }
+        printf("divisors failing: %ld, vector quotients: %ld\n", bad, vec);
+        return bad != 0;
+    }
+    for (long d = lo | 1; d <= hi; d += 2) {
+        float td = (float)d, tr = 1.0f / td;
+        long nb = 0;
+        for (unsigned m0 = 0; m0 < (1u << 23); m0 += B) {
+            for (unsigned j = 0; j < B; j++) {
+                unsigned bits = 0x3f800000u + m0 + j;
+                memcpy(&a[j], &bits, sizeof bits);
+            }
+            memcpy(y, a, sizeof y);
+            ptrdiff_t n = cp_rdiv_row_f32(y, B, &td, &tr, 0);
+            vec += n;
+            for (ptrdiff_t j = 0; j < n; j++) {
+                float q = 0 + a[j] / td;
+                nb += memcmp(&q, &y[j], sizeof q) != 0;
+            }
+        }
+        if (nb) {
+            if (bad < 10)
+                printf("divisor %ld: %ld quotients differ\n", d, nb);
+            bad++;
+        }
+    }
+    printf("divisors failing: %ld, vector quotients: %ld\n", bad, vec);
+    return bad != 0;
+}
