@@ -40,7 +40,7 @@ def test_reciprocal_division_is_exact_for_every_significand(divcheck, level, lo,
     # lo = 0: the dividends outside the reciprocal path's range (subnormal,
     # tiny, huge, inf, NaN, -0.0), which must take the true division
     out = subprocess.run([divcheck, str(lo), str(hi), str(level)], capture_output=True,
-                         text=True)
+                         text=True, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "divisors failing: 0," in out.stdout
     vec = int(out.stdout.split("vector quotients:")[1])
