@@ -6,17 +6,22 @@ arrays and to the module implementing it.  A module is only looked up in
 NumPy users never pay for them.  A backend's implementation module has the
 same three entry points as ``cypool._cpu``: ``forward``, ``avg_backward``
 and ``max_backward``, each taking a validated plan.
+
+Objects that are not CuPy arrays but expose ``__cuda_array_interface__``
+(CUDA torch tensors, Numba device arrays) take the CuPy path too, wrapped
+zero-copy by CuPy (imported then, since the caller holds device memory).
 """
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 
 import numpy as np
 
 # name -> (module that defines the array type, type name, implementation module or None)
 _TABLE = {
-    "cupy": ("cupy", "ndarray", None),
+    "cupy": ("cupy", "ndarray", "cypool._gpu"),
     "dask": ("dask.array", "Array", None),
 }
 
@@ -29,6 +34,9 @@ def _is(x, module: str, cls: str) -> bool:
 def backend(x) -> str:
     """The path a cypool call on ``x`` takes: ``"numpy"``, ``"cupy"`` or ``"dask"``.
 
+    CuPy arrays and other device arrays (anything exposing
+    ``__cuda_array_interface__``, such as CUDA torch tensors) take ``"cupy"``.
+
     Examples
     --------
     >>> import numpy as np, cypool
@@ -40,6 +48,8 @@ def backend(x) -> str:
     for name, (module, cls, _) in _TABLE.items():
         if _is(x, module, cls):
             return name
+    if hasattr(x, "__cuda_array_interface__"):
+        return "cupy"
     return "numpy"
 
 
@@ -58,14 +68,13 @@ def implementation(fn: str, *arrays):
                         " move them to one library first")
     kind = kinds.pop() if kinds else "numpy"
     if kind == "numpy":
-        for a in arrays:
-            if a is not None and hasattr(a, "__cuda_array_interface__"):
-                raise TypeError(f"{fn}(): got a device array ({type(a).__name__}); this "
-                                "version of cypool pools host (NumPy) arrays only")
         from . import _cpu
         return _cpu
     module = _TABLE[kind][2]
     if module is None:
         raise TypeError(f"{fn}(): {kind} arrays are not supported by this version of cypool; "
-                        "convert to NumPy first (cupy: .get(), dask: .compute())")
+                        "convert to NumPy first (dask: .compute())")
+    if kind == "cupy" and importlib.util.find_spec("cupy") is None:
+        raise TypeError(f"{fn}(): got a device array ({type(arrays[0]).__name__}); pooling "
+                        "it needs CuPy: pip install 'cypool[cuda12]' (or 'cypool[cuda13]')")
     return importlib.import_module(module)

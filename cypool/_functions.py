@@ -293,6 +293,8 @@ def _run_forward(fn, op, rank, x, output_size, channels_last, out, return_indice
     impl = _dispatch.implementation(fn, x)
     if impl.__name__.endswith("_cpu"):
         x = as_array(x, fn, "x")
+    else:
+        x = impl.as_device_array(x)
     if make_plan is None:
         plan = adaptive_plan(fn, op, rank, x.shape, x.dtype, output_size, channels_last)
     else:
@@ -302,10 +304,11 @@ def _run_forward(fn, op, rank, x, output_size, channels_last, out, return_indice
         out_v, out_i = _out_pair(out, fn)
     else:
         out_v, out_i = out, None
+    kind = _out_kind(impl)
     if out_v is not None:
-        check_out(out_v, result_shape, plan.out_dtype, fn)
+        check_out(out_v, result_shape, plan.out_dtype, fn, kind=kind)
     if out_i is not None:
-        check_out(out_i, result_shape, np.dtype(np.int64), fn, "out[1]")
+        check_out(out_i, result_shape, np.dtype(np.int64), fn, "out[1]", kind=kind)
     if key is not None and out is None:
         return _remember(key, _forward_replay(impl, plan, return_indices, result_shape))(x)
     views = [_as_shape(o, plan.out_shape) for o in (out_v, out_i)]
@@ -320,9 +323,16 @@ def _run_forward(fn, op, rank, x, output_size, channels_last, out, return_indice
             done.append(r.reshape(result_shape))
         else:
             if v is None:
-                np.copyto(o, r.reshape(result_shape))
+                o[...] = r.reshape(result_shape)
             done.append(o)
     return tuple(done) if return_indices else done[0]
+
+
+def _out_kind(impl) -> tuple:
+    """(array type, name) that ``out=`` must be for a call taking ``impl``."""
+    if impl.__name__.endswith("_cpu"):
+        return np.ndarray, "NumPy"
+    return impl.out_kind()
 
 
 def _as_shape(out, shape):
@@ -521,12 +531,16 @@ def _run_backward(fn, op, rank, grad_output, indices, input_shape, channels_last
         grad_output = as_array(grad_output, fn, "grad_output")
         if indices is not None:
             indices = as_array(indices, fn, "indices")
+    else:
+        grad_output = impl.as_device_array(grad_output)
+        if indices is not None:
+            indices = impl.as_device_array(indices)
     mk = None if make_plan is None else (lambda shape: make_plan(shape, grad_output.dtype))
     plan = _backward_plan(fn, op, rank, grad_output, input_shape, channels_last, mk)
     if op == "max":
         _check_indices(fn, indices, grad_output, plan)
     if out is not None:
-        check_out(out, plan.in_shape, plan.out_dtype, fn)
+        check_out(out, plan.in_shape, plan.out_dtype, fn, kind=_out_kind(impl))
         if op == "avg":
             return impl.avg_backward(plan, grad_output, out=out)
         # checked first, so that a bad call leaves ``out`` untouched
@@ -579,11 +593,12 @@ def _check_indices(fn, indices, grad_output, plan):
 def _check_index_range(fn, indices, plan):
     plane = math.prod(plan.in_spatial)
     if indices.size:
-        if indices.dtype == np.int64 and indices.flags.c_contiguous:
+        if (isinstance(indices, np.ndarray) and indices.dtype == np.int64
+                and indices.flags.c_contiguous):
             from . import _cpu, _kernels
             lo, hi = _kernels.index_range(indices.reshape(-1), _cpu.num_threads(indices.size))
         else:
-            lo, hi = indices.min(), indices.max()
+            lo, hi = int(indices.min()), int(indices.max())
         if lo < -1 or hi >= plane:
             raise ValueError(f"{fn}(): indices must lie in [0, {plane}) (flat positions in an "
                              f"input plane of {plan.in_spatial}; -1 for a window with no "

@@ -227,13 +227,16 @@ def as_array(x, fn: str, arg: str) -> np.ndarray:
     return x
 
 
-def check_out(out, shape: tuple, dtype: np.dtype, fn: str, arg: str = "out") -> None:
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"{fn}(): {arg} must be a NumPy array, got {type(out).__name__}")
-    if out.shape != tuple(shape) or out.dtype != dtype:
+def check_out(out, shape: tuple, dtype: np.dtype, fn: str, arg: str = "out",
+              kind: tuple = (np.ndarray, "NumPy")) -> None:
+    """``out=`` must be an array of ``kind`` (type, name: the call's array
+    library) with exactly the result's shape and dtype, and writeable."""
+    if not isinstance(out, kind[0]):
+        raise TypeError(f"{fn}(): {arg} must be a {kind[1]} array, got {type(out).__name__}")
+    if tuple(out.shape) != tuple(shape) or out.dtype != dtype:
         raise ValueError(f"{fn}(): {arg} must have shape {tuple(shape)} and dtype {dtype}, "
-                         f"got shape {out.shape} and dtype {out.dtype}")
-    if not out.flags.writeable:
+                         f"got shape {tuple(out.shape)} and dtype {out.dtype}")
+    if isinstance(out, np.ndarray) and not out.flags.writeable:
         raise ValueError(f"{fn}(): {arg} is read-only")
 
 
