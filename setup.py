@@ -16,6 +16,7 @@ import tempfile
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 OPENMP_PROBE = r"""
 #include <omp.h>
@@ -87,6 +88,20 @@ class OpenMPBuildExt(build_ext):
         super().build_extensions()
 
 
+# The GPU path's sources, shipped inside the package (cypool/_cuda/) for
+# CuPy to compile at run time, from their one copy in src/.
+CUDA_SOURCES = ("cypool_pool.cu", "cypool_window.h", "cypool_cuda_host.h")
+
+
+class BuildPyWithCuda(build_py):
+    def run(self):
+        super().run()
+        dest = os.path.join(self.build_lib, "cypool", "_cuda")
+        os.makedirs(dest, exist_ok=True)
+        for name in CUDA_SOURCES:
+            shutil.copyfile(os.path.join("src", name), os.path.join(dest, name))
+
+
 def extensions():
     from Cython.Build import cythonize
 
@@ -95,4 +110,5 @@ def extensions():
                      include_path=["src"])
 
 
-setup(ext_modules=extensions(), cmdclass={"build_ext": OpenMPBuildExt})
+setup(ext_modules=extensions(), cmdclass={"build_ext": OpenMPBuildExt,
+                                         "build_py": BuildPyWithCuda})
