@@ -3,9 +3,12 @@
     python -m cypool              self-check + quick benchmark table
     python -m cypool check        self-check only
     python -m cypool bench        benchmark only (--full for every workload)
+    python -m cypool bench --gpu  GPU benchmark: cypool on CuPy arrays vs torch CUDA
 
 The benchmark times cypool against PyTorch CPU (when installed) and NumPy at
-the same thread count, interleaved, and prints medians and ratios.
+the same thread count, interleaved, and prints medians and ratios.  With
+--gpu it times cypool on CuPy arrays against PyTorch CUDA with CUDA events
+and reports the bandwidth achieved against the device's copy bandwidth.
 """
 from __future__ import annotations
 
@@ -33,6 +36,9 @@ def main(argv=None) -> int:
                         "torch, numpy, onnxruntime, jax, skimage)")
     p.add_argument("--scaling", action="store_true",
                    help="also time cypool at one thread and report the second thread's gain")
+    p.add_argument("--gpu", action="store_true",
+                   help="bench: time the GPU path (CuPy arrays, against torch CUDA) instead "
+                        "of the CPU one")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     if args.repeat < 1:
@@ -41,6 +47,18 @@ def main(argv=None) -> int:
         if args.threads < 1:
             p.error("--threads must be >= 1")
         cypool.set_num_threads(args.threads)
+    if args.gpu:
+        if args.command != "bench":
+            p.error("--gpu applies to the bench command only")
+        cpu_only = [f for f, on in (("--full", args.full), ("--scaling", args.scaling),
+                                    ("--peers", args.peers), ("--chart", args.chart)) if on]
+        if cpu_only:
+            p.error(f"{', '.join(cpu_only)}: not for --gpu (a fixed set of workloads, "
+                    "timed against torch CUDA)")
+        why = _bench.gpu_unavailable()
+        if why is not None:     # one line, no traceback: the CPU path still works
+            print(f"bench --gpu: no CUDA device ({why})", file=sys.stderr)
+            return 1
 
     cfg = cypool.show_config(print_out=False)
     print(f"cypool {cfg['cypool']}  numpy {cfg['numpy']}  OpenMP "
@@ -56,10 +74,18 @@ def main(argv=None) -> int:
         else:
             print(f"self-check: all {n} comparisons with cypool.reference agree")
     if args.command in ("all", "bench"):
-        results = _bench.run(quick=not args.full, repeat=args.repeat,
-                             progress=not args.no_progress, scaling=args.scaling,
-                             peers=set(args.peers.split(",")) if args.peers else None)
-        print(_bench.table(results))
+        if args.gpu:
+            info = _bench.gpu_info()
+            cfg = {**cfg, "gpu": info}
+            print(f"GPU {info['device']} (device {info['device_id']})  CuPy {info['cupy']}  "
+                  f"torch CUDA {info['torch_cuda'] or 'not available'}")
+            results = _bench.run_gpu(repeat=args.repeat, progress=not args.no_progress)
+            print(_bench.table_gpu(results))
+        else:
+            results = _bench.run(quick=not args.full, repeat=args.repeat,
+                                 progress=not args.no_progress, scaling=args.scaling,
+                                 peers=set(args.peers.split(",")) if args.peers else None)
+            print(_bench.table(results))
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"config": cfg, "results": results}, f, indent=1)

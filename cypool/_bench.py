@@ -4,7 +4,10 @@ One registry of workloads (``WORKLOADS``) feeds the benchmark table and the
 benchmark scripts in ``bench/``.  Every workload times cypool against the
 alternatives a user would otherwise pick, in one process, interleaved
 (round-robin, after a warm-up) at the same thread count, and reports
-medians and the ratio of each peer's time to cypool's.
+medians and the ratio of each peer's time to cypool's.  The GPU benchmark
+(``python -m cypool bench --gpu``) times part of the same registry on CuPy
+arrays against torch CUDA, with CUDA events, and reports the bandwidth each
+call achieves against a device-to-device copy of as many bytes.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import math
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -500,3 +503,258 @@ def chart(results: list[dict], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# ---------------------------------------------------------------------------
+# The GPU benchmark (python -m cypool bench --gpu)
+# ---------------------------------------------------------------------------
+
+# Registry workloads timed on the GPU (float32, forward and backward, both
+# layouts): the quick set and the fixed-window pools of the full one.
+GPU_WORKLOADS = (
+    "adaptive_avg_pool2d (32, 64, 112, 112)->(7, 7)",
+    "global_avg_pool2d (64, 2048, 7, 7)",
+    "adaptive_max_pool2d (32, 512, 14, 14)->(7, 7)",
+    "max_pool2d (32, 64, 112, 112) k=3, s=2, p=1",
+    "avg_pool2d (32, 256, 56, 56) k=2, s=2",
+    "avg_pool2d (8, 128, 64, 64) k=3, s=1, p=1, cip=False",
+    "max_pool3d (4, 32, 32, 64, 64) k=2",
+)
+GPU_MIN_TIME = 0.02         # seconds of device time per timed round: short calls are batched
+COPY = "(copy)"             # the copy probe's key among the timed calls
+
+
+def gpu_unavailable() -> str | None:
+    """Why the GPU benchmark cannot run here, or None when it can."""
+    import importlib.util
+
+    from cypool import _gpu
+
+    if importlib.util.find_spec("cupy") is None:
+        return "CuPy not installed"
+    if _gpu.device_count() == 0:
+        return "CuPy finds none"
+    return None
+
+
+def _torch_cuda():
+    """torch when it is installed and has a CUDA device, else None."""
+    torch, _ = _torch()
+    return torch if torch is not None and torch.cuda.is_available() else None
+
+
+def gpu_info() -> dict:
+    """The current device and the GPU libraries, for the header and the JSON."""
+    import cupy as cp
+
+    dev = cp.cuda.Device().id
+    name = cp.cuda.runtime.getDeviceProperties(dev)["name"]
+    torch = _torch_cuda()
+    return {"device": name.decode() if isinstance(name, bytes) else str(name),
+            "device_id": dev, "cupy": cp.__version__,
+            "torch_cuda": None if torch is None else torch.version.cuda}
+
+
+def gpu_workloads() -> list[Workload]:
+    """The GPU_WORKLOADS entries of the registry, in that order (per name:
+    NCHW forward, NCHW backward, NHWC forward, NHWC backward).
+
+    The registry times no backward of the global average (cypool has no
+    global backward function: the gradient is the adaptive one to (1, 1)),
+    so that backward is the adaptive workload to (1, 1) under the global name.
+    """
+    pool = workloads()
+    pool += [replace(w, name="global_avg_pool2d (64, 2048, 7, 7)")
+             for w in _adaptive_workloads((64, 2048, 7, 7), (1, 1), "avg", quick=False)
+             if w.direction == "backward"]
+    out = []
+    for name in GPU_WORKLOADS:
+        group = [w for w in pool if w.name == name and w.dtype == "float32"]
+        if not group:       # the registry renamed a workload: say which
+            raise KeyError(f"GPU workload {name!r} is not in the registry")
+        out += sorted(group, key=lambda w: (w.layout != "NCHW", w.direction != "forward"))
+    return out
+
+
+def _on_gpu(d: dict, cp, torch) -> dict:
+    """A workload's data (from its CPU setup) on the current device: NumPy
+    arrays as CuPy arrays, torch tensors as CUDA tensors in their memory
+    format (dropped when torch has no CUDA); the channels-first copy that
+    only the CPU peers read is left behind."""
+    g = {}
+    for k, v in d.items():
+        if k == "x_nchw":
+            continue
+        if isinstance(v, np.ndarray):
+            g[k] = cp.asarray(v)
+        elif hasattr(v, "is_cuda"):
+            if torch is not None:
+                g[k] = v.to("cuda")
+        else:
+            g[k] = v
+    return g
+
+
+def _device_bytes(obj) -> int:
+    """Bytes of the arrays in a result (values, or values and indices)."""
+    if isinstance(obj, (tuple, list)):
+        return sum(_device_bytes(o) for o in obj)
+    return int(getattr(obj, "nbytes", 0))
+
+
+def _copy_probe(cp, nbytes: int):
+    """A device-to-device copy ``y[...] = x`` moving ``nbytes`` in all
+    (half read, half written): the traffic of the pooling call it is
+    timed with, at the best bandwidth a plain kernel gets on this device
+    with the caches in the state the other calls leave them."""
+    src = cp.ones(max(nbytes // 8, 1), cp.float32)
+    dst = cp.empty_like(src)
+
+    def copy(d):
+        dst[...] = src
+    return copy
+
+
+def _event_timer(cp):
+    """f(d) run ``inner`` times between two CUDA events on the current
+    stream: seconds of device time per call (the host's launch overhead
+    included where it starves the device)."""
+    start, end = cp.cuda.Event(), cp.cuda.Event()
+
+    def timed(f, d, inner: int) -> float:
+        start.record()
+        for _ in range(inner):
+            f(d)
+        end.record()
+        end.synchronize()
+        return cp.cuda.get_elapsed_time(start, end) * 1e-3 / inner
+    return timed
+
+
+def gpu_result(w: Workload, median_s: dict, copy_s: float, bytes_read: int,
+               bytes_written: int, *, repeat: int, inner: int = 1, unsupported=None,
+               device: str = "") -> dict:
+    """One row of the GPU table: medians, achieved bandwidth (bytes read and
+    written / median time, GB/s), the copy probe's bandwidth on the same
+    bytes and cypool's fraction of it, and each peer's time / cypool's."""
+    nbytes = bytes_read + bytes_written
+    return {"name": w.name, "direction": w.direction, "layout": w.layout, "dtype": w.dtype,
+            "shape": list(w.shape), "device": device, "repeat": repeat, "inner": inner,
+            "bytes_read": int(bytes_read), "bytes_written": int(bytes_written),
+            "median_s": dict(median_s),
+            "gbs": {k: nbytes / t / 1e9 for k, t in median_s.items()},
+            "copy_s": copy_s, "copy_gbs": nbytes / copy_s / 1e9,
+            "copy_fraction": copy_s / median_s["cypool"],
+            "speedup": {k: t / median_s["cypool"] for k, t in median_s.items() if k != "cypool"},
+            "unsupported": dict(unsupported or {})}
+
+
+def run_gpu_workload(w: Workload, repeat: int, cp, torch=None,
+                     min_time: float = GPU_MIN_TIME, device: str = "") -> dict:
+    """Median device seconds of cypool on CuPy arrays, of torch on CUDA
+    tensors (when ``torch`` is given) and of the copy probe, timed
+    round-robin with CUDA events after a warm-up."""
+    d = _on_gpu(w.setup(), cp, torch)
+    read, written = _bytes_read(w, d), _device_bytes(w.cypool(d))
+    fns = {"cypool": w.cypool}
+    if torch is not None and "torch" in w.peers:
+        fns["torch"] = w.peers["torch"]
+    fns[COPY] = _copy_probe(cp, read + written)
+    unsupported = {}
+    for k, f in list(fns.items()):  # warm-up: NVRTC compile, memory pools, torch's heuristics
+        try:
+            f(d)
+            f(d)
+        except Exception as e:      # a peer that refuses this case is reported, not timed
+            if k == "cypool":
+                raise
+            unsupported[k] = f"{type(e).__name__}: {str(e)[:120]}"
+            del fns[k]
+    timed = _event_timer(cp)
+    one = min(timed(f, d, 1) for f in fns.values())
+    inner = max(1, min(1000, int(min_time / max(one, 1e-7))))   # batch tiny calls
+    times = {k: [] for k in fns}
+    for _ in range(repeat):
+        for k, f in fns.items():
+            times[k].append(timed(f, d, inner))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    copy_s = med.pop(COPY)
+    return gpu_result(w, med, copy_s, read, written, repeat=repeat, inner=inner,
+                      unsupported=unsupported, device=device)
+
+
+def _free_gpu_memory(cp, torch) -> None:
+    # each workload's arrays go back to the driver, so that the next one
+    # (and the other library's pool) finds the memory free
+    cp.get_default_memory_pool().free_all_blocks()
+    if torch is not None:
+        torch.cuda.empty_cache()
+
+
+def run_gpu(repeat: int = 7, progress: bool = True, min_time: float = GPU_MIN_TIME) -> list[dict]:
+    """Time GPU_WORKLOADS on the current CUDA device: cypool on CuPy arrays
+    against torch CUDA (when available), with the copy bandwidth of each.
+
+    Raises RuntimeError without CuPy or a device (see gpu_unavailable()).
+    """
+    why = gpu_unavailable()
+    if why is not None:
+        raise RuntimeError(f"bench --gpu: no CUDA device ({why})")
+    import cupy as cp
+
+    torch = _torch_cuda()
+    device = gpu_info()["device"]
+    ws = gpu_workloads()
+    bar = Progress(len(ws), "GPU benchmark") if progress else None
+    results = []
+    for w in ws:
+        results.append(run_gpu_workload(w, repeat, cp, torch, min_time, device))
+        _free_gpu_memory(cp, torch)
+        if bar:
+            bar.step(f"{w.name} {w.direction} {w.layout}")
+    return results
+
+
+def table_gpu(results: list[dict]) -> str:
+    """The GPU results as a fixed-width text table: times in ms, bandwidth in
+    GB/s, cypool's share of the copy bandwidth, ratios = peer / cypool."""
+    peers = sorted({p for r in results for p in [*r["speedup"], *r.get("unsupported", {})]},
+                   key=lambda p: (p != "torch", p))
+    head = ["workload", "dir", "layout", "cypool ms", "GB/s", "of copy"] + \
+        [f"{p} {u}" for p in peers for u in ("ms", "GB/s")] + [f"vs {p}" for p in peers]
+    rows = []
+    for r in results:
+        m, bw = r["median_s"], r["gbs"]
+        row = [f"{r['name']} {r['dtype']}" if r["dtype"] != "float32" else r["name"],
+               {"forward": "fwd", "backward": "bwd"}[r["direction"]], r["layout"],
+               f"{m['cypool'] * 1e3:.3f}", f"{bw['cypool']:.0f}",
+               f"{100 * r['copy_fraction']:.0f}%"]
+        for p in peers:
+            if p in m:
+                row += [f"{m[p] * 1e3:.3f}", f"{bw[p]:.0f}"]
+            else:
+                row += ["fails" if p in r.get("unsupported", {}) else "-", "-"]
+        row += [f"{r['speedup'][p]:.2f}x" if p in r["speedup"] else "-" for p in peers]
+        rows.append(row)
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    fmt = lambda row: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                                for i, (c, w) in enumerate(zip(row, widths)))
+    lines = [fmt(head), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows]
+    lines.append("GB/s = (bytes read + bytes written) / median time (CUDA events); of copy = "
+                 "cypool's GB/s / a device-to-device copy's (y[...] = x) of as many bytes, "
+                 "timed in the same rounds; vs X = X's time / cypool's (above 1: cypool is "
+                 "faster); fails = the peer raises on this case")
+    if results:
+        copies = [r["copy_gbs"] for r in results]
+        device = results[0].get("device") or "this device"
+        lines.append(f"device-to-device copy on {device}: {min(copies):.0f} to "
+                     f"{max(copies):.0f} GB/s by workload (the smaller ones may stay in the "
+                     "L2 cache)")
+    speedups = [r["speedup"]["torch"] for r in results if "torch" in r["speedup"]]
+    if speedups:
+        gm = math.exp(sum(math.log(s) for s in speedups) / len(speedups))
+        lines.append(f"geometric-mean speedup over torch CUDA: {gm:.2f}x "
+                     f"({len(speedups)} workloads)")
+    elif results:
+        lines.append("torch CUDA not available: cypool timed alone")
+    return "\n".join(lines)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import cypool
-from cypool import _bench
+from cypool import _bench, _gpu
 
 
 def test_self_check_passes_and_counts():
@@ -88,3 +88,73 @@ def test_onnx_peer_computes_indices_when_the_workload_does():
     assert len(with_idx) == 2 and with_idx[1].dtype == np.int64 and len(values) == 1
     want = cypool.max_pool2d(x, 2)
     assert np.array_equal(with_idx[0], want) and np.array_equal(values[0], want)
+
+
+def test_gpu_workloads_come_from_the_registry():
+    """Every GPU workload is a registry entry (a renamed one is caught here,
+    not on a GPU machine), forward and backward in both layouts."""
+    ws = _bench.gpu_workloads()
+    assert [w.name for w in ws[::4]] == list(_bench.GPU_WORKLOADS)
+    for name in _bench.GPU_WORKLOADS:
+        group = [(w.layout, w.direction) for w in ws if w.name == name]
+        assert group == [("NCHW", "forward"), ("NCHW", "backward"),
+                         ("NHWC", "forward"), ("NHWC", "backward")], name
+    assert {w.dtype for w in ws} == {"float32"}
+    if importlib.util.find_spec("torch") is not None:    # each one has a torch peer
+        assert all("torch" in w.peers for w in ws)
+
+
+def _fake_gpu_result(name, direction="forward", torch_s=0.015, fails=False):
+    w = _bench.Workload(name, (2, 3, 8, 8), "float32", direction, "NCHW", False,
+                        dict, lambda d: None)
+    med = {"cypool": 0.010} if torch_s is None else {"cypool": 0.010, "torch": torch_s}
+    return _bench.gpu_result(w, med, 0.008, 1_200_000_000, 800_000_000, repeat=5, inner=3,
+                             unsupported={"torch": "RuntimeError: no"} if fails else None,
+                             device="Fake GPU")
+
+
+def test_gpu_bandwidth_and_table():
+    r = _fake_gpu_result("pool A")
+    # 2 GB moved in 10 ms: 200 GB/s; torch 15 ms: 133 GB/s; the copy 8 ms: 250 GB/s
+    assert r["gbs"]["cypool"] == pytest.approx(200.0)
+    assert r["gbs"]["torch"] == pytest.approx(2e9 / 0.015 / 1e9)
+    assert r["copy_gbs"] == pytest.approx(250.0)
+    assert r["copy_fraction"] == pytest.approx(0.8)
+    assert r["speedup"] == {"torch": pytest.approx(1.5)}
+    rows = [r, _fake_gpu_result("pool B", "backward", torch_s=0.005),
+            _fake_gpu_result("pool C", torch_s=None, fails=True)]
+    text = _bench.table_gpu(rows)
+    lines = text.splitlines()
+    assert lines[0].split() == ["workload", "dir", "layout", "cypool", "ms", "GB/s", "of",
+                                "copy", "torch", "ms", "torch", "GB/s", "vs", "torch"]
+    a = lines[2].split()
+    assert a[-8:] == ["fwd", "NCHW", "10.000", "200", "80%", "15.000", "133", "1.50x"]
+    assert lines[3].split()[-2:] == ["400", "0.50x"]            # torch faster: below 1
+    assert lines[4].split()[-4:] == ["80%", "fails", "-", "-"]  # torch refused the case
+    assert "device-to-device copy on Fake GPU: 250 to 250 GB/s" in text
+    # the geometric mean of 1.5x and 0.5x, the failed case left out
+    assert "geometric-mean speedup over torch CUDA: 0.87x (2 workloads)" in text
+    json.dumps(rows)                    # the JSON the CLI writes
+    alone = _bench.table_gpu([_fake_gpu_result("pool D", torch_s=None)])
+    assert "torch CUDA not available" in alone and "vs torch" not in alone
+
+
+@pytest.mark.skipif(_gpu.device_count() > 0, reason="a CUDA device is here: the "
+                    "GPU benchmark would run")
+def test_main_bench_gpu_without_a_device(tmp_path):
+    """No CuPy or no device: one clear line and status 1, never a traceback."""
+    out = subprocess.run([sys.executable, "-P", "-m", "cypool", "bench", "--gpu"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300, check=False)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert out.stdout == ""
+    assert out.stderr.strip() in ("bench --gpu: no CUDA device (CuPy not installed)",
+                                  "bench --gpu: no CUDA device (CuPy finds none)")
+    assert "Traceback" not in out.stderr
+
+
+def test_main_gpu_flag_is_for_bench_only(tmp_path):
+    for args in (["check", "--gpu"], ["bench", "--gpu", "--full"]):
+        out = subprocess.run([sys.executable, "-P", "-m", "cypool", *args], capture_output=True,
+                             text=True, cwd=tmp_path, timeout=300, check=False)
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert "--gpu" in out.stderr and "Traceback" not in out.stderr
