@@ -1,9 +1,10 @@
-"""cypool: pooling for NumPy arrays with exactly PyTorch's results.
+"""cypool: pooling for NumPy and CuPy arrays with exactly PyTorch's results.
 
-Adaptive, global (and, in later releases, fixed-window) average and max
-pooling over 1-, 2- and 3-d arrays, forward and backward, computed by
-compiled Cython/OpenMP kernels that release the GIL.  Function names,
-arguments and results follow ``torch.nn.functional``.
+Fixed-window, adaptive and global average and max pooling over 1-, 2- and
+3-d arrays, forward and backward, computed by compiled Cython/OpenMP
+kernels that release the GIL (NumPy) or by CUDA kernels (CuPy arrays and
+other ``__cuda_array_interface__`` objects).  Function names, arguments and
+results follow ``torch.nn.functional``.
 
 >>> import numpy as np, cypool
 >>> x = np.random.default_rng(0).random((8, 64, 56, 56), dtype=np.float32)
