@@ -12,6 +12,11 @@ Each case is compared with the Cython kernels given the same plan:
   max indices identical;
 * backward bit-identical to the CPU (which is PyTorch's bits), and
   bit-identical across repeated runs with other grids and index widths.
+
+Cases: the conformance zoos of conftest.py (adaptive and global pooling,
+every odd value, memory layout and batch), both layouts, float16/32/64 and
+integer/bool, and a seeded random sweep of fixed windows (padding, stride,
+dilation, ceil_mode, count_include_pad, divisor_override) over every dtype.
 """
 from __future__ import annotations
 
@@ -237,6 +242,58 @@ def test_host_kernels_match_the_cython_kernels(chunk, dev, others):
             runs = [_gpu.max_backward(gplan, g, want[1], device=d) for d in (dev, *others)]
         for r in runs:
             _same(r, want_b, what + " backward")
+
+
+LAYOUTS = pytest.mark.parametrize("channels_last", [False, True], ids=["NC", "NL"])
+
+
+def _zoo_run(x, rank, output_size, channels_last, op, dev, others, backward=True):
+    # one zoo array through the host shim and the Cython kernels, forward
+    # and (float types) backward, every launch shape
+    plan = adaptive_plan("f", op, rank, x.shape, x.dtype, output_size, channels_last)
+    want = _cpu.forward(plan, x, return_indices=op == "max")
+    got = _gpu.forward(plan, x, return_indices=op == "max", device=dev)
+    if op == "max":
+        _same(got[0], want[0], "values")
+        _same(got[1], want[1], "indices")
+    else:
+        _same(got, want, "averages", exact=not _whole_plane_average(plan))
+    if not backward:
+        return
+    gplan = adaptive_plan("f", op, rank, x.shape, x.dtype, output_size, channels_last,
+                          grad=True)
+    g = np.random.default_rng(1).standard_normal(gplan.out_shape).astype(gplan.out_dtype)
+    if op == "avg":
+        want_b = _cpu.avg_backward(gplan, g)
+        runs = [_gpu.avg_backward(gplan, g, device=d) for d in (dev, *others)]
+    else:
+        want_b = _cpu.max_backward(gplan, g, want[1])
+        runs = [_gpu.max_backward(gplan, g, want[1], device=d) for d in (dev, *others)]
+    for r in runs:
+        _same(r, want_b, "backward")
+
+
+@LAYOUTS
+@pytest.mark.parametrize("op", ["avg", "max"])
+def test_conformance_zoo_through_the_host_shim(case, channels_last, op, tools, dev, others):
+    x = tools.to_layout(case.x, case.rank, channels_last, case.contiguous)
+    _zoo_run(x, case.rank, case.output_size, channels_last, op, dev, others)
+
+
+@LAYOUTS
+@pytest.mark.parametrize("op", ["avg", "max"])
+def test_float16_zoo_through_the_host_shim(half_case, channels_last, op, tools, dev, others):
+    x = tools.to_layout(half_case.x, half_case.rank, channels_last, half_case.contiguous)
+    _zoo_run(x, half_case.rank, half_case.output_size, channels_last, op, dev, others)
+
+
+@LAYOUTS
+def test_integer_zoo_through_the_host_shim(int_case, channels_last, tools, dev, others):
+    x = tools.to_layout(int_case.x, int_case.rank, channels_last, int_case.contiguous)
+    _zoo_run(x, int_case.rank, int_case.output_size, channels_last, "max", dev, others,
+             backward=False)
+    _zoo_run(x, int_case.rank, int_case.output_size, channels_last, "avg", dev, others,
+             backward=False)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
