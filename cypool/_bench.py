@@ -379,15 +379,7 @@ def run_workload(w: Workload, repeat: int, min_time: float = 0.05,
     d = w.setup()
     written = sum(a.nbytes for a in _arrays(w.cypool(d)))
     fns = {"cypool": w.cypool, **w.peers, ROOFLINE: _roofline_probe(_bytes_read(w, d), written)}
-    unsupported = {}
-    for k, f in list(fns.items()):  # warm-up (first-touch, caches, lazy init)
-        try:
-            f(d)
-        except Exception as e:      # a peer that refuses this case is reported, not timed
-            if k == "cypool":
-                raise
-            unsupported[k] = f"{type(e).__name__}: {str(e)[:120]}"
-            del fns[k]
+    unsupported = _warm_up(fns, d, 1)     # first-touch, caches, lazy init
     one = min(_time_once(f, d) for f in fns.values())
     inner = max(1, min(1000, int(min_time / max(one, 1e-7))))  # batch tiny calls
     times = {k: [] for k in fns}
@@ -441,6 +433,30 @@ def run(quick: bool = True, repeat: int = 7, progress: bool = True,
     return results
 
 
+def _warm_up(fns: dict, d, times: int) -> dict:
+    """Call each of ``fns`` ``times`` times on ``d``; a peer that refuses the
+    case is dropped from ``fns`` and reported (name -> error), not timed."""
+    unsupported = {}
+    for k, f in list(fns.items()):
+        try:
+            for _ in range(times):
+                f(d)
+        except Exception as e:
+            if k == "cypool":
+                raise
+            unsupported[k] = f"{type(e).__name__}: {str(e)[:120]}"
+            del fns[k]
+    return unsupported
+
+
+def _aligned(head: list, rows: list) -> list:
+    """Lines of a text table: the first column left-aligned, the rest right."""
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    fmt = lambda row: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)  # noqa: E731
+                                for i, (c, w) in enumerate(zip(row, widths)))
+    return [fmt(head), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows]
+
+
 def table(results: list[dict]) -> str:
     """The results as a fixed-width text table (times in ms, ratios = peer / cypool)."""
     peers = sorted({p for r in results for p in [*r["speedup"], *r.get("unsupported", {})]},
@@ -461,10 +477,7 @@ def table(results: list[dict]) -> str:
                 ("fails" if p in r.get("unsupported", {}) else "-") for p in peers]
         row += [f"{r['speedup'][p]:.2f}x" if p in r["speedup"] else "-" for p in peers]
         rows.append(row)
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
-    fmt = lambda row: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
-                                for i, (c, w) in enumerate(zip(row, widths)))
-    lines = [fmt(head), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows]
+    lines = _aligned(head, rows)
     lines.append("vs X = X's median time / cypool's (above 1: cypool is faster); "
                  "fails = the peer raises on this case; roofline = time to read the "
                  "inputs and write the outputs once (same threads) / cypool's time")
@@ -660,16 +673,8 @@ def run_gpu_workload(w: Workload, repeat: int, cp, torch=None,
     if torch is not None and "torch" in w.peers:
         fns["torch"] = w.peers["torch"]
     fns[COPY] = _copy_probe(cp, read + written)
-    unsupported = {}
-    for k, f in list(fns.items()):  # warm-up: NVRTC compile, memory pools, torch's heuristics
-        try:
-            f(d)
-            f(d)
-        except Exception as e:      # a peer that refuses this case is reported, not timed
-            if k == "cypool":
-                raise
-            unsupported[k] = f"{type(e).__name__}: {str(e)[:120]}"
-            del fns[k]
+    # warm-up: NVRTC compile, memory pools, torch's heuristics
+    unsupported = _warm_up(fns, d, 2)
     timed = _event_timer(cp)
     one = min(timed(f, d, 1) for f in fns.values())
     inner = max(1, min(1000, int(min_time / max(one, 1e-7))))   # batch tiny calls
@@ -736,10 +741,7 @@ def table_gpu(results: list[dict]) -> str:
                 row += ["fails" if p in r.get("unsupported", {}) else "-", "-"]
         row += [f"{r['speedup'][p]:.2f}x" if p in r["speedup"] else "-" for p in peers]
         rows.append(row)
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
-    fmt = lambda row: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
-                                for i, (c, w) in enumerate(zip(row, widths)))
-    lines = [fmt(head), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows]
+    lines = _aligned(head, rows)
     lines.append("GB/s = (bytes read + bytes written) / median time (CUDA events); of copy = "
                  "cypool's GB/s / a device-to-device copy's (y[...] = x) of as many bytes, "
                  "timed in the same rounds; vs X = X's time / cypool's (above 1: cypool is "

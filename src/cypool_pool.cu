@@ -151,6 +151,18 @@ CP_DEV void cp_split(I e, const long long *ext, I C, I *n, I *d, I *h, I *w, I *
     *n = e / (I)ext[0];
 }
 
+/* Input element e of a backward: its coordinates and, per dimension, the
+ * outputs whose windows may cover it ([lo[k], hi[k]), see cp_cover_range). */
+template <typename I>
+CP_DEV void cp_input_element(const long long *g, I e, I C, I *n, I *d, I *h, I *w, I *c,
+                             cp_index *lo, cp_index *hi)
+{
+    cp_split<I>(e, g + CP_G_SIZE, C, n, d, h, w, c);
+    const cp_index pos[3] = {*d, *h, *w};
+    for (int k = 0; k < 3; k++)
+        cp_cover_range(g, k, pos[k], &lo[k], &hi[k]);
+}
+
 /* Forward: output element e = (n, od, oh, ow, c) of y (and yi: the flat
  * spatial index of the max, when want_indices).  Average (IS_MAX 0): the
  * window's taps summed row-major from +0.0, then divided.  Max: running max
@@ -216,10 +228,8 @@ CP_GLOBAL void cp_avg_backward(const T *__restrict__ go, T *__restrict__ gi,
     for (I e = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; e < total;
          e += (I)blockDim.x * (I)gridDim.x) {
         I n, d, h, w, c;
-        cp_split<I>(e, g + CP_G_SIZE, C, &n, &d, &h, &w, &c);
-        cp_index lo[3], hi[3], pos[3] = {d, h, w};
-        for (int k = 0; k < 3; k++)
-            cp_cover_range(g, k, pos[k], &lo[k], &hi[k]);
+        cp_index lo[3], hi[3];
+        cp_input_element<I>(g, e, C, &n, &d, &h, &w, &c, lo, hi);
         const T *gn = go + (I)n * (I)(OD * OH * OW) * C + c;
         A acc = (A)0;
         for (cp_index od = lo[0]; od < hi[0]; od++) {
@@ -286,10 +296,8 @@ CP_GLOBAL void cp_max_backward(const T *__restrict__ go, const long long *__rest
     for (I e = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; e < total;
          e += (I)blockDim.x * (I)gridDim.x) {
         I n, d, h, w, c;
-        cp_split<I>(e, g + CP_G_SIZE, C, &n, &d, &h, &w, &c);
-        cp_index lo[3], hi[3], pos[3] = {d, h, w};
-        for (int k = 0; k < 3; k++)
-            cp_cover_range(g, k, pos[k], &lo[k], &hi[k]);
+        cp_index lo[3], hi[3];
+        cp_input_element<I>(g, e, C, &n, &d, &h, &w, &c, lo, hi);
         const long long me = ((long long)d * H + h) * W + w;
         const I base = (I)n * (I)(OD * OH * OW) * C + c;
         A acc = (A)0;

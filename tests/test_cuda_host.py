@@ -200,6 +200,18 @@ def _fails(c, shape, dtype):
         return True
 
 
+def _check_backward(gplan, g, indices, devices, what):
+    # the backward on every launch shape: bit-identical to the Cython kernels
+    if indices is None:
+        want = _cpu.avg_backward(gplan, g)
+        runs = [_gpu.avg_backward(gplan, g, device=d) for d in devices]
+    else:
+        want = _cpu.max_backward(gplan, g, indices)
+        runs = [_gpu.max_backward(gplan, g, indices, device=d) for d in devices]
+    for r in runs:
+        _same(r, want, what + " backward")
+
+
 CASES = 1500
 CHUNK = 100
 
@@ -234,14 +246,8 @@ def test_host_kernels_match_the_cython_kernels(chunk, dev, others):
         # backward: bit-identical to the CPU and to every other launch shape
         gplan = _plan(c, shape, dtype, grad=True)
         g = _values(rng, gplan.out_shape, dtype, special=False)
-        if plan.op == "avg":
-            want_b = _cpu.avg_backward(gplan, g)
-            runs = [_gpu.avg_backward(gplan, g, device=d) for d in (dev, *others)]
-        else:
-            want_b = _cpu.max_backward(gplan, g, want[1])
-            runs = [_gpu.max_backward(gplan, g, want[1], device=d) for d in (dev, *others)]
-        for r in runs:
-            _same(r, want_b, what + " backward")
+        _check_backward(gplan, g, want[1] if plan.op == "max" else None, (dev, *others),
+                        what)
 
 
 LAYOUTS = pytest.mark.parametrize("channels_last", [False, True], ids=["NC", "NL"])
@@ -263,14 +269,7 @@ def _zoo_run(x, rank, output_size, channels_last, op, dev, others, backward=True
     gplan = adaptive_plan("f", op, rank, x.shape, x.dtype, output_size, channels_last,
                           grad=True)
     g = np.random.default_rng(1).standard_normal(gplan.out_shape).astype(gplan.out_dtype)
-    if op == "avg":
-        want_b = _cpu.avg_backward(gplan, g)
-        runs = [_gpu.avg_backward(gplan, g, device=d) for d in (dev, *others)]
-    else:
-        want_b = _cpu.max_backward(gplan, g, want[1])
-        runs = [_gpu.max_backward(gplan, g, want[1], device=d) for d in (dev, *others)]
-    for r in runs:
-        _same(r, want_b, "backward")
+    _check_backward(gplan, g, want[1] if op == "max" else None, (dev, *others), "zoo")
 
 
 @LAYOUTS
