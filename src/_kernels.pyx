@@ -1414,6 +1414,57 @@ cdef void _gather_item(const real_t *gs, real_t *gr, const Geom *g,    # IN, OUT
                             cp_lanes_add_f64(gp + c0, sp + c0, c1 - c0, 1, 0)
 
 
+cdef void _shift_back_plane_item(const real_t *go, real_t *gi, const Geom *g,   # IN, OUT
+                                 const int64_t **ptr, const int64_t **outs,
+                                 Py_ssize_t n, real_t *sp) noexcept nogil:
+    # Channels-first average backward of plane n, stride 1 along W: the
+    # plane's output gradients copied once into zero-padded rows of L
+    # columns (pads zeroed once by the caller) and scaled there, then every
+    # input row sums,
+    # in registers, the output rows whose windows read it (od, oh in order)
+    # and in each the outputs ow = w + pb - t*d for t = k-1 down to 0
+    # (increasing ow): shifted vector steps across the whole row.  An output
+    # that does not exist reads +0.0, which leaves a sum from +0.0 as it
+    # was: each element gets PyTorch's terms in PyTorch's order.
+    cdef Py_ssize_t D = g.size[0], H = g.size[1], W = g.size[2], OW = g.osize[2]
+    cdef Py_ssize_t P = (g.wk - 1) * g.wd, L = _back_shift_cols(g)
+    cdef Py_ssize_t orows = g.osize[0] * g.osize[1], r, d, h, a, b, t, k
+    cdef Py_ssize_t offs[MAX_WINDOW_TAPS]
+    cdef const real_t *gn = go + n * orows * OW
+    for r in range(orows):      # each output row scaled as _scale_item scales it
+        memcpy(sp + r * L + P, gn + r * OW, OW * sizeof(real_t))
+        _finish_avg(sp + r * L + P, g, r // g.osize[1], r % g.osize[1], 0, 1)
+    for d in range(D):
+        for h in range(H):
+            k = 0
+            for a in range(ptr[0][d], ptr[0][d + 1]):
+                for b in range(ptr[1][h], ptr[1][h + 1]):
+                    r = outs[0][a] * g.osize[1] + outs[1][b]
+                    for t in range(g.wk - 1, -1, -1):
+                        offs[k] = r * L + P + g.wpb - t * g.wd
+                        k = k + 1
+            if real_t is float:
+                cp_window_add_f32(gi + ((n * D + d) * H + h) * W, sp, W, offs, k, -1, 0, 0, 0)
+            else:
+                cp_window_add_f64(gi + ((n * D + d) * H + h) * W, sp, W, offs, k, -1, 0, 0, 0)
+
+
+cdef inline Py_ssize_t _back_shift_cols(const Geom *g) noexcept nogil:
+    """Columns of _shift_back_plane_item's padded rows: P zeros, the OW
+    gradients, then zeros up to where the last input column's taps reach."""
+    return (g.wk - 1) * g.wd + max(g.osize[2], g.size[2] + g.wpb) + 1
+
+
+cdef Py_ssize_t _back_shift_taps(const Geom *g, const int64_t **ptr) noexcept nogil:
+    """The most terms any input row sums in _shift_back_plane_item."""
+    cdef Py_ssize_t md = 0, mh = 0, i
+    for i in range(g.size[0]):
+        md = max(md, ptr[0][i + 1] - ptr[0][i])
+    for i in range(g.size[1]):
+        mh = max(mh, ptr[1][i + 1] - ptr[1][i])
+    return md * mh * g.wk
+
+
 def avg_backward(const real_t[::1] go, real_t[::1] gi, Geometry geo,
                  Py_ssize_t cblock, int nthreads, bint stream=False, real_t[::1] scratch=None):
     """Gradient of an average pool: gi (N, D, H, W, C) from go (N, OD, OH, OW, C).
@@ -1467,20 +1518,38 @@ def avg_backward(const real_t[::1] go, real_t[::1] gi, Geometry geo,
     cdef int64_t *rtags
     cdef Py_ssize_t RG = 64 // sizeof(real_t), RR, MD, MH, groups, nchunk
     cdef real_t **rrows
-    if scratch is None:
+    # channels-first, stride 1 along W: planes scaled and gathered in one
+    # pass (_shift_back_plane_item)
+    cdef bint shift = (g.C == 1 and g.wk > 0 and g.size[2] >= 16
+                       and _back_shift_taps(&g, ptr) <= MAX_WINDOW_TAPS
+                       and OD * OH * _back_shift_cols(&g) * sizeof(real_t) <= SHIFT_PLANE_BYTES)
+    if shift:
+        gs = NULL                   # (no scaled copy: scaled plane by plane)
+    elif scratch is None:
         gs = <real_t *> malloc(max(go.shape[0], 1) * sizeof(real_t))
         if gs == NULL:
             raise MemoryError("cypool: no memory for the kernels' scratch buffers")
     else:
         gs = &scratch[0]
     with nogil:
-        if nthreads == 1:           # (no thread team to start for small calls)
+        if shift:
+            pass
+        elif nthreads == 1:         # (no thread team to start for small calls)
             for it in range(oitems):
                 _scale_item(&go[0], gs, &g, it // (OD * OH), (it // OH) % OD, it % OH)
         elif oitems > 0:
             for it in prange(oitems, schedule="static", num_threads=nthreads):
                 _scale_item(&go[0], gs, &g, it // (OD * OH), (it // OH) % OD, it % OH)
-        if _whole_plane(&g):
+        if shift:
+            with parallel(num_threads=nthreads):
+                pbuf = <real_t *> calloc(OD * OH * _back_shift_cols(&g), sizeof(real_t))
+                for it in prange(g.N, schedule="static"):
+                    if pbuf == NULL:
+                        failed |= 1
+                    else:
+                        _shift_back_plane_item(&go[0], &gi[0], &g, ptr, outs, it, pbuf)
+                free(pbuf)
+        elif _whole_plane(&g):
             # global pooling: every position of a plane gets its one scaled
             # gradient (the same single term the general walk would add to 0)
             if nthreads == 1:
@@ -1561,7 +1630,7 @@ def avg_backward(const real_t[::1] go, real_t[::1] gi, Geometry geo,
                 free(srx)
                 free(pbuf)
     if scratch is None:
-        free(gs)
+        free(gs)            # (free(NULL) is a no-op)
     if failed:
         raise MemoryError("cypool: no memory for the kernels' scratch buffers")
 

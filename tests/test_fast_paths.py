@@ -429,6 +429,28 @@ def test_stride1_planes_3d_match_torch(kw, dtype):
                                        count_include_pad=False).numpy().tobytes()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rank, kw", [
+    (2, dict(kernel_size=3, stride=1, padding=1, count_include_pad=False)),
+    (2, dict(kernel_size=(3, 5), stride=(2, 1), padding=(1, 2), ceil_mode=True)),
+    (3, dict(kernel_size=(2, 3, 4), stride=(1, 2, 1), padding=(1, 1, 2),
+             count_include_pad=False)),
+    (1, dict(kernel_size=5, stride=1, padding=2, count_include_pad=False)),
+    (2, dict(kernel_size=3, stride=1, padding=1, divisor_override=5)),
+])
+def test_stride1_planes_backward_match_torch(rank, kw, dtype):
+    # channels-first average backward of stride 1 along W, a plane at a
+    # time: each plane's gradients scaled into padded rows, every input row
+    # summing shifted rows in output order
+    shape = (3, 5) + ((6, 7, 40) if rank == 3 else (9, 37) if rank == 2 else (45,))[-rank:]
+    x = torch.from_numpy(np.zeros(shape, dtype)).requires_grad_(True)
+    y = getattr(F, f"avg_pool{rank}d")(x, **kw)
+    g = np.random.default_rng(rank).standard_normal(tuple(y.shape)).astype(dtype) * 100
+    y.backward(torch.from_numpy(g))
+    got = getattr(cypool, f"avg_pool{rank}d_backward")(g, shape, **kw)
+    assert got.tobytes() == x.grad.numpy().tobytes()
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("case", [
     ("adaptive", dict(output_size=(2, 5))),
