@@ -78,6 +78,12 @@ cdef extern from "cypool_lanes.h" nogil:
                            const double *w, Py_ssize_t ws, double k)
     bint cp_rdiv_ok(double d)
     void cp_finish_rdiv_f32(float *y, Py_ssize_t n, const float *d, const float *r)
+    void cp_window_avg_rdiv_f32(float *y, const float *x, Py_ssize_t n, const Py_ssize_t *offs,
+                                Py_ssize_t taps, const float *d, const float *r)
+    void cp_window_avg_rdiv2_f32(float *y0, float *y1, const float *x, Py_ssize_t n,
+                                 const Py_ssize_t *o0, const Py_ssize_t *o1, Py_ssize_t taps,
+                                 const float *d0, const float *r0, const float *d1,
+                                 const float *r1)
     void cp_sum_planes_f32(const float *x, Py_ssize_t n, Py_ssize_t nplanes, float *out)
     void cp_sum_planes_f64(const double *x, Py_ssize_t n, Py_ssize_t nplanes, double *out)
     void cp_gather_add_f32(float *acc, const float *src, const int32_t *idx, Py_ssize_t n)
@@ -1073,20 +1079,47 @@ cdef void _shift_plane_item(const value_t *x, value_t *y, const Geom *g,   # IN,
     cdef Py_ssize_t offs[MAX_WINDOW_TAPS]
     cdef const value_t *xn = x + n * D * H * W
     cdef value_t *yr
+    cdef const float *rd
     for r in range(D * H):
         memcpy(xpad + r * L + pb, xn + r * W, col * sizeof(value_t))
-    for od in range(g.osize[0]):
-        for oh in range(g.osize[1]):
-            k = 0
-            for a in range(_count(g, 0, od)):
-                for b in range(_count(g, 1, oh)):
-                    r = (_start(g, 0, od) + a * g.step[0]) * H + _start(g, 1, oh) + b * g.step[1]
-                    for t in range(g.wk):
-                        offs[k] = r * L + t * g.wd
-                        k = k + 1
-            yr = y + ((n * g.osize[0] + od) * g.osize[1] + oh) * OW
-            _pool_window(yr, NULL, xpad, OW, offs, NULL, k, False, 0, -1, NULL, 1)
-            _finish_avg(yr, g, od, oh, 0, 1)
+    cdef Py_ssize_t R = g.osize[0] * g.osize[1], q = 0, k2
+    cdef Py_ssize_t offs2[MAX_WINDOW_TAPS]
+    cdef const float *rd2
+    while q < R:
+        od, oh = q // g.osize[1], q % g.osize[1]
+        k = _shift_offs(g, od, oh, L, offs)
+        yr = y + (n * R + q) * OW
+        if value_t is float:
+            if g.rdiv != NULL:      # sums and divisions in one pass
+                rd = g.rdiv + 2 * OW * g.rdiv_of[q]
+                if q + 1 < R:
+                    k2 = _shift_offs(g, (q + 1) // g.osize[1], (q + 1) % g.osize[1], L, offs2)
+                    if k2 == k:     # two rows at once: twice the sums in flight
+                        rd2 = g.rdiv + 2 * OW * g.rdiv_of[q + 1]
+                        cp_window_avg_rdiv2_f32(yr, yr + OW, xpad, OW, offs, offs2, k,
+                                                rd, rd + OW, rd2, rd2 + OW)
+                        q += 2
+                        continue
+                cp_window_avg_rdiv_f32(yr, xpad, OW, offs, k, rd, rd + OW)
+                q += 1
+                continue
+        _pool_window(yr, NULL, xpad, OW, offs, NULL, k, False, 0, -1, NULL, 1)
+        _finish_avg(yr, g, od, oh, 0, 1)
+        q += 1
+
+
+cdef inline Py_ssize_t _shift_offs(const Geom *g, Py_ssize_t od, Py_ssize_t oh, Py_ssize_t L,
+                                   Py_ssize_t *offs) noexcept nogil:
+    # _shift_plane_item's taps of output row (od, oh): row-major, each an
+    # offset into the padded rows of L columns; returns how many
+    cdef Py_ssize_t a, b, t, r, k = 0, H = g.size[1]
+    for a in range(_count(g, 0, od)):
+        for b in range(_count(g, 1, oh)):
+            r = (_start(g, 0, od) + a * g.step[0]) * H + _start(g, 1, oh) + b * g.step[1]
+            for t in range(g.wk):
+                offs[k] = r * L + t * g.wd
+                k = k + 1
+    return k
 
 
 def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,

@@ -1121,6 +1121,119 @@ static void cp_finish_rdiv_f32(float *y, ptrdiff_t n, const float *d, const floa
         y[i] = d[i] == 0 ? 0.0f : 0 + y[i] / d[i];
 }
 
+#ifdef CP_HAVE_WINDOW_MAX
+/* y[i] = 0 + (the sum of x[offs[t] + i] over taps t, in order, from +0.0)
+ * / d[i], +0 where d[i] is 0: cp_window_add's sums and cp_finish_rdiv_f32's
+ * divisions in one pass, the sums kept in registers.  Returns how many
+ * outputs it did (a multiple of 16). */
+__attribute__((target("avx512f"))) static ptrdiff_t
+cp_window_avg_rdiv512(float *y, const float *x, ptrdiff_t n, const ptrdiff_t *offs,
+                      ptrdiff_t taps, const float *d, const float *r)
+{
+    const __m512 z = _mm512_setzero_ps();
+    ptrdiff_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        __m512 a[4] = {z, z, z, z};
+        for (ptrdiff_t t = 0; t < taps; t++) {
+            const float *p = x + offs[t] + i;
+            a[0] = _mm512_add_ps(a[0], _mm512_loadu_ps(p));
+            a[1] = _mm512_add_ps(a[1], _mm512_loadu_ps(p + 16));
+            a[2] = _mm512_add_ps(a[2], _mm512_loadu_ps(p + 32));
+            a[3] = _mm512_add_ps(a[3], _mm512_loadu_ps(p + 48));
+        }
+        for (int j = 0; j < 4; j++) {
+            __m512 dv = _mm512_loadu_ps(d + i + 16 * j);
+            __m512 q = cp_rdiv512(a[j], dv, _mm512_loadu_ps(r + i + 16 * j));
+            _mm512_storeu_ps(y + i + 16 * j,
+                             _mm512_maskz_add_ps(_mm512_cmpneq_ps_mask(dv, z), z, q));
+        }
+    }
+    for (; i + 16 <= n; i += 16) {
+        __m512 a = z;
+        for (ptrdiff_t t = 0; t < taps; t++)
+            a = _mm512_add_ps(a, _mm512_loadu_ps(x + offs[t] + i));
+        __m512 dv = _mm512_loadu_ps(d + i);
+        __m512 q = cp_rdiv512(a, dv, _mm512_loadu_ps(r + i));
+        _mm512_storeu_ps(y + i, _mm512_maskz_add_ps(_mm512_cmpneq_ps_mask(dv, z), z, q));
+    }
+    return i;
+}
+#endif
+
+/* Window averages of n outputs in one pass: y[i] = 0 + (sum of x[offs[t] + i]
+ * over the taps, in order, from +0.0) / d[i] (+0 where d[i] is 0), with
+ * r[i] = RN(1/d[i]) and every d[i] passing cp_rdiv_ok or 0. */
+static void cp_window_avg_rdiv_f32(float *y, const float *x, ptrdiff_t n,
+                                   const ptrdiff_t *offs, ptrdiff_t taps, const float *d,
+                                   const float *r)
+{
+    ptrdiff_t i0 = 0;
+#ifdef CP_HAVE_WINDOW_MAX
+    if (cp_window_isa() == 2)
+        i0 = cp_window_avg_rdiv512(y, x, n, offs, taps, d, r);
+#endif
+    if (i0 < n) {
+        cp_window_add_f32(y + i0, x + i0, n - i0, offs, taps, -1, 0, 0, 0);
+        cp_finish_rdiv_f32(y + i0, n - i0, d + i0, r + i0);
+    }
+}
+
+#ifdef CP_HAVE_WINDOW_MAX
+/* cp_window_avg_rdiv512 for two output rows at once (y0 with taps o0, y1
+ * with o1, as many of each): twice the independent sums in flight, so the
+ * adds' latency is hidden; each output still adds its own taps in order. */
+__attribute__((target("avx512f"))) static ptrdiff_t
+cp_window_avg_rdiv2_512(float *y0, float *y1, const float *x, ptrdiff_t n,
+                        const ptrdiff_t *o0, const ptrdiff_t *o1, ptrdiff_t taps,
+                        const float *d0, const float *r0, const float *d1, const float *r1)
+{
+    const __m512 z = _mm512_setzero_ps();
+    ptrdiff_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        __m512 a[8] = {z, z, z, z, z, z, z, z};
+        for (ptrdiff_t t = 0; t < taps; t++) {
+            const float *p = x + o0[t] + i, *q = x + o1[t] + i;
+            for (int j = 0; j < 4; j++) {
+                a[j] = _mm512_add_ps(a[j], _mm512_loadu_ps(p + 16 * j));
+                a[4 + j] = _mm512_add_ps(a[4 + j], _mm512_loadu_ps(q + 16 * j));
+            }
+        }
+        for (int j = 0; j < 8; j++) {
+            float *y = j < 4 ? y0 : y1;
+            const float *d = j < 4 ? d0 : d1, *r = j < 4 ? r0 : r1;
+            const ptrdiff_t at = i + 16 * (j & 3);
+            __m512 dv = _mm512_loadu_ps(d + at);
+            __m512 qv = cp_rdiv512(a[j], dv, _mm512_loadu_ps(r + at));
+            _mm512_storeu_ps(y + at, _mm512_maskz_add_ps(_mm512_cmpneq_ps_mask(dv, z), z, qv));
+        }
+    }
+    return i;
+}
+#endif
+
+/* Two rows of window averages (see cp_window_avg_rdiv_f32). */
+static void cp_window_avg_rdiv2_f32(float *y0, float *y1, const float *x, ptrdiff_t n,
+                                    const ptrdiff_t *o0, const ptrdiff_t *o1, ptrdiff_t taps,
+                                    const float *d0, const float *r0, const float *d1,
+                                    const float *r1)
+{
+    ptrdiff_t i0 = 0;
+#ifdef CP_HAVE_WINDOW_MAX
+    if (cp_window_isa() == 2)
+        i0 = cp_window_avg_rdiv2_512(y0, y1, x, n, o0, o1, taps, d0, r0, d1, r1);
+#endif
+    if (i0 < n) {
+        ptrdiff_t i;
+        ptrdiff_t s0[256], s1[256];
+        for (i = 0; i < taps; i++) {
+            s0[i] = o0[i] + i0;
+            s1[i] = o1[i] + i0;
+        }
+        cp_window_avg_rdiv_f32(y0 + i0, x, n - i0, s0, taps, d0 + i0, r0 + i0);
+        cp_window_avg_rdiv_f32(y1 + i0, x, n - i0, s1, taps, d1 + i0, r1 + i0);
+    }
+}
+
 /* cp_finish_row for float32: one divisor for the whole row (mode 1 with a
  * stride of 0, mode 2) divides by its reciprocal, exactly as above. */
 static void cp_finish_row_f32(float *y, ptrdiff_t n, int mode, double a, double b,
