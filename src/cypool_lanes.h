@@ -1250,34 +1250,49 @@ static void cp_finish_row_f32(float *y, ptrdiff_t n, int mode, double a, double 
 }
 
 #ifdef CP_HAVE_WINDOW_MAX
-/* One divisor for 16 lanes, by its reciprocal (cp_rdiv512); a divisor
- * cp_rdiv_ok refuses takes a true division. */
+/* One divisor for 16 lanes, the last one's reciprocal kept: (*last, *td,
+ * *tr, *ok) are the previous divisor, it as a float, its reciprocal and
+ * whether cp_rdiv_ok accepts it (refused: a true division). */
+struct cp_rdiv_memo {
+    double last;
+    float td, tr;
+    int ok;
+};
+
 __attribute__((target("avx512f"))) static inline __m512
-cp_rdiv512_by(__m512 q, double d)
+cp_rdiv512_by(__m512 q, double d, struct cp_rdiv_memo *m)
 {
-    float td = (float)d;
-    if (!cp_rdiv_ok(d))
-        return _mm512_div_ps(q, _mm512_set1_ps(td));
-    return cp_rdiv512(q, _mm512_set1_ps(td), _mm512_set1_ps(1.0f / td));
+    if (d != m->last) {
+        m->last = d;
+        m->td = (float)d;
+        m->ok = cp_rdiv_ok(d);
+        m->tr = m->ok ? 1.0f / m->td : 0.0f;
+    }
+    if (!m->ok)
+        return _mm512_div_ps(q, _mm512_set1_ps(m->td));
+    return cp_rdiv512(q, _mm512_set1_ps(m->td), _mm512_set1_ps(m->tr));
 }
 
 /* cp_rowlanes_finish_f32 on AVX-512F: CP_ROWLANES_DIVIDE's divisions, each
- * by an exact reciprocal. */
+ * by an exact reciprocal (computed once per distinct divisor in a row). */
 __attribute__((target("avx512f"))) static void
 cp_rowlanes_rdiv512(float *y, ptrdiff_t n, int mode, double a, double b, const double *w,
                     double k)
 {
     const __m512 z = _mm512_setzero_ps();
+    /* a NaN "last" divisor: the first one always computes its reciprocal */
+    struct cp_rdiv_memo ma = {__builtin_nan(""), 0, 0, 0}, mb = ma, mw = ma;
     for (ptrdiff_t o = 0; o < n; o++) {
         __m512 q = _mm512_loadu_ps(y + o * 16);
         if (mode == 0) {
-            q = cp_rdiv512_by(cp_rdiv512_by(cp_rdiv512_by(q, (float)a), (float)b), (float)w[o]);
+            q = cp_rdiv512_by(cp_rdiv512_by(cp_rdiv512_by(q, (float)a, &ma), (float)b, &mb),
+                              (float)w[o], &mw);
         } else {
             const double dv = mode == 1 ? a * w[o] : k;
             if (dv == 0)
                 q = _mm512_add_ps(_mm512_mul_ps(q, z), z);   /* no taps: +0.0 */
             else
-                q = _mm512_add_ps(z, cp_rdiv512_by(q, dv));
+                q = _mm512_add_ps(z, cp_rdiv512_by(q, dv, &mw));
         }
         _mm512_storeu_ps(y + o * 16, q);
     }

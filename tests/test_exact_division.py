@@ -83,6 +83,8 @@ CASES = [
     ("k2s2 row lanes", dict(kernel_size=2, stride=2), False),
     ("divisor_override", dict(kernel_size=3, stride=2, padding=1, divisor_override=7),
      False),
+    ("row lanes divisor_override=-1", dict(kernel_size=2, stride=2, divisor_override=-1),
+     False),
     ("channels-last divisor per output", dict(kernel_size=3, stride=2, padding=1,
                                               count_include_pad=False), True),
 ]
