@@ -449,6 +449,14 @@ def _warm_up(fns: dict, d, times: int) -> dict:
     return unsupported
 
 
+def _torch_geomean(results: list) -> tuple:
+    """(geometric-mean speedup over torch, rows it is taken over) of results."""
+    speedups = [r["speedup"]["torch"] for r in results if "torch" in r["speedup"]]
+    if not speedups:
+        return 0.0, 0
+    return math.exp(sum(math.log(s) for s in speedups) / len(speedups)), len(speedups)
+
+
 def _aligned(head: list, rows: list) -> list:
     """Lines of a text table: the first column left-aligned, the rest right."""
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
@@ -481,11 +489,10 @@ def table(results: list[dict]) -> str:
     lines.append("vs X = X's median time / cypool's (above 1: cypool is faster); "
                  "fails = the peer raises on this case; roofline = time to read the "
                  "inputs and write the outputs once (same threads) / cypool's time")
-    speedups = [r["speedup"]["torch"] for r in results if "torch" in r["speedup"]]
-    if speedups:
-        gm = math.exp(sum(math.log(s) for s in speedups) / len(speedups))
+    gm, n = _torch_geomean(results)
+    if n:
         lines.append(f"geometric-mean speedup over torch: {gm:.2f}x "
-                     f"({len(speedups)} workloads, {results[0]['threads']} threads)")
+                     f"({n} workloads, {results[0]['threads']} threads)")
     return "\n".join(lines)
 
 
@@ -752,11 +759,9 @@ def table_gpu(results: list[dict]) -> str:
         lines.append(f"device-to-device copy on {device}: {min(copies):.0f} to "
                      f"{max(copies):.0f} GB/s by workload (the smaller ones may stay in the "
                      "L2 cache)")
-    speedups = [r["speedup"]["torch"] for r in results if "torch" in r["speedup"]]
-    if speedups:
-        gm = math.exp(sum(math.log(s) for s in speedups) / len(speedups))
-        lines.append(f"geometric-mean speedup over torch CUDA: {gm:.2f}x "
-                     f"({len(speedups)} workloads)")
+    gm, n = _torch_geomean(results)
+    if n:
+        lines.append(f"geometric-mean speedup over torch CUDA: {gm:.2f}x ({n} workloads)")
     elif results:
         lines.append("torch CUDA not available: cypool timed alone")
     return "\n".join(lines)

@@ -38,6 +38,12 @@ struct cp_half {
 typedef _Float16 cp_half;     /* the host shim: the compiler's IEEE half */
 #endif
 
+/* The grid-stride loop every kernel runs: element e of [0, total), one per
+ * thread, strided by the whole grid (any grid size gives the same results). */
+#define CP_GRID_STRIDE(I, e, total)                                              \
+    for (I e = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; e < (total);    \
+         e += (I)blockDim.x * (I)gridDim.x)
+
 /* Geometry, as 64-bit integers (a small device array, built once per plan):
  *  [0] N  [1] C  [2..4] size D, H, W  [5..7] osize D, H, W
  *  [8 + 8*k ..] dim k: kind (0 adaptive, 1 fixed), kernel, stride,
@@ -176,8 +182,7 @@ CP_GLOBAL void cp_pool_forward(const T *__restrict__ x, T *__restrict__ y,
 {
     const I C = (I)g[CP_G_C];
     const long long D = g[CP_G_SIZE], H = g[CP_G_SIZE + 1], W = g[CP_G_SIZE + 2];
-    for (I e = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; e < total;
-         e += (I)blockDim.x * (I)gridDim.x) {
+    CP_GRID_STRIDE(I, e, total) {
         I n, od, oh, ow, c;
         cp_split<I>(e, g + CP_G_OSIZE, C, &n, &od, &oh, &ow, &c);
         cp_index st[3], cnt[3], fac[3], o[3] = {od, oh, ow};
@@ -225,8 +230,7 @@ CP_GLOBAL void cp_avg_backward(const T *__restrict__ go, T *__restrict__ gi,
 {
     const I C = (I)g[CP_G_C];
     const long long OD = g[CP_G_OSIZE], OH = g[CP_G_OSIZE + 1], OW = g[CP_G_OSIZE + 2];
-    for (I e = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; e < total;
-         e += (I)blockDim.x * (I)gridDim.x) {
+    CP_GRID_STRIDE(I, e, total) {
         I n, d, h, w, c;
         cp_index lo[3], hi[3];
         cp_input_element<I>(g, e, C, &n, &d, &h, &w, &c, lo, hi);
@@ -265,8 +269,7 @@ CP_GLOBAL void cp_max_check(const long long *__restrict__ idx, const long long *
     const I C = (I)g[CP_G_C];
     const long long H = g[CP_G_SIZE + 1], W = g[CP_G_SIZE + 2];
     const long long plane = g[CP_G_SIZE] * H * W;
-    for (I e = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; e < total;
-         e += (I)blockDim.x * (I)gridDim.x) {
+    CP_GRID_STRIDE(I, e, total) {
         const long long j = idx[e];
         if (j == -1)
             continue;
@@ -293,8 +296,7 @@ CP_GLOBAL void cp_max_backward(const T *__restrict__ go, const long long *__rest
     const I C = (I)g[CP_G_C];
     const long long H = g[CP_G_SIZE + 1], W = g[CP_G_SIZE + 2];
     const long long OD = g[CP_G_OSIZE], OH = g[CP_G_OSIZE + 1], OW = g[CP_G_OSIZE + 2];
-    for (I e = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; e < total;
-         e += (I)blockDim.x * (I)gridDim.x) {
+    CP_GRID_STRIDE(I, e, total) {
         I n, d, h, w, c;
         cp_index lo[3], hi[3];
         cp_input_element<I>(g, e, C, &n, &d, &h, &w, &c, lo, hi);
@@ -323,8 +325,7 @@ CP_GLOBAL void cp_max_backward_planes(const T *__restrict__ go,
     const I C = (I)g[CP_G_C];
     const long long S = g[CP_G_SIZE] * g[CP_G_SIZE + 1] * g[CP_G_SIZE + 2];
     const long long OS = g[CP_G_OSIZE] * g[CP_G_OSIZE + 1] * g[CP_G_OSIZE + 2];
-    for (I p = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; p < planes;
-         p += (I)blockDim.x * (I)gridDim.x) {
+    CP_GRID_STRIDE(I, p, planes) {
         const I n = p / C, c = p % C;
         const I ib = n * (I)S * C + c, ob = n * (I)OS * C + c;
         for (long long o = 0; o < OS; o++) {
