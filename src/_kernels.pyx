@@ -70,6 +70,13 @@ cdef extern from "cypool_lanes.h" nogil:
                        Py_ssize_t C, const int64_t *start, const int64_t *count,
                        Py_ssize_t k, Py_ssize_t sw, const void *init, Py_ssize_t ulo,
                        Py_ssize_t uhi)
+    bint cp_fmax2_ok()
+    void cp_fmax2_item_f32(float *y, int64_t *yi, const float *xp, Py_ssize_t H, Py_ssize_t W,
+                           Py_ssize_t OW, Py_ssize_t d0, Py_ssize_t nd, Py_ssize_t dstep,
+                           const int64_t *hs, const int64_t *hc, Py_ssize_t hstep,
+                           Py_ssize_t oh0, Py_ssize_t oh1, const int64_t *ws, const int64_t *wc,
+                           Py_ssize_t kw, Py_ssize_t ulo, Py_ssize_t uhi, float *rv,
+                           int32_t *ri, Py_ssize_t *tags, Py_ssize_t RS, Py_ssize_t ahead)
     float cp_sum_f32(const float *x, Py_ssize_t n)
     double cp_sum_f64(const double *x, Py_ssize_t n)
     void cp_finish_row_f32(float *y, Py_ssize_t n, int mode, double a, double b,
@@ -1010,6 +1017,30 @@ cdef void _int_max_row(const value_t *x, value_t *y, const Geom *g,      # IN, O
                       g.max_count_w, g.step[2], &init, ulo, uhi)
 
 
+# Channels-first float32 max from the rows (cp_fmax2_item_f32): windows of at most
+# FMAX_ROW_COLUMNS columns and FMAX_ROW_ROWS rows, at least FMAX_ROW_MIN_OUT
+# outputs a row whose windows start 2 apart (shorter rows go to row lanes,
+# which pool 16 planes a vector)
+DEF FMAX_ROW_COLUMNS = 4
+DEF FMAX_ROW_ROWS = 64          # CP_FMAX2_ROWS
+DEF FMAX_ROW_MIN_OUT = 16
+DEF FMAX_AHEAD_ROWS = 16        # prefetch distance, in input rows
+
+
+cdef void _pair_range(const Geom *g, Py_ssize_t *ulo, Py_ssize_t *uhi) noexcept nogil:
+    # [ulo, uhi): the output columns whose windows have the most columns
+    # (max_count_w) and start 2 apart (cp_fmax2_item_f32, cp_int_colmax)
+    cdef Py_ssize_t lo = 0, hi
+    while lo < g.osize[2] and _count(g, 2, lo) != g.max_count_w:
+        lo += 1
+    hi = lo
+    while (hi < g.osize[2] and _count(g, 2, hi) == g.max_count_w
+           and _start(g, 2, hi) == _start(g, 2, lo) + 2 * (hi - lo)):
+        hi += 1
+    ulo[0] = lo
+    uhi[0] = hi
+
+
 cdef void _shift_item(const value_t *x, value_t *y, int64_t *yi,       # IN, OUT, OUT
                       const Geom *g, Py_ssize_t n, Py_ssize_t od, Py_ssize_t oh,
                       value_t *xpad, int64_t *firsts,                      # scratch
@@ -1147,14 +1178,8 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
         return
     cdef Py_ssize_t ulo = 0, uhi = 0
     if not (value_t is float or value_t is double) and is_max and yp == NULL:
-        # integers, values only: rows reduced first, any layout (_int_max_row);
-        # [ulo, uhi): the output columns whose full windows start 2 apart
-        while ulo < g.osize[2] and _count(&g, 2, ulo) != g.max_count_w:
-            ulo += 1
-        uhi = ulo
-        while (uhi < g.osize[2] and _count(&g, 2, uhi) == g.max_count_w
-               and _start(&g, 2, uhi) == _start(&g, 2, ulo) + 2 * (uhi - ulo)):
-            uhi += 1
+        # integers, values only: rows reduced first, any layout (_int_max_row)
+        _pair_range(&g, &ulo, &uhi)
         with nogil, parallel(num_threads=nthreads):
             rb = <value_t *> malloc(2 * g.size[2] * g.C * sizeof(value_t))
             for it in prange(g.N * OD * OH, schedule="static"):
@@ -1201,6 +1226,51 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
         if failed:
             raise MemoryError("cypool: no memory for the kernels' scratch buffers")
         return
+    cdef Py_ssize_t RS, nout, nfch, n0, od0, oh0, row0
+    cdef float *frv
+    cdef int32_t *fri
+    cdef Py_ssize_t *ftags
+    if value_t is float:
+        if is_max and g.C == 1 and g.step[2] == 1 and S < 2**31 - 1 and cp_fmax2_ok() \
+                and g.max_count_w <= FMAX_ROW_COLUMNS and _max_rows(&g) <= FMAX_ROW_ROWS:
+            _pair_range(&g, &ulo, &uhi)
+            if uhi - ulo >= FMAX_ROW_MIN_OUT:
+                # channels-first max, windows 2 apart along W: from the rows
+                # (cp_fmax2_item_f32), items of output rows of a plane and depth,
+                # enough of them for every thread
+                RS = 0                  # row results kept only where windows share rows
+                for it in range(OH - 1):
+                    if (_start(&g, 1, it + 1)
+                            <= _start(&g, 1, it) + (_count(&g, 1, it) - 1) * g.step[1]):
+                        RS = 2 * _max_rows(&g)
+                nout = uhi - ulo
+                nfch = min(OH, max(1, (4 * nthreads + g.N * OD - 1) // (g.N * OD)))
+                with nogil, parallel(num_threads=nthreads):
+                    frv = <float *> malloc(max(RS, 1) * nout * sizeof(float))
+                    fri = <int32_t *> malloc(max(RS, 1) * nout * sizeof(int32_t))
+                    ftags = <Py_ssize_t *> malloc(max(2 * RS, 1) * sizeof(Py_ssize_t))
+                    for it in prange(g.N * OD * nfch, schedule="static"):
+                        if frv == NULL or fri == NULL or ftags == NULL:
+                            failed |= 1
+                        else:
+                            n0 = it // (OD * nfch)
+                            od0 = (it // nfch) % OD
+                            oh0 = (it % nfch) * OH // nfch
+                            row0 = ((n0 * OD + od0) * OH + oh0) * g.osize[2]
+                            cp_fmax2_item_f32(
+                                &y[0] + row0, yp + row0 if yp != NULL else NULL,
+                                &x[0] + n0 * S, g.size[1], g.size[2], g.osize[2],
+                                _start(&g, 0, od0), _count(&g, 0, od0), g.step[0],
+                                g.win[1], g.win[1] + OH, g.step[1],
+                                oh0, (it % nfch + 1) * OH // nfch,
+                                g.win[2], g.win[2] + g.osize[2], g.max_count_w, ulo, uhi,
+                                frv, fri, ftags, RS, FMAX_AHEAD_ROWS * g.size[2])
+                    free(frv)
+                    free(fri)
+                    free(ftags)
+                if failed:
+                    raise MemoryError("cypool: no memory for the kernels' scratch buffers")
+                return
     cdef value_t *rt
     cdef value_t *racc
     cdef int64_t *rtags

@@ -869,6 +869,256 @@ CP_DEFINE_IMAX(uint32_t, u32)
 CP_DEFINE_IMAX(int64_t, i64)
 CP_DEFINE_IMAX(uint64_t, u64)
 
+/* Channels-first float32 max windows of kw <= 4 columns starting 2 apart
+ * (max pools of stride 2 along W, adaptive halvings), straight from the
+ * rows, no transposes.  A window's taps are reduced row by row: first each
+ * row's columns (16 outputs a vector: two loads of 32 columns split into
+ * even and odd columns give taps 0 and 1, two more at +2 columns taps 2 and
+ * 3), then the rows in order.  Every step takes the later taps where they are
+ * greater or NaN: over taps in PyTorch's order (row by row, column by
+ * column) that is PyTorch's scan, and taking the later of two runs of taps
+ * on that rule picks the same tap as the scan over both, so a row's result
+ * can be kept for the next output row: values and indices are PyTorch's
+ * bits. */
+
+/* One output tap by tap in PyTorch's order: columns c0 .. c0 + cnt - 1 of
+ * the nr rows (rows[r] at flat offset roff[r] in the plane). */
+static void cp_fmax_one_f32(float *y, int64_t *yi, const float *const *rows,
+                            const ptrdiff_t *roff, ptrdiff_t nr, ptrdiff_t c0, ptrdiff_t cnt)
+{
+    float m = rows[0][c0];
+    int64_t mi = (int64_t)roff[0] + c0;
+    for (ptrdiff_t r = 0; r < nr; r++)
+        for (ptrdiff_t c = c0; c < c0 + cnt; c++) {
+            float v = rows[r][c];
+            if (v > m || v != v) {
+                m = v;
+                mi = (int64_t)roff[r] + c;
+            }
+        }
+    *y = m;
+    if (yi)
+        *yi = mi;
+}
+
+#define CP_FMAX2_ROWS 64        /* the most rows a window may have */
+
+#ifdef CP_HAVE_WINDOW_MAX
+static int cp_fmax2_ok(void) { return cp_window_isa() >= 2; }
+
+/* The pick of one row's kw columns for 16 outputs from q (column s0 + 2o);
+ * idx: the flat index of each output's first column.  m < 16: the row's
+ * last outputs (masked loads: nothing past the windows is read). */
+__attribute__((target("avx512f"), always_inline)) static inline void
+cp_fmax2_blk(const float *q, __m512i idx, ptrdiff_t kw, ptrdiff_t m, __m512 *rb,
+             __m512i *rbi)
+{
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24,
+                                         26, 28, 30);
+    const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
+    __m512 best = _mm512_setzero_ps();
+    __m512i bi = idx;
+    for (ptrdiff_t t = 0; t < kw; t += 2) {
+        __m512 va, vb;
+        if (m == 16 && t + 1 < kw) {            /* columns t .. t + 31: all needed */
+            va = _mm512_loadu_ps(q + t);
+            vb = _mm512_loadu_ps(q + t + 16);
+        } else {
+            ptrdiff_t cnt = 2 * (m - 1) + (kw - t < 2 ? kw - t : 2);   /* columns read */
+            __mmask16 klo = (__mmask16)(cnt >= 16 ? 0xFFFF : (1u << cnt) - 1);
+            __mmask16 khi = (__mmask16)(cnt >= 32 ? 0xFFFF
+                                        : cnt > 16 ? (1u << (cnt - 16)) - 1 : 0);
+            va = _mm512_maskz_loadu_ps(klo, q + t);
+            vb = _mm512_maskz_loadu_ps(khi, q + t + 16);
+        }
+        for (ptrdiff_t u = t; u < kw && u < t + 2; u++) {
+            __m512 v = _mm512_permutex2var_ps(va, u == t ? ev : od, vb);
+            if (u == 0) {
+                best = v;
+                continue;
+            }
+            __mmask16 take = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) |
+                             _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+            best = _mm512_mask_mov_ps(best, take, v);
+            bi = _mm512_mask_add_epi32(bi, take, idx, _mm512_set1_epi32((int32_t)u));
+        }
+    }
+    *rb = best;
+    *rbi = bi;
+}
+
+/* 16 outputs (m < 16: the row's last m) from the window rows: each fresh
+ * row reduced from the input (and kept in its slot sv, si), each other row
+ * loaded from its slot, the rows taken in order.  KW: a constant. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+cp_fmax2_vec(float *y, int64_t *yi, const float *const *rows, const ptrdiff_t *roff,
+             const int *fresh, float *const *sv, int32_t *const *si, ptrdiff_t nr,
+             __m512i col, ptrdiff_t o, ptrdiff_t m, ptrdiff_t KW, ptrdiff_t ahead)
+{
+    __mmask16 lanes = (__mmask16)((1u << m) - 1);
+    __m512 best = _mm512_setzero_ps(), rb;
+    __m512i bi = _mm512_setzero_si512(), rbi;
+    for (ptrdiff_t r = 0; r < nr; r++) {
+        if (fresh[r]) {
+            const float *q = rows[r] + 2 * o;
+            if (ahead) {
+                _mm_prefetch((const char *)(q + ahead), _MM_HINT_T0);
+                _mm_prefetch((const char *)(q + ahead + 16), _MM_HINT_T0);
+            }
+            cp_fmax2_blk(q, _mm512_add_epi32(col, _mm512_set1_epi32((int32_t)roff[r])), KW,
+                         m, &rb, &rbi);
+            if (sv) {
+                _mm512_mask_storeu_ps(sv[r] + o, lanes, rb);
+                _mm512_mask_storeu_epi32(si[r] + o, lanes, rbi);
+            }
+        } else {
+            rb = _mm512_maskz_loadu_ps(lanes, sv[r] + o);
+            rbi = _mm512_maskz_loadu_epi32(lanes, si[r] + o);
+        }
+        if (r == 0) {
+            best = rb;
+            bi = rbi;
+        } else {
+            __mmask16 take = _mm512_cmp_ps_mask(rb, best, _CMP_GT_OQ) |
+                             _mm512_cmp_ps_mask(rb, rb, _CMP_UNORD_Q);
+            best = _mm512_mask_mov_ps(best, take, rb);
+            bi = _mm512_mask_mov_epi32(bi, take, rbi);
+        }
+    }
+    _mm512_mask_storeu_ps(y + o, lanes, best);
+    if (yi) {
+        __m512i lo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(bi));
+        __m512i hi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(bi, 1));
+        _mm512_mask_storeu_epi64(yi + o, (__mmask8)(lanes & 0xFF), lo);
+        _mm512_mask_storeu_epi64(yi + o + 8, (__mmask8)(lanes >> 8), hi);
+    }
+}
+
+/* Output rows oh0 .. oh1 - 1 of one plane (xp: H x W floats, per depth
+ * D x H x W) at one output depth: y, yi (or NULL) point at output row oh0,
+ * OW outputs a row.  The window rows of output row oh are depths d0 + a*dstep
+ * (a < nd) times rows hs[oh] + c*hstep (c < hc[oh]); its columns ws[o] ..
+ * ws[o] + wc[o] - 1, outputs [ulo, uhi) being KW columns starting 2 apart.
+ * With RS > 0 (windows that share rows), a row's results are kept for the
+ * next output rows: rv, ri: RS >= 2 x nd x max(hc) slots of uhi - ulo
+ * results each; tags: 2 x RS (the slots' rows and the output rows they
+ * served last).  Rows prefetched `ahead` floats on. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+cp_fmax2_item_body(float *y, int64_t *yi, const float *xp, ptrdiff_t H, ptrdiff_t W,
+                   ptrdiff_t OW, ptrdiff_t d0, ptrdiff_t nd, ptrdiff_t dstep,
+                   const int64_t *hs, const int64_t *hc, ptrdiff_t hstep, ptrdiff_t oh0,
+                   ptrdiff_t oh1, const int64_t *ws, const int64_t *wc, ptrdiff_t ulo,
+                   ptrdiff_t uhi, float *rv, int32_t *ri, ptrdiff_t *tags, ptrdiff_t RS,
+                   ptrdiff_t ahead, ptrdiff_t KW)
+{
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24,
+                                         26, 28, 30);
+    const ptrdiff_t n = uhi - ulo, s0 = ws[ulo];
+    const float *rows[CP_FMAX2_ROWS], *erows[CP_FMAX2_ROWS];
+    float *sv[CP_FMAX2_ROWS];
+    int32_t *si[CP_FMAX2_ROWS];
+    ptrdiff_t roff[CP_FMAX2_ROWS];
+    int fresh[CP_FMAX2_ROWS];
+    ptrdiff_t nxt = 0, o;
+    ptrdiff_t *stamp = tags + RS;           /* the output row a slot serves last */
+    for (ptrdiff_t k = 0; k < RS; k++) {
+        tags[k] = -1;
+        stamp[k] = -1;
+    }
+    for (ptrdiff_t oh = oh0; oh < oh1; oh++, y += OW, yi = yi ? yi + OW : NULL) {
+        ptrdiff_t nr = 0;
+        for (ptrdiff_t a = 0; a < nd; a++)
+            for (ptrdiff_t c = 0; c < hc[oh]; c++, nr++) {
+                ptrdiff_t off = ((d0 + a * dstep) * H + hs[oh] + c * hstep) * W, k = 0;
+                erows[nr] = xp + off;
+                rows[nr] = xp + off + s0;
+                roff[nr] = off;
+                fresh[nr] = 1;
+                if (RS == 0)
+                    continue;
+                while (k < RS && tags[k] != off)
+                    k++;
+                fresh[nr] = k == RS;
+                if (k == RS) {          /* not kept: into the next slot this row spares */
+                    while (stamp[nxt] == oh)
+                        nxt = nxt + 1 == RS ? 0 : nxt + 1;
+                    k = nxt;
+                    tags[k] = off;
+                }
+                stamp[k] = oh;
+                sv[nr] = rv + k * n;
+                si[nr] = ri + k * n;
+            }
+        __m512i col = _mm512_add_epi32(ev, _mm512_set1_epi32((int32_t)s0));
+        const __m512i step = _mm512_set1_epi32(32);
+        for (o = 0; o + 16 <= n; o += 16, col = _mm512_add_epi32(col, step))
+            cp_fmax2_vec(y + ulo, yi ? yi + ulo : NULL, rows, roff, fresh, RS ? sv : NULL,
+                         si, nr, col, o, 16, KW, ahead);
+        if (o < n)
+            cp_fmax2_vec(y + ulo, yi ? yi + ulo : NULL, rows, roff, fresh, RS ? sv : NULL,
+                         si, nr, col, o, n - o, KW, ahead);
+        for (o = 0; o < ulo; o++)
+            cp_fmax_one_f32(y + o, yi ? yi + o : NULL, erows, roff, nr, ws[o], wc[o]);
+        for (o = uhi; o < OW; o++)
+            cp_fmax_one_f32(y + o, yi ? yi + o : NULL, erows, roff, nr, ws[o], wc[o]);
+    }
+}
+
+#define CP_DEFINE_FMAX2_ITEM(KW)                                                          \
+    __attribute__((target("avx512f"))) static void                                        \
+    cp_fmax2_item##KW##_f32(float *y, int64_t *yi, const float *xp, ptrdiff_t H,          \
+                            ptrdiff_t W, ptrdiff_t OW, ptrdiff_t d0, ptrdiff_t nd,        \
+                            ptrdiff_t dstep, const int64_t *hs, const int64_t *hc,        \
+                            ptrdiff_t hstep, ptrdiff_t oh0, ptrdiff_t oh1,                \
+                            const int64_t *ws, const int64_t *wc, ptrdiff_t ulo,          \
+                            ptrdiff_t uhi, float *rv, int32_t *ri, ptrdiff_t *tags,       \
+                            ptrdiff_t RS, ptrdiff_t ahead)                                \
+    {                                                                                     \
+        cp_fmax2_item_body(y, yi, xp, H, W, OW, d0, nd, dstep, hs, hc, hstep, oh0, oh1,   \
+                           ws, wc, ulo, uhi, rv, ri, tags, RS, ahead, KW);                \
+    }
+
+CP_DEFINE_FMAX2_ITEM(1)
+CP_DEFINE_FMAX2_ITEM(2)
+CP_DEFINE_FMAX2_ITEM(3)
+CP_DEFINE_FMAX2_ITEM(4)
+
+static void cp_fmax2_item_f32(float *y, int64_t *yi, const float *xp, ptrdiff_t H,
+                              ptrdiff_t W, ptrdiff_t OW, ptrdiff_t d0, ptrdiff_t nd,
+                              ptrdiff_t dstep, const int64_t *hs, const int64_t *hc,
+                              ptrdiff_t hstep, ptrdiff_t oh0, ptrdiff_t oh1,
+                              const int64_t *ws, const int64_t *wc, ptrdiff_t kw,
+                              ptrdiff_t ulo, ptrdiff_t uhi, float *rv, int32_t *ri,
+                              ptrdiff_t *tags, ptrdiff_t RS, ptrdiff_t ahead)
+{
+#define CP_FMAX2_CALL(KW)                                                                 \
+    cp_fmax2_item##KW##_f32(y, yi, xp, H, W, OW, d0, nd, dstep, hs, hc, hstep, oh0, oh1,  \
+                            ws, wc, ulo, uhi, rv, ri, tags, RS, ahead)
+    switch (kw) {
+    case 1: CP_FMAX2_CALL(1); break;
+    case 2: CP_FMAX2_CALL(2); break;
+    case 3: CP_FMAX2_CALL(3); break;
+    default: CP_FMAX2_CALL(4); break;
+    }
+#undef CP_FMAX2_CALL
+}
+#else
+static int cp_fmax2_ok(void) { return 0; }
+static void cp_fmax2_item_f32(float *y, int64_t *yi, const float *xp, ptrdiff_t H,
+                              ptrdiff_t W, ptrdiff_t OW, ptrdiff_t d0, ptrdiff_t nd,
+                              ptrdiff_t dstep, const int64_t *hs, const int64_t *hc,
+                              ptrdiff_t hstep, ptrdiff_t oh0, ptrdiff_t oh1,
+                              const int64_t *ws, const int64_t *wc, ptrdiff_t kw,
+                              ptrdiff_t ulo, ptrdiff_t uhi, float *rv, int32_t *ri,
+                              ptrdiff_t *tags, ptrdiff_t RS, ptrdiff_t ahead)
+{
+    (void)y; (void)yi; (void)xp; (void)H; (void)W; (void)OW; (void)d0; (void)nd;
+    (void)dstep; (void)hs; (void)hc; (void)hstep; (void)oh0; (void)oh1; (void)ws;
+    (void)wc; (void)kw; (void)ulo; (void)uhi; (void)rv; (void)ri; (void)tags; (void)RS;
+    (void)ahead;
+}
+#endif
+
 #define CP_IMAX_CASES(CALL)                                                               \
     switch (code) {                                                                       \
     case 0: CALL(int8_t, i8); break;                                                      \

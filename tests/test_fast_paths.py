@@ -624,6 +624,85 @@ def test_channels_first_max_row_lanes_match_torch(monkeypatch, rank, shape, kind
 
 
 # ---------------------------------------------------------------------------
+# Channels-first float32 max, windows 2 apart along W: straight from the rows
+# (cp_fmax2_item_f32: each row's columns first, then the rows in order)
+# ---------------------------------------------------------------------------
+
+FMAX_ROW_CASES = [
+    (2, (1, 5, 23, 70), "fixed", dict(kernel_size=3, stride=2, padding=1)),   # 35 a row
+    (2, (3, 4, 10, 64), "fixed", dict(kernel_size=2)),                        # no shared rows
+    (2, (2, 3, 9, 67), "fixed", dict(kernel_size=2, ceil_mode=True)),         # 1-column edge
+    (2, (2, 3, 11, 75), "fixed", dict(kernel_size=(3, 4), stride=2, padding=(1, 2))),
+    (2, (2, 2, 13, 66), "fixed", dict(kernel_size=(5, 1), stride=(1, 2))),   # rows in 5 windows
+    (2, (1, 3, 15, 68), "fixed", dict(kernel_size=3, stride=2, padding=1, dilation=(2, 1))),
+    (2, (1, 2, 9, 200), "fixed", dict(kernel_size=3, stride=2, ceil_mode=True)),
+    (2, (2, 3, 30, 96), "adaptive", dict(output_size=(15, 48))),
+    (2, (2, 3, 17, 70), "adaptive", dict(output_size=(5, 35))),
+    (1, (4, 5, 100), "fixed", dict(kernel_size=3, stride=2, padding=1)),
+    (3, (2, 3, 6, 8, 64), "fixed", dict(kernel_size=2)),
+    (3, (1, 2, 7, 9, 66), "fixed", dict(kernel_size=3, stride=2, padding=1)),
+    (3, (1, 2, 6, 6, 64), "adaptive", dict(output_size=(3, 3, 32))),
+]
+
+
+def _fmax_zoo(shape, seed):
+    # ties (the first tap wins), +0 against -0, NaNs of two payloads (the last
+    # one wins), -inf windows, +inf
+    x = _nasty(np.random.default_rng(seed), shape, np.float32)
+    flat = x.reshape(-1)
+    flat[5::11] = np.round(flat[5::11])
+    flat[2::13] = 0.0
+    flat[4::17] = -0.0
+    flat[9::41] = np.array([0x7FC00123], np.uint32).view(np.float32)[0]
+    x[0, 1] = -np.inf
+    return x
+
+
+@pytest.mark.parametrize("rank,shape,kind,kw", FMAX_ROW_CASES)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_channels_first_max_from_rows_matches_torch(monkeypatch, rank, shape, kind, kw,
+                                                    threads):
+    x = _fmax_zoo(shape, sum(shape) + threads)
+    name = f"adaptive_max_pool{rank}d" if kind == "adaptive" else f"max_pool{rank}d"
+    before = cypool.get_num_threads()
+    monkeypatch.setattr(_cpu, "SERIAL_WORK", 0)
+    try:
+        cypool.set_num_threads(threads)
+        v, i = getattr(cypool, name)(x, return_indices=True, **kw)
+        vv = getattr(cypool, name)(x, **kw)
+    finally:
+        cypool.set_num_threads(before)
+    tv, ti = getattr(F, name)(torch.from_numpy(x), return_indices=True, **kw)
+    assert v.tobytes() == tv.numpy().tobytes() and vv.tobytes() == v.tobytes()
+    assert np.array_equal(i, ti.numpy())
+
+
+@pytest.mark.parametrize("rank,shape,kind,kw", FMAX_ROW_CASES[::3])
+def test_channels_first_max_from_rows_agrees_at_every_isa_level(rank, shape, kind, kw):
+    # level 2 pools from the rows, levels 1 and 0 by row lanes or row sweeps
+    x = _fmax_zoo(shape, 7)
+    name = f"adaptive_max_pool{rank}d" if kind == "adaptive" else f"max_pool{rank}d"
+    results = []
+    try:
+        for level in (2, 1, 0):
+            _kernels.limit_window_isa(level)
+            v, i = getattr(cypool, name)(x, return_indices=True, **kw)
+            results.append((v.tobytes(), i.tobytes()))
+    finally:
+        _kernels.limit_window_isa(2)
+    assert results[0] == results[1] == results[2]
+
+
+def test_channels_first_max_from_rows_matches_the_reference():
+    # the slow NumPy reference, on rows of 2**12 + 1 columns (many vectors)
+    from cypool import reference
+    x = _fmax_zoo((1, 2, 5, 2**12 + 1), 3)
+    v, i = cypool.max_pool2d(x, 3, 2, 1, return_indices=True)
+    rv, ri = reference.fixed_pool(x, 3, "max", 2, stride=2, padding=1, return_indices=True)
+    assert v.tobytes() == rv.tobytes() and np.array_equal(i, ri)
+
+
+# ---------------------------------------------------------------------------
 # Integer max pooling without indices: window rows reduced first
 # ---------------------------------------------------------------------------
 
