@@ -71,6 +71,10 @@ cdef extern from "cypool_lanes.h" nogil:
                        Py_ssize_t k, Py_ssize_t sw, const void *init, Py_ssize_t ulo,
                        Py_ssize_t uhi)
     bint cp_fmax2_ok()
+    void cp_fsum2_row_f32(float *y, const float *const *rows, Py_ssize_t nr, Py_ssize_t n,
+                          Py_ssize_t kw, Py_ssize_t ahead)
+    float cp_fsum_one_f32(const float *const *rows, Py_ssize_t nr, Py_ssize_t c0,
+                          Py_ssize_t cnt)
     void cp_fmax2_item_f32(float *y, int64_t *yi, const float *xp, Py_ssize_t H, Py_ssize_t W,
                            Py_ssize_t OW, Py_ssize_t d0, Py_ssize_t nd, Py_ssize_t dstep,
                            const int64_t *hs, const int64_t *hc, Py_ssize_t hstep,
@@ -1017,10 +1021,11 @@ cdef void _int_max_row(const value_t *x, value_t *y, const Geom *g,      # IN, O
                       g.max_count_w, g.step[2], &init, ulo, uhi)
 
 
-# Channels-first float32 max from the rows (cp_fmax2_item_f32): windows of at most
-# FMAX_ROW_COLUMNS columns and FMAX_ROW_ROWS rows, at least FMAX_ROW_MIN_OUT
-# outputs a row whose windows start 2 apart (shorter rows go to row lanes,
-# which pool 16 planes a vector)
+# Channels-first float32 max and average straight from the rows
+# (cp_fmax2_item_f32, _favg_row): windows of at most FMAX_ROW_COLUMNS columns
+# and FMAX_ROW_ROWS rows, at least FMAX_ROW_MIN_OUT outputs a row whose
+# windows start 2 apart (shorter rows go to row lanes, which pool 16 planes
+# a vector)
 DEF FMAX_ROW_COLUMNS = 4
 DEF FMAX_ROW_ROWS = 64          # CP_FMAX2_ROWS
 DEF FMAX_ROW_MIN_OUT = 16
@@ -1039,6 +1044,34 @@ cdef void _pair_range(const Geom *g, Py_ssize_t *ulo, Py_ssize_t *uhi) noexcept 
         hi += 1
     ulo[0] = lo
     uhi[0] = hi
+
+
+cdef void _favg_row(const float *x, float *y, const Geom *g, Py_ssize_t it,   # IN, OUT
+                    Py_ssize_t ulo, Py_ssize_t uhi) noexcept nogil:
+    # Output row it of (N, OD, OH) of a channels-first float32 average whose
+    # windows [ulo, uhi) start 2 apart along W: sums straight from the rows
+    # (cp_fsum2_row_f32, the others one by one), then divided (_finish_avg)
+    cdef Py_ssize_t OD = g.osize[0], OH = g.osize[1], OW = g.osize[2]
+    cdef Py_ssize_t n = it // (OD * OH), od = (it // OH) % OD, oh = it % OH
+    cdef Py_ssize_t W = g.size[2], a, c, o, nr = 0, roff, s0 = _start(g, 2, ulo)
+    cdef Py_ssize_t d0 = _start(g, 0, od), nd = _count(g, 0, od)
+    cdef Py_ssize_t h0 = _start(g, 1, oh), nh = _count(g, 1, oh)
+    cdef const float *xp = x + n * g.size[0] * g.size[1] * W
+    cdef float *yr = y + it * OW
+    cdef const float *rows[FMAX_ROW_ROWS]
+    cdef const float *erows[FMAX_ROW_ROWS]
+    for a in range(nd):
+        for c in range(nh):
+            roff = ((d0 + a * g.step[0]) * g.size[1] + h0 + c * g.step[1]) * W
+            erows[nr] = xp + roff
+            rows[nr] = xp + roff + s0
+            nr += 1
+    cp_fsum2_row_f32(yr + ulo, rows, nr, uhi - ulo, g.max_count_w, FMAX_AHEAD_ROWS * W)
+    for o in range(ulo):
+        yr[o] = cp_fsum_one_f32(erows, nr, _start(g, 2, o), _count(g, 2, o))
+    for o in range(uhi, OW):
+        yr[o] = cp_fsum_one_f32(erows, nr, _start(g, 2, o), _count(g, 2, o))
+    _finish_avg(yr, g, od, oh, 0, 1)
 
 
 cdef void _shift_item(const value_t *x, value_t *y, int64_t *yi,       # IN, OUT, OUT
@@ -1231,10 +1264,16 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
     cdef int32_t *fri
     cdef Py_ssize_t *ftags
     if value_t is float:
-        if is_max and g.C == 1 and g.step[2] == 1 and S < 2**31 - 1 and cp_fmax2_ok() \
+        if g.C == 1 and g.step[2] == 1 and S < 2**31 - 1 and cp_fmax2_ok() \
                 and g.max_count_w <= FMAX_ROW_COLUMNS and _max_rows(&g) <= FMAX_ROW_ROWS:
             _pair_range(&g, &ulo, &uhi)
-            if uhi - ulo >= FMAX_ROW_MIN_OUT:
+            if not is_max and uhi - ulo >= FMAX_ROW_MIN_OUT:
+                # channels-first average, windows 2 apart along W: from the rows
+                with nogil:
+                    for it in prange(g.N * OD * OH, schedule="static", num_threads=nthreads):
+                        _favg_row(&x[0], &y[0], &g, it, ulo, uhi)
+                return
+            if is_max and uhi - ulo >= FMAX_ROW_MIN_OUT:
                 # channels-first max, windows 2 apart along W: from the rows
                 # (cp_fmax2_item_f32), items of output rows of a plane and depth,
                 # enough of them for every thread

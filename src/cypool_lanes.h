@@ -901,38 +901,64 @@ static void cp_fmax_one_f32(float *y, int64_t *yi, const float *const *rows,
         *yi = mi;
 }
 
+/* One window's sum from +0, tap by tap in PyTorch's order. */
+static float cp_fsum_one_f32(const float *const *rows, ptrdiff_t nr, ptrdiff_t c0,
+                             ptrdiff_t cnt)
+{
+    float s = 0;
+    for (ptrdiff_t r = 0; r < nr; r++)
+        for (ptrdiff_t c = c0; c < c0 + cnt; c++)
+            s = s + rows[r][c];
+    return s;
+}
+
 #define CP_FMAX2_ROWS 64        /* the most rows a window may have */
 
 #ifdef CP_HAVE_WINDOW_MAX
 static int cp_fmax2_ok(void) { return cp_window_isa() >= 2; }
 
+/* Columns t .. t + 31 of q (t + 31 only if a window reads it) for 16
+ * outputs 2 columns apart, m < 16: the row's last m (masked loads: nothing
+ * past the windows is read); even columns then give tap t, odd ones tap
+ * t + 1 (cp_pair_tap). */
+__attribute__((target("avx512f"), always_inline)) static inline void
+cp_pair_ld(const float *q, ptrdiff_t t, ptrdiff_t m, ptrdiff_t kw, __m512 *va, __m512 *vb)
+{
+    if (m == 16 && t + 1 < kw) {                /* columns t .. t + 31: all needed */
+        *va = _mm512_loadu_ps(q + t);
+        *vb = _mm512_loadu_ps(q + t + 16);
+    } else {
+        ptrdiff_t cnt = 2 * (m - 1) + (kw - t < 2 ? kw - t : 2);   /* columns read */
+        __mmask16 klo = (__mmask16)(cnt >= 16 ? 0xFFFF : (1u << cnt) - 1);
+        __mmask16 khi = (__mmask16)(cnt >= 32 ? 0xFFFF
+                                    : cnt > 16 ? (1u << (cnt - 16)) - 1 : 0);
+        *va = _mm512_maskz_loadu_ps(klo, q + t);
+        *vb = _mm512_maskz_loadu_ps(khi, q + t + 16);
+    }
+}
+
+__attribute__((target("avx512f"), always_inline)) static inline __m512
+cp_pair_tap(__m512 va, __m512 vb, int odd)
+{
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24,
+                                         26, 28, 30);
+    return _mm512_permutex2var_ps(va, odd ? _mm512_add_epi32(ev, _mm512_set1_epi32(1)) : ev,
+                                  vb);
+}
+
 /* The pick of one row's kw columns for 16 outputs from q (column s0 + 2o);
- * idx: the flat index of each output's first column.  m < 16: the row's
- * last outputs (masked loads: nothing past the windows is read). */
+ * idx: the flat index of each output's first column. */
 __attribute__((target("avx512f"), always_inline)) static inline void
 cp_fmax2_blk(const float *q, __m512i idx, ptrdiff_t kw, ptrdiff_t m, __m512 *rb,
              __m512i *rbi)
 {
-    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24,
-                                         26, 28, 30);
-    const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
     __m512 best = _mm512_setzero_ps();
     __m512i bi = idx;
     for (ptrdiff_t t = 0; t < kw; t += 2) {
         __m512 va, vb;
-        if (m == 16 && t + 1 < kw) {            /* columns t .. t + 31: all needed */
-            va = _mm512_loadu_ps(q + t);
-            vb = _mm512_loadu_ps(q + t + 16);
-        } else {
-            ptrdiff_t cnt = 2 * (m - 1) + (kw - t < 2 ? kw - t : 2);   /* columns read */
-            __mmask16 klo = (__mmask16)(cnt >= 16 ? 0xFFFF : (1u << cnt) - 1);
-            __mmask16 khi = (__mmask16)(cnt >= 32 ? 0xFFFF
-                                        : cnt > 16 ? (1u << (cnt - 16)) - 1 : 0);
-            va = _mm512_maskz_loadu_ps(klo, q + t);
-            vb = _mm512_maskz_loadu_ps(khi, q + t + 16);
-        }
+        cp_pair_ld(q, t, m, kw, &va, &vb);
         for (ptrdiff_t u = t; u < kw && u < t + 2; u++) {
-            __m512 v = _mm512_permutex2var_ps(va, u == t ? ev : od, vb);
+            __m512 v = cp_pair_tap(va, vb, u > t);
             if (u == 0) {
                 best = v;
                 continue;
@@ -1083,6 +1109,60 @@ CP_DEFINE_FMAX2_ITEM(2)
 CP_DEFINE_FMAX2_ITEM(3)
 CP_DEFINE_FMAX2_ITEM(4)
 
+/* Channels-first float32 window sums of kw <= 4 columns starting 2 apart,
+ * 16 outputs a vector straight from the rows (even and odd columns as for
+ * the max): y[o] (o < n) = 0 + each tap of output o's window in PyTorch's
+ * order, row by row (rows[r], at column s0 + 2o), column by column. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+cp_fsum2_vec(float *y, const float *const *rows, ptrdiff_t nr, ptrdiff_t o, ptrdiff_t m,
+             ptrdiff_t KW, ptrdiff_t ahead)
+{
+    __m512 acc = _mm512_setzero_ps();
+    for (ptrdiff_t r = 0; r < nr; r++) {
+        const float *q = rows[r] + 2 * o;
+        if (ahead) {
+            _mm_prefetch((const char *)(q + ahead), _MM_HINT_T0);
+            _mm_prefetch((const char *)(q + ahead + 16), _MM_HINT_T0);
+        }
+        for (ptrdiff_t t = 0; t < KW; t += 2) {
+            __m512 va, vb;
+            cp_pair_ld(q, t, m, KW, &va, &vb);
+            acc = _mm512_add_ps(acc, cp_pair_tap(va, vb, 0));
+            if (t + 1 < KW)
+                acc = _mm512_add_ps(acc, cp_pair_tap(va, vb, 1));
+        }
+    }
+    _mm512_mask_storeu_ps(y + o, (__mmask16)((1u << m) - 1), acc);
+}
+
+#define CP_DEFINE_FSUM2_ROW(KW)                                                           \
+    __attribute__((target("avx512f"))) static void                                        \
+    cp_fsum2_row##KW##_f32(float *y, const float *const *rows, ptrdiff_t nr, ptrdiff_t n, \
+                           ptrdiff_t ahead)                                               \
+    {                                                                                     \
+        ptrdiff_t o;                                                                      \
+        for (o = 0; o + 16 <= n; o += 16)                                                 \
+            cp_fsum2_vec(y, rows, nr, o, 16, KW, ahead);                                  \
+        if (o < n)                                                                        \
+            cp_fsum2_vec(y, rows, nr, o, n - o, KW, ahead);                               \
+    }
+
+CP_DEFINE_FSUM2_ROW(1)
+CP_DEFINE_FSUM2_ROW(2)
+CP_DEFINE_FSUM2_ROW(3)
+CP_DEFINE_FSUM2_ROW(4)
+
+static void cp_fsum2_row_f32(float *y, const float *const *rows, ptrdiff_t nr, ptrdiff_t n,
+                             ptrdiff_t kw, ptrdiff_t ahead)
+{
+    switch (kw) {
+    case 1: cp_fsum2_row1_f32(y, rows, nr, n, ahead); break;
+    case 2: cp_fsum2_row2_f32(y, rows, nr, n, ahead); break;
+    case 3: cp_fsum2_row3_f32(y, rows, nr, n, ahead); break;
+    default: cp_fsum2_row4_f32(y, rows, nr, n, ahead); break;
+    }
+}
+
 static void cp_fmax2_item_f32(float *y, int64_t *yi, const float *xp, ptrdiff_t H,
                               ptrdiff_t W, ptrdiff_t OW, ptrdiff_t d0, ptrdiff_t nd,
                               ptrdiff_t dstep, const int64_t *hs, const int64_t *hc,
@@ -1104,6 +1184,11 @@ static void cp_fmax2_item_f32(float *y, int64_t *yi, const float *xp, ptrdiff_t 
 }
 #else
 static int cp_fmax2_ok(void) { return 0; }
+static void cp_fsum2_row_f32(float *y, const float *const *rows, ptrdiff_t nr, ptrdiff_t n,
+                             ptrdiff_t kw, ptrdiff_t ahead)
+{
+    (void)y; (void)rows; (void)nr; (void)n; (void)kw; (void)ahead;
+}
 static void cp_fmax2_item_f32(float *y, int64_t *yi, const float *xp, ptrdiff_t H,
                               ptrdiff_t W, ptrdiff_t OW, ptrdiff_t d0, ptrdiff_t nd,
                               ptrdiff_t dstep, const int64_t *hs, const int64_t *hc,

@@ -693,13 +693,69 @@ def test_channels_first_max_from_rows_agrees_at_every_isa_level(rank, shape, kin
     assert results[0] == results[1] == results[2]
 
 
-def test_channels_first_max_from_rows_matches_the_reference():
-    # the slow NumPy reference, on rows of 2**12 + 1 columns (many vectors)
+FAVG_ROW_CASES = [
+    (2, (3, 4, 10, 64), "fixed", dict(kernel_size=2)),
+    (2, (1, 5, 23, 70), "fixed", dict(kernel_size=3, stride=2, padding=1)),
+    (2, (1, 5, 23, 70), "fixed", dict(kernel_size=3, stride=2, padding=1,
+                                      count_include_pad=False)),
+    (2, (2, 3, 9, 67), "fixed", dict(kernel_size=2, ceil_mode=True)),
+    (2, (2, 3, 11, 75), "fixed", dict(kernel_size=(3, 4), stride=2, padding=(1, 2),
+                                      ceil_mode=True, count_include_pad=False)),
+    (2, (2, 2, 13, 66), "fixed", dict(kernel_size=(5, 1), stride=(1, 2), divisor_override=3)),
+    (2, (2, 3, 30, 96), "adaptive", dict(output_size=(15, 48))),
+    (2, (2, 3, 17, 70), "adaptive", dict(output_size=(5, 35))),
+    (1, (4, 5, 100), "fixed", dict(kernel_size=3, stride=2, padding=1)),
+    (3, (2, 3, 6, 8, 64), "fixed", dict(kernel_size=2)),
+    (3, (1, 2, 7, 9, 66), "fixed", dict(kernel_size=3, stride=2, padding=1,
+                                        count_include_pad=False)),
+    (3, (1, 2, 6, 6, 64), "adaptive", dict(output_size=(3, 3, 32))),
+]
+
+
+@pytest.mark.parametrize("rank,shape,kind,kw", FAVG_ROW_CASES)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_channels_first_average_from_rows_matches_torch(monkeypatch, rank, shape, kind, kw,
+                                                        threads):
+    # sums from +0 in PyTorch's order (-0 windows give +0), NaN and inf windows
+    x = _fmax_zoo(shape, sum(shape) + threads)
+    x[0, 0, ..., :5] = -0.0
+    name = f"adaptive_avg_pool{rank}d" if kind == "adaptive" else f"avg_pool{rank}d"
+    before = cypool.get_num_threads()
+    monkeypatch.setattr(_cpu, "SERIAL_WORK", 0)
+    try:
+        cypool.set_num_threads(threads)
+        got = getattr(cypool, name)(x, **kw)
+    finally:
+        cypool.set_num_threads(before)
+    want = getattr(F, name)(torch.from_numpy(x), **kw).numpy()
+    assert got.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("rank,shape,kind,kw", FAVG_ROW_CASES[::3])
+def test_channels_first_average_from_rows_agrees_at_every_isa_level(rank, shape, kind, kw):
+    x = _fmax_zoo(shape, 11)
+    name = f"adaptive_avg_pool{rank}d" if kind == "adaptive" else f"avg_pool{rank}d"
+    results = []
+    try:
+        for level in (2, 1, 0):
+            _kernels.limit_window_isa(level)
+            results.append(getattr(cypool, name)(x, **kw).tobytes())
+    finally:
+        _kernels.limit_window_isa(2)
+    assert results[0] == results[1] == results[2]
+
+
+def test_channels_first_pools_from_rows_match_the_reference():
+    # the slow NumPy reference, on rows of 2**12 + 1 columns (many vectors);
+    # its averages sum in float64, so they are compared to a tolerance
     from cypool import reference
     x = _fmax_zoo((1, 2, 5, 2**12 + 1), 3)
     v, i = cypool.max_pool2d(x, 3, 2, 1, return_indices=True)
     rv, ri = reference.fixed_pool(x, 3, "max", 2, stride=2, padding=1, return_indices=True)
     assert v.tobytes() == rv.tobytes() and np.array_equal(i, ri)
+    a = cypool.avg_pool2d(x, 3, 2, 1)
+    ra = reference.fixed_pool(x, 3, "avg", 2, stride=2, padding=1)
+    np.testing.assert_allclose(a, ra, rtol=1e-6, atol=1e-6, equal_nan=True)
 
 
 # ---------------------------------------------------------------------------
