@@ -891,10 +891,9 @@ static void cp_fmax_one_f32(float *y, int64_t *yi, const float *const *rows,
     for (ptrdiff_t r = 0; r < nr; r++)
         for (ptrdiff_t c = c0; c < c0 + cnt; c++) {
             float v = rows[r][c];
-            if (v > m || v != v) {
-                m = v;
-                mi = (int64_t)roff[r] + c;
-            }
+            int take = (v > m) | (v != v);          /* (no branch: taps are random) */
+            m = take ? v : m;
+            mi = take ? (int64_t)roff[r] + c : mi;
         }
     *y = m;
     if (yi)
