@@ -65,7 +65,8 @@ cdef extern from "cypool_lanes.h" nogil:
     int cp_scatter_lanes_f32(float *gp, const float *op, const int64_t *ip, Py_ssize_t n,
                              Py_ssize_t C, Py_ssize_t c0, Py_ssize_t c1, int64_t jlo, int64_t jhi,
                              int *bad)
-    void cp_int_rowmax(int code, void *b, const void *r, Py_ssize_t n, int first)
+    void cp_int_rowmax(int code, void *b, const void *r, const void *r2, Py_ssize_t n,
+                       int first)
     void cp_int_colmax(int code, void *y, const void *b, void *e, Py_ssize_t W, Py_ssize_t n,
                        Py_ssize_t C, const int64_t *start, const int64_t *count,
                        Py_ssize_t k, Py_ssize_t sw, const void *init, Py_ssize_t ulo,
@@ -1008,11 +1009,19 @@ cdef void _int_max_row(const value_t *x, value_t *y, const Geom *g,      # IN, O
     elif value_t is int32_t: code = 4
     elif value_t is uint32_t: code = 5
     elif value_t is int64_t: code = 6
+    cdef const value_t *r0 = NULL
+    cdef const value_t *r
     for a in range(nd):
         for c in range(nh):
-            cp_int_rowmax(code, b, x + ((n * g.size[0] + d0 + a * g.step[0]) * g.size[1]
-                                        + h0 + c * g.step[1]) * L, L, first)
+            r = x + ((n * g.size[0] + d0 + a * g.step[0]) * g.size[1] + h0 + c * g.step[1]) * L
+            if first and r0 == NULL:
+                r0 = r                  # (the first two rows in one pass)
+                continue
+            cp_int_rowmax(code, b, r0 if first else r, r if first else NULL, L, first)
             first = 0
+    if first and r0 != NULL:
+        cp_int_rowmax(code, b, r0, NULL, L, 1)
+        first = 0
     if first:
         for i in range(OW * g.C):
             yr[i] = init

@@ -767,16 +767,80 @@ CP_DEFINE_ROWLANES_MAX(double, f64, int64_t)
  * shifted vector steps into e, then picked per output; narrower windows at
  * the edges scanned directly, init for a window with no columns).  Types by code: 0 int8, 1 uint8, 2 int16, 3 uint16, 4 int32,
  * 5 uint32, 6 int64, 7 uint64. */
+/* y[o*C + c] = r[2*o*C + c] (o < n, c < C): every other pixel of C bytes,
+ * the picks of channels-last 1-byte max windows 2 apart.  AVX-512 VBMI:
+ * 64 / C pixels a vector, one two-source byte permute (vpermt2b) of the
+ * bytes they need, loads and stores masked to those bytes.  Returns the
+ * pixels done (0 without VBMI, or with cp_window_isa below 2). */
+#ifdef CP_HAVE_WINDOW_MAX
+__attribute__((target("avx512f,avx512bw,avx512vbmi"))) static ptrdiff_t
+cp_compact2_vbmi(uint8_t *y, const uint8_t *r, ptrdiff_t n, ptrdiff_t C)
+{
+    const ptrdiff_t P = 64 / C;                 /* pixels a vector */
+    /* byte q of a vector comes from byte 2*(q/C)*C + q%C = q + (q/C)*C, q/C by
+       a multiply (exact for q < 64, C <= 64), in 16-bit lanes */
+    const __m512i q0 = _mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19,
+                                        18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5,
+                                        4, 3, 2, 1, 0);
+    const __m512i q1 = _mm512_add_epi16(q0, _mm512_set1_epi16(32));
+    const __m512i inv = _mm512_set1_epi16((short)((65536 + C - 1) / C));
+    const __m512i c16 = _mm512_set1_epi16((short)C);
+    __m512i t0 = _mm512_add_epi16(q0, _mm512_mullo_epi16(_mm512_mulhi_epu16(q0, inv), c16));
+    __m512i t1 = _mm512_add_epi16(q1, _mm512_mullo_epi16(_mm512_mulhi_epu16(q1, inv), c16));
+    const __m512i idx = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi16_epi8(t0)),
+                                           _mm512_cvtepi16_epi8(t1), 1);
+    for (ptrdiff_t o = 0; o < n; o += P) {
+        ptrdiff_t m = n - o < P ? n - o : P;
+        ptrdiff_t need = 2 * m * C - C, out = m * C;            /* bytes read, written */
+        __mmask64 klo = need >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << need) - 1);
+        __mmask64 khi = need <= 64 ? 0 : (((__mmask64)1 << (need - 64)) - 1);
+        __mmask64 ko = out >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << out) - 1);
+        const uint8_t *src = r + 2 * o * C;
+        __m512i a = _mm512_maskz_loadu_epi8(klo, (const void *)src);
+        __m512i b = _mm512_maskz_loadu_epi8(khi, (const void *)(src + 64));
+        __m512i v = _mm512_permutex2var_epi8(a, idx, b);
+        _mm512_mask_storeu_epi8((void *)(y + o * C), ko, v);
+    }
+    return n;
+}
+
+static int cp_vbmi = -1;
+
+static ptrdiff_t cp_compact2_bytes(uint8_t *y, const uint8_t *r, ptrdiff_t n, ptrdiff_t C)
+{
+    if (cp_vbmi < 0)
+        cp_vbmi = __builtin_cpu_supports("avx512vbmi")
+                  && __builtin_cpu_supports("avx512bw");
+    return cp_vbmi && cp_window_isa() >= 2 && C >= 2 && C <= 64 ? cp_compact2_vbmi(y, r, n, C)
+                                                                 : 0;
+}
+#else
+static ptrdiff_t cp_compact2_bytes(uint8_t *y, const uint8_t *r, ptrdiff_t n, ptrdiff_t C)
+{
+    (void)y; (void)r; (void)n; (void)C;
+    return 0;
+}
+#endif
+
 #define CP_DEFINE_IMAX(T, SUFFIX)                                                         \
-    CP_CLONES static void cp_rowmax_##SUFFIX(T *restrict b, const T *restrict r, ptrdiff_t n,\
-                                             int first)                                   \
+    /* b = the max of r, r2 (if not NULL) and, unless first, b */                      \
+    CP_CLONES static void cp_rowmax_##SUFFIX(T *restrict b, const T *restrict r,          \
+                                             const T *restrict r2, ptrdiff_t n, int first) \
     {                                                                                     \
-        if (first) {                                                                      \
+        if (first && r2 == NULL) {                                                        \
             memcpy(b, r, (size_t)n * sizeof(T));                                          \
+            return;                                                                       \
+        }                                                                                 \
+        if (first) {                                                                      \
+            for (ptrdiff_t i = 0; i < n; i++)                                             \
+                b[i] = r2[i] > r[i] ? r2[i] : r[i];                                       \
             return;                                                                       \
         }                                                                                 \
         for (ptrdiff_t i = 0; i < n; i++)                                                 \
             b[i] = r[i] > b[i] ? r[i] : b[i];                                             \
+        if (r2)                                                                           \
+            for (ptrdiff_t i = 0; i < n; i++)                                             \
+                b[i] = r2[i] > b[i] ? r2[i] : b[i];                                       \
     }                                                                                     \
     static T cp_scanmax_##SUFFIX(const T *p, ptrdiff_t n, ptrdiff_t step, T init)         \
     {                                                                                     \
@@ -830,9 +894,17 @@ CP_DEFINE_ROWLANES_MAX(double, f64, int64_t)
             const T *r = k >= 2 ? e : b;                                                  \
             const ptrdiff_t guard = (8 + C * (ptrdiff_t)sizeof(T) - 1) / (C * (ptrdiff_t)sizeof(T));\
             fast_lo = ulo;                                                                \
-            fast_hi = uhi - guard;                                                        \
-            for (o = fast_lo; o < fast_hi; o++)                                           \
-                memcpy(y + o * C, r + start[o] * C, 8);                                   \
+            fast_hi = uhi;                                                                \
+            o = fast_lo;                                                                  \
+            if (sizeof(T) == 1)         /* byte permutes (VBMI), else 8-byte copies */    \
+                o += cp_compact2_bytes((uint8_t *)(y + o * C),                            \
+                                       (const uint8_t *)(r + start[o] * C),               \
+                                       fast_hi - o, C);                                   \
+            if (o < fast_hi) {                                                            \
+                fast_hi = uhi - guard;                                                    \
+                for (; o < fast_hi; o++)                                                  \
+                    memcpy(y + o * C, r + start[o] * C, 8);                               \
+            }                                                                             \
         }                                                                                 \
         for (o = 0; o < n; o++) {                                                         \
             if (o == fast_lo && fast_hi > fast_lo)                                        \
@@ -1215,8 +1287,10 @@ static void cp_fmax2_item_f32(float *y, int64_t *yi, const float *xp, ptrdiff_t 
     default: CALL(uint64_t, u64); break;                                                  \
     }
 
-#define CP_ROWMAX_CALL(T, SUFFIX) cp_rowmax_##SUFFIX((T *)b, (const T *)r, n, first)
-static void cp_int_rowmax(int code, void *b, const void *r, ptrdiff_t n, int first)
+#define CP_ROWMAX_CALL(T, SUFFIX)                                                         \
+    cp_rowmax_##SUFFIX((T *)b, (const T *)r, (const T *)r2, n, first)
+static void cp_int_rowmax(int code, void *b, const void *r, const void *r2, ptrdiff_t n,
+                          int first)
 {
     CP_IMAX_CASES(CP_ROWMAX_CALL)
 }

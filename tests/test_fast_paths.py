@@ -802,6 +802,31 @@ def test_integer_values_only_max_matches_reference(rank, kind, kw, dtype, channe
     assert np.array_equal(got, want) and np.array_equal(got, with_indices)
 
 
+@pytest.mark.parametrize("kw", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1),
+                                dict(kernel_size=(1, 2), ceil_mode=True)])
+@pytest.mark.parametrize("dtype", ["int8", "uint8"])
+@pytest.mark.parametrize("channels", [2, 3, 5, 7])
+def test_channels_last_byte_max_picks_by_permutes(kw, dtype, channels):
+    # rows of 203 pixels of 2-7 bytes: every other pixel's bytes picked by
+    # byte permutes (AVX-512 VBMI, ISA level 2), 8-byte copies otherwise
+    from cypool import reference
+
+    info = np.iinfo(dtype)
+    x = np.random.default_rng(channels).integers(info.min, info.max, (2, 4, 203, channels),
+                                                 dtype=dtype, endpoint=True)
+    results = []
+    try:
+        for level in (2, 1, 0):
+            _kernels.limit_window_isa(level)
+            results.append(cypool.max_pool2d(x, channels_last=True, **kw))
+    finally:
+        _kernels.limit_window_isa(2)
+    rest = {k: v for k, v in kw.items() if k != "kernel_size"}
+    want = reference.fixed_pool(x, kw["kernel_size"], "max", 2, channels_last=True, **rest)
+    for got in results:
+        assert got.dtype == x.dtype and np.array_equal(got, want)
+
+
 @pytest.mark.parametrize("rank,shape,kind,kw", ROW_LANE_CASES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("threads", [1, 3])
