@@ -72,6 +72,9 @@ cdef extern from "cypool_lanes.h" nogil:
                        Py_ssize_t k, Py_ssize_t sw, const void *init, Py_ssize_t ulo,
                        Py_ssize_t uhi)
     bint cp_fmax2_ok()
+    int cp_cl_gather_row_f32(float *gr, const float *ring, const Py_ssize_t *slot,
+                             Py_ssize_t nr, Py_ssize_t W, Py_ssize_t C, const int64_t *pw,
+                             const int64_t *ow)
     void cp_fsum2_row_f32(float *y, const float *const *rows, Py_ssize_t nr, Py_ssize_t n,
                           Py_ssize_t kw, Py_ssize_t ahead)
     float cp_fsum_one_f32(const float *const *rows, Py_ssize_t nr, Py_ssize_t c0,
@@ -1568,6 +1571,69 @@ cdef void _gather_item(const real_t *gs, real_t *gr, const Geom *g,    # IN, OUT
                             cp_lanes_add_f64(gp + c0, sp + c0, c1 - c0, 1, 0)
 
 
+cdef Py_ssize_t _cover(const int64_t *p, Py_ssize_t size) noexcept nogil:
+    # the most outputs any input position along a dim feeds (inverse table p)
+    cdef Py_ssize_t i, m = 1
+    for i in range(size):
+        m = max(m, p[i + 1] - p[i])
+    return m
+
+
+cdef void _cl_back_rows_item(const real_t *go, real_t *gi, const Geom *g,   # IN, OUT
+                             const int64_t **ptr, const int64_t **outs,
+                             Py_ssize_t n, Py_ssize_t d, Py_ssize_t h0, Py_ssize_t h1,
+                             real_t *ring, Py_ssize_t *tags, Py_ssize_t RS) noexcept nogil:
+    # Channels-last input rows h0 .. h1 - 1 of (n, d), each its own run:
+    # the output rows covering a row are scaled (as _scale_item) into RS ring
+    # slots, tagged by (od, oh), when first needed, so that the next input
+    # rows find them in the cache; then each input column sums its terms in
+    # output order from +0.0 (cp_window_add, as _gather_item), in place.
+    cdef Py_ssize_t C = g.C, W = g.size[2], OW = g.osize[2], OH = g.osize[1]
+    cdef Py_ssize_t m = OW * C, h, a, b, j, w, k, t, r, nr, key, nxt = 0, od, oh
+    cdef Py_ssize_t *stamp = tags + RS          # the input row a slot serves last
+    cdef Py_ssize_t slot[MAX_WINDOW_TAPS]
+    cdef Py_ssize_t offs[MAX_WINDOW_TAPS]
+    cdef real_t *gr
+    for k in range(RS):
+        tags[k] = -1
+        stamp[k] = -1
+    for h in range(h0, h1):
+        nr = 0
+        for a in range(ptr[0][d], ptr[0][d + 1]):
+            od = outs[0][a]
+            for b in range(ptr[1][h], ptr[1][h + 1]):
+                oh = outs[1][b]
+                key = od * OH + oh
+                k = 0
+                while k < RS and tags[k] != key:
+                    k += 1
+                if k == RS:             # not kept: scaled into a slot this row spares
+                    while stamp[nxt] == h:
+                        nxt = nxt + 1 if nxt + 1 < RS else 0
+                    k = nxt
+                    tags[k] = key
+                    memcpy(ring + k * m, go + ((n * g.osize[0] + od) * OH + oh) * m,
+                           m * sizeof(real_t))
+                    _finish_avg(ring + k * m, g, od, oh, 0, C)
+                stamp[k] = h
+                slot[nr] = k * m
+                nr += 1
+        gr = gi + ((n * g.size[0] + d) * g.size[1] + h) * W * C
+        if real_t is float:
+            if cp_cl_gather_row_f32(gr, ring, slot, nr, W, C, ptr[2], outs[2]):
+                continue
+        for w in range(W):
+            t = 0
+            for r in range(nr):
+                for j in range(ptr[2][w], ptr[2][w + 1]):
+                    offs[t] = slot[r] + outs[2][j] * C
+                    t += 1
+            if real_t is float:
+                cp_window_add_f32(gr + w * C, ring, C, offs, t, -1, 0, 0, 0)
+            else:
+                cp_window_add_f64(gr + w * C, ring, C, offs, t, -1, 0, 0, 0)
+
+
 cdef void _shift_back_plane_item(const real_t *go, real_t *gi, const Geom *g,   # IN, OUT
                                  const int64_t **ptr, const int64_t **outs,
                                  Py_ssize_t n, real_t *sp) noexcept nogil:
@@ -1677,6 +1743,33 @@ def avg_backward(const real_t[::1] go, real_t[::1] gi, Geometry geo,
     cdef bint shift = (g.C == 1 and g.wk > 0 and g.size[2] >= 16
                        and _back_shift_taps(&g, ptr) <= MAX_WINDOW_TAPS
                        and OD * OH * _back_shift_cols(&g) * sizeof(real_t) <= SHIFT_PLANE_BYTES)
+    # channels-last, every row its own run, few terms an element: the
+    # scaled output rows kept in a ring as the input rows need them
+    # (_cl_back_rows_item), no scaled copy of the whole gradient
+    cdef Py_ssize_t CR = _cover(ptr[0], g.size[0]) * _cover(ptr[1], g.size[1])
+    cdef Py_ssize_t nhch = 0
+    cdef Py_ssize_t *ctags
+    if (g.C > 1 and RD == g.size[0] and RH == g.size[1] and not _whole_plane(&g)
+            and CR * _cover(ptr[2], g.size[2]) <= MAX_WINDOW_TAPS
+            and g.N * g.size[0] * g.size[1] >= 4 * nthreads):
+        nhch = min(g.size[1], max(1, (4 * nthreads + g.N * g.size[0] - 1)
+                                  // (g.N * g.size[0])))
+        with nogil, parallel(num_threads=nthreads):
+            rt = <real_t *> malloc(2 * CR * g.osize[2] * g.C * sizeof(real_t))
+            ctags = <Py_ssize_t *> malloc(4 * CR * sizeof(Py_ssize_t))
+            for it in prange(g.N * g.size[0] * nhch, schedule="static"):
+                if rt == NULL or ctags == NULL:
+                    failed |= 1
+                else:
+                    _cl_back_rows_item(&go[0], &gi[0], &g, ptr, outs, it // (g.size[0] * nhch),
+                                       (it // nhch) % g.size[0],
+                                       (it % nhch) * g.size[1] // nhch,
+                                       (it % nhch + 1) * g.size[1] // nhch, rt, ctags, 2 * CR)
+            free(rt)
+            free(ctags)
+        if failed:
+            raise MemoryError("cypool: no memory for the kernels' scratch buffers")
+        return
     if shift:
         gs = NULL                   # (no scaled copy: scaled plane by plane)
     elif scratch is None:

@@ -941,6 +941,66 @@ CP_DEFINE_IMAX(uint32_t, u32)
 CP_DEFINE_IMAX(int64_t, i64)
 CP_DEFINE_IMAX(uint64_t, u64)
 
+/* A channels-last input row of the average backward, its W columns of C
+ * lanes: column w sums, from +0.0 and in output order, the scaled
+ * gradients of outputs ow[j] (pw[w] <= j < pw[w + 1]) of each of the nr
+ * output rows at ring + slot[r] (the order of PyTorch's scatter, so its
+ * bits).  AVX-512F: 64 lanes a step in four accumulators; returns 0 without
+ * it (cp_window_isa below 2). */
+#ifdef CP_HAVE_WINDOW_MAX
+__attribute__((target("avx512f"))) static int
+cp_cl_gather_row512_f32(float *gr, const float *ring, const ptrdiff_t *slot, ptrdiff_t nr,
+                        ptrdiff_t W, ptrdiff_t C, const int64_t *pw, const int64_t *ow)
+{
+    for (ptrdiff_t w = 0; w < W; w++, gr += C) {
+        const int64_t j0 = pw[w], j1 = pw[w + 1];
+        ptrdiff_t c = 0;
+        for (; c + 64 <= C; c += 64) {
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (ptrdiff_t r = 0; r < nr; r++)
+                for (int64_t j = j0; j < j1; j++) {
+                    const float *p = ring + slot[r] + ow[j] * C + c;
+                    a0 = _mm512_add_ps(a0, _mm512_loadu_ps(p));
+                    a1 = _mm512_add_ps(a1, _mm512_loadu_ps(p + 16));
+                    a2 = _mm512_add_ps(a2, _mm512_loadu_ps(p + 32));
+                    a3 = _mm512_add_ps(a3, _mm512_loadu_ps(p + 48));
+                }
+            _mm512_storeu_ps(gr + c, a0);
+            _mm512_storeu_ps(gr + c + 16, a1);
+            _mm512_storeu_ps(gr + c + 32, a2);
+            _mm512_storeu_ps(gr + c + 48, a3);
+        }
+        for (; c < C; c += 16) {
+            __mmask16 k = (__mmask16)(C - c >= 16 ? 0xFFFF : (1u << (C - c)) - 1);
+            __m512 a0 = _mm512_setzero_ps();
+            for (ptrdiff_t r = 0; r < nr; r++)
+                for (int64_t j = j0; j < j1; j++)
+                    a0 = _mm512_add_ps(a0, _mm512_maskz_loadu_ps(k, ring + slot[r]
+                                                                     + ow[j] * C + c));
+            _mm512_mask_storeu_ps(gr + c, k, a0);
+        }
+    }
+    return 1;
+}
+
+static int cp_cl_gather_row_f32(float *gr, const float *ring, const ptrdiff_t *slot,
+                                ptrdiff_t nr, ptrdiff_t W, ptrdiff_t C, const int64_t *pw,
+                                const int64_t *ow)
+{
+    if (cp_window_isa() < 2)
+        return 0;
+    return cp_cl_gather_row512_f32(gr, ring, slot, nr, W, C, pw, ow);
+}
+#else
+static int cp_cl_gather_row_f32(float *gr, const float *ring, const ptrdiff_t *slot,
+                                ptrdiff_t nr, ptrdiff_t W, ptrdiff_t C, const int64_t *pw,
+                                const int64_t *ow)
+{
+    (void)gr; (void)ring; (void)slot; (void)nr; (void)W; (void)C; (void)pw; (void)ow;
+    return 0;
+}
+#endif
+
 /* Channels-first float32 max windows of kw <= 4 columns starting 2 apart
  * (max pools of stride 2 along W, adaptive halvings), straight from the
  * rows, no transposes.  A window's taps are reduced row by row: first each

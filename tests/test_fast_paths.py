@@ -759,6 +759,55 @@ def test_channels_first_pools_from_rows_match_the_reference():
 
 
 # ---------------------------------------------------------------------------
+# Channels-last average backward, rows of their own: scaled output rows kept
+# in a ring (_cl_back_rows_item, cp_cl_gather_row_f32)
+# ---------------------------------------------------------------------------
+
+CL_BACK_CASES = [
+    (2, (2, 70, 9, 11), False, dict(kernel_size=3, stride=1, padding=1,
+                                    count_include_pad=False)),        # 64 + 6 lanes
+    (2, (1, 13, 12, 10), False, dict(kernel_size=(3, 2), stride=(1, 2), padding=(1, 0),
+                                     ceil_mode=True, divisor_override=5)),
+    (2, (3, 129, 7, 8), False, dict(kernel_size=3, stride=2, padding=1)),
+    (2, (2, 20, 11, 9), True, dict(output_size=(5, 4))),
+    (1, (4, 33, 40), False, dict(kernel_size=4, stride=1, padding=2)),
+    (3, (1, 17, 5, 6, 7), False, dict(kernel_size=3, stride=1, padding=1)),
+    (3, (2, 16, 6, 5, 4), True, dict(output_size=(3, 4, 3))),
+]
+
+
+@pytest.mark.parametrize("rank,shape,adaptive,kw", CL_BACK_CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_channels_last_avg_backward_rows_match_torch(monkeypatch, rank, shape, adaptive, kw,
+                                                     dtype, threads):
+    rng = np.random.default_rng(sum(shape) + threads)
+    x = rng.standard_normal(shape).astype(dtype)
+    y = (getattr(F, f"adaptive_avg_pool{rank}d")(torch.from_numpy(x), kw["output_size"])
+         if adaptive else getattr(F, f"avg_pool{rank}d")(torch.from_numpy(x), **kw))
+    g = rng.standard_normal(tuple(y.shape)).astype(dtype)
+    g.reshape(-1)[::17] = -0.0
+    g[0, 0] = -0.0                          # sums of -0.0 only: +0.0 (from +0.0)
+    g.reshape(-1)[5::23] = np.nan
+    want = _torch_avg_grad(x, g, rank, adaptive, kw)
+    gl = np.ascontiguousarray(np.moveaxis(g, 1, -1))
+    shape_l = (shape[0],) + shape[2:] + (shape[1],)
+    before = cypool.get_num_threads()
+    monkeypatch.setattr(_cpu, "SERIAL_WORK", 0)
+    results = []
+    try:
+        cypool.set_num_threads(threads)
+        for level in (2, 1, 0):
+            _kernels.limit_window_isa(level)
+            results.append(_cypool_grad(gl, shape_l, rank, adaptive, kw, channels_last=True))
+    finally:
+        _kernels.limit_window_isa(2)
+        cypool.set_num_threads(before)
+    for got in results:
+        assert np.moveaxis(got, -1, 1).tobytes() == want.tobytes()
+
+
+# ---------------------------------------------------------------------------
 # Integer max pooling without indices: window rows reduced first
 # ---------------------------------------------------------------------------
 
