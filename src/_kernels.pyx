@@ -72,6 +72,9 @@ cdef extern from "cypool_lanes.h" nogil:
                        Py_ssize_t k, Py_ssize_t sw, const void *init, Py_ssize_t ulo,
                        Py_ssize_t uhi)
     bint cp_fmax2_ok()
+    void cp_fmax_gather_f32(float *y, int64_t *yi, const float *x, Py_ssize_t p0, Py_ssize_t p1,
+                            Py_ssize_t S, Py_ssize_t OS, const int32_t *base, const int32_t *toff,
+                            Py_ssize_t T)
     int cp_cl_gather_row_f32(float *gr, const float *ring, const Py_ssize_t *slot,
                              Py_ssize_t nr, Py_ssize_t W, Py_ssize_t C, const int64_t *pw,
                              const int64_t *ow)
@@ -1043,6 +1046,8 @@ DEF FMAX_ROW_ROWS = 64          # CP_FMAX2_ROWS
 DEF FMAX_ROW_MIN_OUT = 16
 DEF FMAX_ROW_MIN_EDGED = 32     # ... or 32 if other windows (edges) are done one by one
 DEF FMAX_AHEAD_ROWS = 16        # prefetch distance, in input rows
+DEF FMAX_GATHER_TAPS = 16       # small planes of whole windows: the most taps
+DEF FMAX_GATHER_OUTPUTS = 4096  # ... and outputs a plane (cp_fmax_gather_f32)
 
 
 cdef void _pair_range(const Geom *g, Py_ssize_t *ulo, Py_ssize_t *uhi) noexcept nogil:
@@ -1085,6 +1090,47 @@ cdef void _favg_row(const float *x, float *y, const Geom *g, Py_ssize_t it,   # 
     for o in range(uhi, OW):
         yr[o] = cp_fsum_one_f32(erows, nr, _start(g, 2, o), _count(g, 2, o))
     _finish_avg(yr, g, od, oh, 0, 1)
+
+
+cdef bint _full_windows(const Geom *g) noexcept nogil:
+    # does every window have all its taps (none clipped by an edge), and
+    # some (none wholly in the padding)?
+    cdef int k
+    cdef Py_ssize_t o, m
+    for k in range(3):
+        m = _count(g, k, 0)
+        if m == 0:
+            return False
+        for o in range(g.osize[k]):
+            if _count(g, k, o) != m:
+                return False
+    return True
+
+
+cdef void _fmax_gather(const float *x, float *y, int64_t *yi, const Geom *g,   # IN, OUT, OUT
+                       int nthreads) noexcept nogil:
+    # Channels-first float32 max of planes whose windows are all whole
+    # (cp_fmax_gather_f32): the windows' first taps and the taps' offsets
+    # (PyTorch's order), then chunks of planes, enough for every thread
+    cdef Py_ssize_t OD = g.osize[0], OH = g.osize[1], OW = g.osize[2]
+    cdef Py_ssize_t H = g.size[1], W = g.size[2], S = g.size[0] * H * W, OS = OD * OH * OW
+    cdef Py_ssize_t a, b, c, t = 0, o, it, chunk
+    cdef int32_t base[FMAX_GATHER_OUTPUTS]
+    cdef int32_t toff[FMAX_GATHER_TAPS]
+    for a in range(OD):
+        for b in range(OH):
+            for c in range(OW):
+                base[(a * OH + b) * OW + c] = <int32_t> ((_start(g, 0, a) * H + _start(g, 1, b))
+                                                         * W + _start(g, 2, c))
+    for a in range(_count(g, 0, 0)):
+        for b in range(_count(g, 1, 0)):
+            for c in range(_count(g, 2, 0)):
+                toff[t] = <int32_t> ((a * g.step[0] * H + b * g.step[1]) * W + c * g.step[2])
+                t += 1
+    chunk = max(1, g.N // (8 * nthreads))
+    for it in prange((g.N + chunk - 1) // chunk, schedule="static", num_threads=nthreads):
+        cp_fmax_gather_f32(y, yi, x, it * chunk, min(g.N, it * chunk + chunk), S, OS, base,
+                           toff, t)
 
 
 cdef void _shift_item(const value_t *x, value_t *y, int64_t *yi,       # IN, OUT, OUT
@@ -1287,6 +1333,13 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
                 with nogil:
                     for it in prange(g.N * OD * OH, schedule="static", num_threads=nthreads):
                         _favg_row(&x[0], &y[0], &g, it, ulo, uhi)
+                return
+            if is_max and uhi - ulo < FMAX_ROW_MIN_OUT and _full_windows(&g) \
+                    and _max_rows(&g) * g.max_count_w <= FMAX_GATHER_TAPS \
+                    and OS <= FMAX_GATHER_OUTPUTS:
+                # small planes, every window whole: one gather a tap
+                with nogil:
+                    _fmax_gather(&x[0], &y[0], yp, &g, nthreads)
                 return
             if is_max and uhi - ulo >= FMAX_ROW_MIN_OUT:
                 # channels-first max, windows 2 apart along W: from the rows

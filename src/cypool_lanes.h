@@ -1001,6 +1001,55 @@ static int cp_cl_gather_row_f32(float *gr, const float *ring, const ptrdiff_t *s
 }
 #endif
 
+/* Channels-first float32 max of small planes whose windows all have the
+ * same taps (no window clipped by an edge): output o of a plane reads
+ * base[o] + toff[t], t < T in PyTorch's order (toff[0] = 0), and takes each
+ * tap that is greater or NaN, so values and indices (base[o] + toff[t], the
+ * flat index in the plane) are PyTorch's bits.  AVX-512F: 16 outputs a
+ * vector, one gather a tap; planes [p0, p1) of S inputs and OS outputs. */
+#ifdef CP_HAVE_WINDOW_MAX
+__attribute__((target("avx512f"))) static void
+cp_fmax_gather_f32(float *y, int64_t *yi, const float *x, ptrdiff_t p0, ptrdiff_t p1,
+                   ptrdiff_t S, ptrdiff_t OS, const int32_t *base, const int32_t *toff,
+                   ptrdiff_t T)
+{
+    for (ptrdiff_t p = p0; p < p1; p++) {
+        const float *xp = x + p * S;
+        float *yp = y + p * OS;
+        int64_t *ip = yi ? yi + p * OS : NULL;
+        for (ptrdiff_t o = 0; o < OS; o += 16) {
+            __mmask16 lanes = (__mmask16)(OS - o >= 16 ? 0xFFFF : (1u << (OS - o)) - 1);
+            __m512i b = _mm512_maskz_loadu_epi32(lanes, base + o);
+            __m512 best = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes, b, xp, 4);
+            __m512i bi = b;
+            for (ptrdiff_t t = 1; t < T; t++) {
+                __m512i vi = _mm512_add_epi32(b, _mm512_set1_epi32(toff[t]));
+                __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes, vi, xp, 4);
+                __mmask16 take = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) |
+                                 _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+                best = _mm512_mask_mov_ps(best, take, v);
+                bi = _mm512_mask_mov_epi32(bi, take, vi);
+            }
+            _mm512_mask_storeu_ps(yp + o, lanes, best);
+            if (ip) {
+                __m512i lo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(bi));
+                __m512i hi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(bi, 1));
+                _mm512_mask_storeu_epi64(ip + o, (__mmask8)(lanes & 0xFF), lo);
+                _mm512_mask_storeu_epi64(ip + o + 8, (__mmask8)(lanes >> 8), hi);
+            }
+        }
+    }
+}
+#else
+static void cp_fmax_gather_f32(float *y, int64_t *yi, const float *x, ptrdiff_t p0,
+                               ptrdiff_t p1, ptrdiff_t S, ptrdiff_t OS, const int32_t *base,
+                               const int32_t *toff, ptrdiff_t T)
+{
+    (void)y; (void)yi; (void)x; (void)p0; (void)p1; (void)S; (void)OS; (void)base;
+    (void)toff; (void)T;
+}
+#endif
+
 /* Channels-first float32 max windows of kw <= 4 columns starting 2 apart
  * (max pools of stride 2 along W, adaptive halvings), straight from the
  * rows, no transposes.  A window's taps are reduced row by row: first each

@@ -693,6 +693,61 @@ def test_channels_first_max_from_rows_agrees_at_every_isa_level(rank, shape, kin
     assert results[0] == results[1] == results[2]
 
 
+FMAX_GATHER_CASES = [
+    (2, (3, 37, 14, 14), "adaptive", dict(output_size=7)),
+    (2, (2, 21, 8, 8), "fixed", dict(kernel_size=2)),
+    (2, (1, 19, 12, 12), "fixed", dict(kernel_size=3, stride=3)),
+    (2, (2, 9, 29, 29), "fixed", dict(kernel_size=3, stride=2)),
+    (2, (2, 11, 10, 13), "fixed", dict(kernel_size=(2, 3), stride=(2, 3), dilation=(2, 1))),
+    (1, (3, 17, 20), "fixed", dict(kernel_size=2)),
+    (3, (2, 7, 4, 6, 8), "fixed", dict(kernel_size=2)),
+    (3, (1, 9, 6, 6, 6), "adaptive", dict(output_size=3)),
+]
+
+
+@pytest.mark.parametrize("rank,shape,kind,kw", FMAX_GATHER_CASES)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_channels_first_max_of_whole_windows_by_gathers(monkeypatch, rank, shape, kind, kw,
+                                                        threads):
+    # small planes whose windows are all whole: one gather a tap (ISA level
+    # 2), row lanes otherwise; both PyTorch's bits
+    x = _fmax_zoo(shape, sum(shape) + threads)
+    name = f"adaptive_max_pool{rank}d" if kind == "adaptive" else f"max_pool{rank}d"
+    before = cypool.get_num_threads()
+    monkeypatch.setattr(_cpu, "SERIAL_WORK", 0)
+    results = []
+    try:
+        cypool.set_num_threads(threads)
+        for level in (2, 1):
+            _kernels.limit_window_isa(level)
+            results.append(getattr(cypool, name)(x, return_indices=True, **kw)
+                           + (getattr(cypool, name)(x, **kw),))
+    finally:
+        _kernels.limit_window_isa(2)
+        cypool.set_num_threads(before)
+    tv, ti = getattr(F, name)(torch.from_numpy(x), return_indices=True, **kw)
+    for v, i, vv in results:
+        assert v.tobytes() == tv.numpy().tobytes() and vv.tobytes() == v.tobytes()
+        assert np.array_equal(i, ti.numpy())
+
+
+def test_windows_wholly_in_the_padding_are_not_gathered():
+    # every window along H in the padding: the lowest value and index -1 (the
+    # reference's convention; torch's index there is a position outside the
+    # windows), at every ISA level
+    from cypool import reference
+    x = _fmax_zoo((1, 5, 1, 16), 1)
+    kw = dict(stride=2, padding=(1, 0), dilation=(2, 1), return_indices=True)
+    rv, ri = reference.fixed_pool(x, 2, "max", 2, **kw)
+    try:
+        for level in (2, 1):
+            _kernels.limit_window_isa(level)
+            v, i = cypool.max_pool2d(x, 2, **kw)
+            assert v.tobytes() == rv.tobytes() and np.array_equal(i, ri)
+    finally:
+        _kernels.limit_window_isa(2)
+
+
 FAVG_ROW_CASES = [
     (2, (3, 4, 10, 64), "fixed", dict(kernel_size=2)),
     (2, (1, 5, 23, 70), "fixed", dict(kernel_size=3, stride=2, padding=1)),
