@@ -1001,6 +1001,31 @@ static int cp_cl_gather_row_f32(float *gr, const float *ring, const ptrdiff_t *s
 }
 #endif
 
+#ifdef CP_HAVE_WINDOW_MAX
+/* (v, vi) taken into (best, bi) where greater or NaN: PyTorch's max step */
+__attribute__((target("avx512f"), always_inline)) static inline void
+cp_take16(__m512 *best, __m512i *bi, __m512 v, __m512i vi)
+{
+    __mmask16 take = _mm512_cmp_ps_mask(v, *best, _CMP_GT_OQ) |
+                     _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    *best = _mm512_mask_mov_ps(*best, take, v);
+    *bi = _mm512_mask_mov_epi32(*bi, take, vi);
+}
+
+/* the lanes of best at y, and of bi widened to int64 at yi (if not NULL) */
+__attribute__((target("avx512f"), always_inline)) static inline void
+cp_store16_max(float *y, int64_t *yi, __mmask16 lanes, __m512 best, __m512i bi)
+{
+    _mm512_mask_storeu_ps(y, lanes, best);
+    if (yi) {
+        __m512i lo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(bi));
+        __m512i hi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(bi, 1));
+        _mm512_mask_storeu_epi64(yi, (__mmask8)(lanes & 0xFF), lo);
+        _mm512_mask_storeu_epi64(yi + 8, (__mmask8)(lanes >> 8), hi);
+    }
+}
+#endif
+
 /* Channels-first float32 max of small planes whose windows all have the
  * same taps (no window clipped by an edge): output o of a plane reads
  * base[o] + toff[t], t < T in PyTorch's order (toff[0] = 0), and takes each
@@ -1024,19 +1049,10 @@ cp_fmax_gather_f32(float *y, int64_t *yi, const float *x, ptrdiff_t p0, ptrdiff_
             __m512i bi = b;
             for (ptrdiff_t t = 1; t < T; t++) {
                 __m512i vi = _mm512_add_epi32(b, _mm512_set1_epi32(toff[t]));
-                __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes, vi, xp, 4);
-                __mmask16 take = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) |
-                                 _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-                best = _mm512_mask_mov_ps(best, take, v);
-                bi = _mm512_mask_mov_epi32(bi, take, vi);
+                cp_take16(&best, &bi,
+                          _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes, vi, xp, 4), vi);
             }
-            _mm512_mask_storeu_ps(yp + o, lanes, best);
-            if (ip) {
-                __m512i lo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(bi));
-                __m512i hi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(bi, 1));
-                _mm512_mask_storeu_epi64(ip + o, (__mmask8)(lanes & 0xFF), lo);
-                _mm512_mask_storeu_epi64(ip + o + 8, (__mmask8)(lanes >> 8), hi);
-            }
+            cp_store16_max(yp + o, ip ? ip + o : NULL, lanes, best, bi);
         }
     }
 }
@@ -1143,10 +1159,7 @@ cp_fmax2_blk(const float *q, __m512i idx, ptrdiff_t kw, ptrdiff_t m, __m512 *rb,
                 best = v;
                 continue;
             }
-            __mmask16 take = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) |
-                             _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-            best = _mm512_mask_mov_ps(best, take, v);
-            bi = _mm512_mask_add_epi32(bi, take, idx, _mm512_set1_epi32((int32_t)u));
+            cp_take16(&best, &bi, v, _mm512_add_epi32(idx, _mm512_set1_epi32((int32_t)u)));
         }
     }
     *rb = best;
@@ -1185,19 +1198,10 @@ cp_fmax2_vec(float *y, int64_t *yi, const float *const *rows, const ptrdiff_t *r
             best = rb;
             bi = rbi;
         } else {
-            __mmask16 take = _mm512_cmp_ps_mask(rb, best, _CMP_GT_OQ) |
-                             _mm512_cmp_ps_mask(rb, rb, _CMP_UNORD_Q);
-            best = _mm512_mask_mov_ps(best, take, rb);
-            bi = _mm512_mask_mov_epi32(bi, take, rbi);
+            cp_take16(&best, &bi, rb, rbi);
         }
     }
-    _mm512_mask_storeu_ps(y + o, lanes, best);
-    if (yi) {
-        __m512i lo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(bi));
-        __m512i hi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(bi, 1));
-        _mm512_mask_storeu_epi64(yi + o, (__mmask8)(lanes & 0xFF), lo);
-        _mm512_mask_storeu_epi64(yi + o + 8, (__mmask8)(lanes >> 8), hi);
-    }
+    cp_store16_max(y + o, yi ? yi + o : NULL, lanes, best, bi);
 }
 
 /* Output rows oh0 .. oh1 - 1 of one plane (xp: H x W floats, per depth
@@ -1332,15 +1336,23 @@ CP_DEFINE_FSUM2_ROW(2)
 CP_DEFINE_FSUM2_ROW(3)
 CP_DEFINE_FSUM2_ROW(4)
 
+#else
+static int cp_fmax2_ok(void) { return 0; }
+#endif
+
 static void cp_fsum2_row_f32(float *y, const float *const *rows, ptrdiff_t nr, ptrdiff_t n,
                              ptrdiff_t kw, ptrdiff_t ahead)
 {
+#ifdef CP_HAVE_WINDOW_MAX
     switch (kw) {
     case 1: cp_fsum2_row1_f32(y, rows, nr, n, ahead); break;
     case 2: cp_fsum2_row2_f32(y, rows, nr, n, ahead); break;
     case 3: cp_fsum2_row3_f32(y, rows, nr, n, ahead); break;
     default: cp_fsum2_row4_f32(y, rows, nr, n, ahead); break;
     }
+#else
+    (void)y; (void)rows; (void)nr; (void)n; (void)kw; (void)ahead;
+#endif
 }
 
 static void cp_fmax2_item_f32(float *y, int64_t *yi, const float *xp, ptrdiff_t H,
@@ -1351,6 +1363,7 @@ static void cp_fmax2_item_f32(float *y, int64_t *yi, const float *xp, ptrdiff_t 
                               ptrdiff_t ulo, ptrdiff_t uhi, float *rv, int32_t *ri,
                               ptrdiff_t *tags, ptrdiff_t RS, ptrdiff_t ahead)
 {
+#ifdef CP_HAVE_WINDOW_MAX
 #define CP_FMAX2_CALL(KW)                                                                 \
     cp_fmax2_item##KW##_f32(y, yi, xp, H, W, OW, d0, nd, dstep, hs, hc, hstep, oh0, oh1,  \
                             ws, wc, ulo, uhi, rv, ri, tags, RS, ahead)
@@ -1361,28 +1374,13 @@ static void cp_fmax2_item_f32(float *y, int64_t *yi, const float *xp, ptrdiff_t 
     default: CP_FMAX2_CALL(4); break;
     }
 #undef CP_FMAX2_CALL
-}
-#else
-static int cp_fmax2_ok(void) { return 0; }
-static void cp_fsum2_row_f32(float *y, const float *const *rows, ptrdiff_t nr, ptrdiff_t n,
-                             ptrdiff_t kw, ptrdiff_t ahead)
-{
-    (void)y; (void)rows; (void)nr; (void)n; (void)kw; (void)ahead;
-}
-static void cp_fmax2_item_f32(float *y, int64_t *yi, const float *xp, ptrdiff_t H,
-                              ptrdiff_t W, ptrdiff_t OW, ptrdiff_t d0, ptrdiff_t nd,
-                              ptrdiff_t dstep, const int64_t *hs, const int64_t *hc,
-                              ptrdiff_t hstep, ptrdiff_t oh0, ptrdiff_t oh1,
-                              const int64_t *ws, const int64_t *wc, ptrdiff_t kw,
-                              ptrdiff_t ulo, ptrdiff_t uhi, float *rv, int32_t *ri,
-                              ptrdiff_t *tags, ptrdiff_t RS, ptrdiff_t ahead)
-{
+#else                                   /* (not called: cp_fmax2_ok() is 0) */
     (void)y; (void)yi; (void)xp; (void)H; (void)W; (void)OW; (void)d0; (void)nd;
     (void)dstep; (void)hs; (void)hc; (void)hstep; (void)oh0; (void)oh1; (void)ws;
     (void)wc; (void)kw; (void)ulo; (void)uhi; (void)rv; (void)ri; (void)tags; (void)RS;
     (void)ahead;
-}
 #endif
+}
 
 #define CP_IMAX_CASES(CALL)                                                               \
     switch (code) {                                                                       \

@@ -585,6 +585,28 @@ def test_channels_first_row_lanes_match_torch(monkeypatch, rank, shape, kind, kw
     assert got.tobytes() == want.tobytes()
 
 
+def _max_like_torch(monkeypatch, rank, kind, x, kw, threads, levels=(2,)):
+    # values and indices, and values only, at `threads` threads and each ISA
+    # level, against torch's bits
+    name = f"adaptive_max_pool{rank}d" if kind == "adaptive" else f"max_pool{rank}d"
+    before = cypool.get_num_threads()
+    monkeypatch.setattr(_cpu, "SERIAL_WORK", 0)
+    results = []
+    try:
+        cypool.set_num_threads(threads)
+        for level in levels:
+            _kernels.limit_window_isa(level)
+            results.append(getattr(cypool, name)(x, return_indices=True, **kw)
+                           + (getattr(cypool, name)(x, **kw),))
+    finally:
+        _kernels.limit_window_isa(2)
+        cypool.set_num_threads(before)
+    tv, ti = getattr(F, name)(torch.from_numpy(x), return_indices=True, **kw)
+    for v, i, vv in results:
+        assert v.tobytes() == tv.numpy().tobytes() and vv.tobytes() == v.tobytes()
+        assert np.array_equal(i, ti.numpy())
+
+
 MAX_ROW_LANE_CASES = [
     (2, (2, 19, 23, 19), "adaptive", dict(output_size=(7, 5))),
     (2, (1, 40, 13, 11), "fixed", dict(kernel_size=3, stride=2, padding=1)),
@@ -609,18 +631,7 @@ def test_channels_first_max_row_lanes_match_torch(monkeypatch, rank, shape, kind
     x = _nasty(np.random.default_rng(sum(shape)), shape, dtype)
     x.reshape(-1)[5::11] = np.round(x.reshape(-1)[5::11])
     x[0, 1] = -np.inf
-    name = f"adaptive_max_pool{rank}d" if kind == "adaptive" else f"max_pool{rank}d"
-    before = cypool.get_num_threads()
-    monkeypatch.setattr(_cpu, "SERIAL_WORK", 0)
-    try:
-        cypool.set_num_threads(threads)
-        v, i = getattr(cypool, name)(x, return_indices=True, **kw)
-        vv = getattr(cypool, name)(x, **kw)
-    finally:
-        cypool.set_num_threads(before)
-    tv, ti = getattr(F, name)(torch.from_numpy(x), return_indices=True, **kw)
-    assert v.tobytes() == tv.numpy().tobytes() and vv.tobytes() == v.tobytes()
-    assert np.array_equal(i, ti.numpy())
+    _max_like_torch(monkeypatch, rank, kind, x, kw, threads)
 
 
 # ---------------------------------------------------------------------------
@@ -662,35 +673,28 @@ def _fmax_zoo(shape, seed):
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_channels_first_max_from_rows_matches_torch(monkeypatch, rank, shape, kind, kw,
                                                     threads):
-    x = _fmax_zoo(shape, sum(shape) + threads)
-    name = f"adaptive_max_pool{rank}d" if kind == "adaptive" else f"max_pool{rank}d"
-    before = cypool.get_num_threads()
-    monkeypatch.setattr(_cpu, "SERIAL_WORK", 0)
-    try:
-        cypool.set_num_threads(threads)
-        v, i = getattr(cypool, name)(x, return_indices=True, **kw)
-        vv = getattr(cypool, name)(x, **kw)
-    finally:
-        cypool.set_num_threads(before)
-    tv, ti = getattr(F, name)(torch.from_numpy(x), return_indices=True, **kw)
-    assert v.tobytes() == tv.numpy().tobytes() and vv.tobytes() == v.tobytes()
-    assert np.array_equal(i, ti.numpy())
+    _max_like_torch(monkeypatch, rank, kind, _fmax_zoo(shape, sum(shape) + threads), kw, threads)
 
 
-@pytest.mark.parametrize("rank,shape,kind,kw", FMAX_ROW_CASES[::3])
-def test_channels_first_max_from_rows_agrees_at_every_isa_level(rank, shape, kind, kw):
-    # level 2 pools from the rows, levels 1 and 0 by row lanes or row sweeps
-    x = _fmax_zoo(shape, 7)
-    name = f"adaptive_max_pool{rank}d" if kind == "adaptive" else f"max_pool{rank}d"
+def _levels_agree(rank, kind, op, x, kw):
+    # the same bits at ISA levels 2 (from the rows), 1 and 0 (row lanes or
+    # row sweeps); max: values and indices
+    name = f"adaptive_{op}_pool{rank}d" if kind == "adaptive" else f"{op}_pool{rank}d"
+    extra = {"return_indices": True} if op == "max" else {}
     results = []
     try:
         for level in (2, 1, 0):
             _kernels.limit_window_isa(level)
-            v, i = getattr(cypool, name)(x, return_indices=True, **kw)
-            results.append((v.tobytes(), i.tobytes()))
+            r = getattr(cypool, name)(x, **extra, **kw)
+            results.append(b"".join(a.tobytes() for a in (r if op == "max" else (r,))))
     finally:
         _kernels.limit_window_isa(2)
     assert results[0] == results[1] == results[2]
+
+
+@pytest.mark.parametrize("rank,shape,kind,kw", FMAX_ROW_CASES[::3])
+def test_channels_first_max_from_rows_agrees_at_every_isa_level(rank, shape, kind, kw):
+    _levels_agree(rank, kind, "max", _fmax_zoo(shape, 7), kw)
 
 
 FMAX_GATHER_CASES = [
@@ -711,24 +715,8 @@ def test_channels_first_max_of_whole_windows_by_gathers(monkeypatch, rank, shape
                                                         threads):
     # small planes whose windows are all whole: one gather a tap (ISA level
     # 2), row lanes otherwise; both PyTorch's bits
-    x = _fmax_zoo(shape, sum(shape) + threads)
-    name = f"adaptive_max_pool{rank}d" if kind == "adaptive" else f"max_pool{rank}d"
-    before = cypool.get_num_threads()
-    monkeypatch.setattr(_cpu, "SERIAL_WORK", 0)
-    results = []
-    try:
-        cypool.set_num_threads(threads)
-        for level in (2, 1):
-            _kernels.limit_window_isa(level)
-            results.append(getattr(cypool, name)(x, return_indices=True, **kw)
-                           + (getattr(cypool, name)(x, **kw),))
-    finally:
-        _kernels.limit_window_isa(2)
-        cypool.set_num_threads(before)
-    tv, ti = getattr(F, name)(torch.from_numpy(x), return_indices=True, **kw)
-    for v, i, vv in results:
-        assert v.tobytes() == tv.numpy().tobytes() and vv.tobytes() == v.tobytes()
-        assert np.array_equal(i, ti.numpy())
+    _max_like_torch(monkeypatch, rank, kind, _fmax_zoo(shape, sum(shape) + threads), kw, threads,
+                    levels=(2, 1))
 
 
 def test_windows_wholly_in_the_padding_are_not_gathered():
@@ -788,16 +776,7 @@ def test_channels_first_average_from_rows_matches_torch(monkeypatch, rank, shape
 
 @pytest.mark.parametrize("rank,shape,kind,kw", FAVG_ROW_CASES[::3])
 def test_channels_first_average_from_rows_agrees_at_every_isa_level(rank, shape, kind, kw):
-    x = _fmax_zoo(shape, 11)
-    name = f"adaptive_avg_pool{rank}d" if kind == "adaptive" else f"avg_pool{rank}d"
-    results = []
-    try:
-        for level in (2, 1, 0):
-            _kernels.limit_window_isa(level)
-            results.append(getattr(cypool, name)(x, **kw).tobytes())
-    finally:
-        _kernels.limit_window_isa(2)
-    assert results[0] == results[1] == results[2]
+    _levels_agree(rank, kind, "avg", _fmax_zoo(shape, 11), kw)
 
 
 def test_channels_first_pools_from_rows_match_the_reference():
