@@ -101,6 +101,18 @@ def _values(rng, shape, kind, dtype):
     raise ValueError(kind)
 
 
+def special_floats(rng, shape, dtype):
+    """Floats of the awkward kinds, sprinkled: ties (halves), NaN, +inf,
+    -inf and -0.0 (the GPU and host-shim sweeps' "special" data)."""
+    x = np.round(rng.standard_normal(shape) * 2) / 2
+    r = rng.random(shape)
+    x[r < 0.08] = np.nan
+    x[(r >= 0.08) & (r < 0.13)] = np.inf
+    x[(r >= 0.13) & (r < 0.25)] = -np.inf
+    x[(r >= 0.25) & (r < 0.3)] = -0.0
+    return x.astype(dtype)
+
+
 def _zoo():
     rng = np.random.default_rng(SEED)
     cases = []
@@ -297,7 +309,7 @@ def tools():
     return types.SimpleNamespace(
         TOL=TOL, chan_axis=chan_axis, to_layout=to_layout, from_layout=from_layout,
         to_torch=to_torch, from_torch=from_torch, assert_close=assert_close,
-        assert_identical=assert_identical, fn=fn)
+        assert_identical=assert_identical, fn=fn, special_floats=special_floats)
 
 
 @pytest.fixture

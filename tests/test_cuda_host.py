@@ -113,7 +113,7 @@ def test_geometry_layout():
 # Kernels against the Cython path
 # ---------------------------------------------------------------------------
 
-def _values(rng, shape, dtype, special):
+def _values(rng, shape, dtype, special, tools):
     dt = np.dtype(dtype)
     if dt.kind in "iu":
         info = np.iinfo(dt)
@@ -121,14 +121,9 @@ def _values(rng, shape, dtype, special):
                             endpoint=True).astype(dt)
     if dt == np.bool_:
         return rng.random(shape) < 0.3
-    x = np.round(rng.standard_normal(shape) * 2) / 2 if special else rng.standard_normal(shape)
     if special:
-        r = rng.random(shape)
-        x[r < 0.05] = np.nan
-        x[(r >= 0.05) & (r < 0.08)] = np.inf
-        x[(r >= 0.08) & (r < 0.15)] = -np.inf
-        x[(r >= 0.15) & (r < 0.2)] = -0.0
-    return x.astype(dt)
+        return tools.special_floats(rng, shape, dt)     # ties, NaN, +-inf, -0.0
+    return rng.standard_normal(shape).astype(dt)
 
 
 def _shape(rng, rank, channels_last, spatial):
@@ -217,7 +212,7 @@ CHUNK = 100
 
 
 @pytest.mark.parametrize("chunk", range(CASES // CHUNK))
-def test_host_kernels_match_the_cython_kernels(chunk, dev, others):
+def test_host_kernels_match_the_cython_kernels(chunk, dev, others, tools):
     rng = np.random.default_rng(0xC0DA + chunk)
     done = 0
     while done < CHUNK:
@@ -226,7 +221,7 @@ def test_host_kernels_match_the_cython_kernels(chunk, dev, others):
             continue
         done += 1
         plan = _plan(c, shape, dtype)
-        x = _values(rng, shape, dtype, special=bool(rng.random() < 0.5))
+        x = _values(rng, shape, dtype, bool(rng.random() < 0.5), tools)
         if rng.random() < 0.3 and x.ndim:
             x = np.asfortranarray(x)                      # non-contiguous input
         what = f"chunk {chunk} case {done}: {c} shape {shape} {dtype}"
@@ -245,7 +240,7 @@ def test_host_kernels_match_the_cython_kernels(chunk, dev, others):
             continue
         # backward: bit-identical to the CPU and to every other launch shape
         gplan = _plan(c, shape, dtype, grad=True)
-        g = _values(rng, gplan.out_shape, dtype, special=False)
+        g = _values(rng, gplan.out_shape, dtype, False, tools)
         _check_backward(gplan, g, want[1] if plan.op == "max" else None, (dev, *others),
                         what)
 
@@ -297,14 +292,15 @@ def test_integer_zoo_through_the_host_shim(int_case, channels_last, tools, dev, 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_max_backward_any_indices_scatters_in_output_order(dtype, channels_last, dev, others):
+def test_max_backward_any_indices_scatters_in_output_order(dtype, channels_last, dev, others,
+                                                          tools):
     # indices anywhere in the plane (not the ones the forward chose): the
     # gather cannot see them, so the plane-by-plane scatter runs instead
     rng = np.random.default_rng(7)
     shape = (2, 6, 7, 3) if channels_last else (2, 3, 6, 7)
     plan = fixed_plan("f", "max", 2, shape, dtype, 2, 1, 0, 1, False, True, None,
                       channels_last, grad=True)
-    g = _values(rng, plan.out_shape, dtype, special=False)
+    g = _values(rng, plan.out_shape, dtype, False, tools)
     idx = rng.integers(-1, 42, size=plan.out_shape)
     want = _cpu.max_backward(plan, g, idx)
     for d in (dev, *others):

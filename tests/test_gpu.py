@@ -117,7 +117,7 @@ def grad_like(rng, y, dtype=None):
     return rng.standard_normal(y.shape).astype(dt)
 
 
-def values(rng, shape, kind, dtype):
+def values(rng, shape, kind, dtype, tools):
     """Test data: ``"normal"``, or odd values of the dtype (floats: ties, NaN,
     +-inf, signed zeros; integers: ties and the type's extremes; bool)."""
     dt = np.dtype(dtype)
@@ -131,14 +131,7 @@ def values(rng, shape, kind, dtype):
         x[rng.random(shape) < 0.1] = info.max          # the extremes (and ties of them)
         x[rng.random(shape) < 0.1] = info.min
         return x
-    # "special": ties, NaN, +inf, -inf and signed zeros
-    x = np.round(rng.standard_normal(shape) * 2) / 2
-    r = rng.random(shape)
-    x[r < 0.08] = np.nan
-    x[(r >= 0.08) & (r < 0.13)] = np.inf
-    x[(r >= 0.13) & (r < 0.25)] = -np.inf
-    x[(r >= 0.25) & (r < 0.3)] = -0.0
-    return x.astype(dt)
+    return tools.special_floats(rng, shape, dt)     # ties, NaN, +-inf, -0.0
 
 
 def _layout(x, rank, cl, tools, contiguous=True):
@@ -328,7 +321,7 @@ def _fixed_all(op, rank, x, kw, cl, tools, rng, grad_dtype=None):
 @pytest.mark.parametrize("cl", [False, True], ids=["NCHW", "NHWC"])
 @pytest.mark.parametrize("name, rank, spatial, op, kw", FIXED, ids=[p[0] for p in FIXED])
 def test_fixed(name, rank, spatial, op, kw, cl, dtype, kind, tools, rng):
-    x = values(rng, (2, 3) + spatial, kind, dtype)
+    x = values(rng, (2, 3) + spatial, kind, dtype, tools)
     _fixed_all(op, rank, _layout(x, rank, cl, tools), kw, cl, tools, rng)
 
 
@@ -340,7 +333,7 @@ INT_DTYPES = ["int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "u
 @pytest.mark.parametrize("rank", [1, 2, 3])
 def test_fixed_max_integers(rank, cl, dtype, tools, rng):
     """Padded positions never win, also against each integer type's minimum."""
-    x = _layout(values(rng, (2, 3) + SPATIAL[rank], "int", dtype), rank, cl, tools)
+    x = _layout(values(rng, (2, 3) + SPATIAL[rank], "int", dtype, tools), rank, cl, tools)
     for kw in ({"kernel_size": 3, "stride": 2, "padding": 1},
                {"kernel_size": 2, "stride": 1, "dilation": 2, "ceil_mode": True}):
         _fixed_all("max", rank, x, kw, cl, tools, rng, grad_dtype=np.float32)
@@ -348,7 +341,7 @@ def test_fixed_max_integers(rank, cl, dtype, tools, rng):
 
 @pytest.mark.parametrize("rank", [1, 2, 3])
 def test_fixed_avg_integers_give_float64(rank, tools, rng):
-    x = values(rng, (2, 3) + SPATIAL[rank], "int", "uint8")
+    x = values(rng, (2, 3) + SPATIAL[rank], "int", "uint8", tools)
     kw = {"kernel_size": 3, "stride": 2, "padding": 1}
     got = _fixed_call("avg", rank, to_device(x), kw, False)
     assert got.dtype == np.float64
@@ -380,7 +373,7 @@ def test_fixed_strided_inputs_and_gradients(rank, op, cl, view, tools, rng):
     """Non-contiguous inputs, gradients and indices give the results that
     contiguous ones do (channels-last inputs are strided moveaxis views too)."""
     strided = STRIDED[view]
-    x = strided(values(rng, (2, 3) + SPATIAL[rank], "special", "float32"))
+    x = strided(values(rng, (2, 3) + SPATIAL[rank], "special", "float32", tools))
     x = _layout(x, rank, cl, tools, contiguous=False)
     xd = to_device(x)
     assert not xd.flags.c_contiguous
@@ -410,7 +403,7 @@ def test_fixed_unbatched_and_empty_batch(rank, op, tools, rng):
     kw = {"kernel_size": 3, "stride": 2, "padding": 1}
     for shape in ((3,) + SPATIAL[rank], (0, 3) + SPATIAL[rank], (2, 0) + SPATIAL[rank]):
         for cl in (False, True):
-            x = _layout(values(rng, shape, "special", "float32"), rank, cl, tools)
+            x = _layout(values(rng, shape, "special", "float32", tools), rank, cl, tools)
             _fixed_all(op, rank, x, kw, cl, tools, rng)
 
 
