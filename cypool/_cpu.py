@@ -132,11 +132,14 @@ def _geometry(plan: Plan, backward: bool = False) -> K.Geometry:
     if backward:
         inverse = tuple(a for w in w3 for a in _inverse(w))
         runs = (_runs(w3[0]), _runs(w3[1]))
-    ww = w3[2]
+    wh, ww = w3[1], w3[2]
     unit = ((ww.kernel, ww.pad_before, ww.dilation)
             if ww.kind == "fixed" and ww.stride == 1 else None)
+    fixed_h = ((wh.kernel, wh.pad_before, wh.stride)
+               if wh.kind == "fixed" and wh.dilation == 1 else None)
     return K.Geometry(plan.kshape, plan.koshape, tuple(w.step for w in w3), plan.div_mode,
-                      plan.div_value, tuple(_table(w) for w in w3), inverse, runs, unit)
+                      plan.div_value, tuple(_table(w) for w in w3), inverse, runs, unit,
+                      fixed_h)
 
 
 @lru_cache(maxsize=1024)
@@ -171,7 +174,8 @@ def forward(plan: Plan, x: np.ndarray, *, return_indices: bool = False,
         kernel, geo, cblock, threads = _launch(plan, "forward", num_threads(xk.size + y.size))
         idx = yi if yi is not None else _NO_INDICES
         kernel(xk, y.reshape(-1), idx.reshape(-1), geo, is_max,
-               _lowest(comp) if is_max else 0, cblock, threads, yi is not None)
+               _lowest(comp) if is_max else 0, cblock, threads, yi is not None,
+               y.nbytes >= STREAM_BYTES)
     values = _deliver(y, out, plan.out_dtype)
     if yi is None:
         return values

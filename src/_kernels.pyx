@@ -18,7 +18,7 @@ from cython.parallel cimport parallel, prange
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy
 from libc.stdint cimport (int8_t, uint8_t, int16_t, uint16_t, int32_t,
-                          uint32_t, int64_t, uint64_t)
+                          uint32_t, int64_t, uint64_t, uintptr_t)
 
 import numpy as np
 
@@ -102,6 +102,18 @@ cdef extern from "cypool_lanes.h" nogil:
                                  const Py_ssize_t *o0, const Py_ssize_t *o1, Py_ssize_t taps,
                                  const float *d0, const float *r0, const float *d1,
                                  const float *r1)
+    bint cp_rows_ok()
+    void cp_scale_row_f32(float *y, const float *x, Py_ssize_t n, const float *d, const float *r)
+    bint cp_copy_check_f32(float *dst, const float *src, Py_ssize_t n, Py_ssize_t ahead)
+    bint cp_rows_shared_f32(float *y, Py_ssize_t ys, const float *xp, Py_ssize_t L, Py_ssize_t n,
+                            Py_ssize_t kh, Py_ssize_t nd, Py_ssize_t pstep, Py_ssize_t kw,
+                            Py_ssize_t dw, const float **d, const float **r, bint nt,
+                            int mode)
+    void cp_rows_avg_f32(float *y, Py_ssize_t ys, const float *xp, Py_ssize_t rs, Py_ssize_t nb,
+                         Py_ssize_t n, const Py_ssize_t *to, Py_ssize_t T, const float **d,
+                         const float **r)
+    void cp_rows_sum_f32(float *y, Py_ssize_t ys, const float *xp, Py_ssize_t rs, Py_ssize_t nb,
+                         Py_ssize_t n, const Py_ssize_t *to, Py_ssize_t T)
     void cp_sum_planes_f32(const float *x, Py_ssize_t n, Py_ssize_t nplanes, float *out)
     void cp_sum_planes_f64(const double *x, Py_ssize_t n, Py_ssize_t nplanes, double *out)
     void cp_gather_add_f32(float *acc, const float *src, const int32_t *idx, Py_ssize_t n)
@@ -184,6 +196,8 @@ cdef struct Geom:
     const double *wdiv                 # per output column: count (div_mode 0) or factor
     Py_ssize_t wk, wpb, wd             # fixed windows of stride 1 along W: kernel,
                                        # pad before, dilation (wk = 0: other windows)
+    Py_ssize_t hk, hpb, hs             # fixed windows of dilation 1 along H: kernel,
+                                       # pad before, stride (hk = 0: other windows)
     int div_mode
     double div_value
     const float *rdiv                  # float32 channels-first, mode 1: rows of OW
@@ -218,7 +232,8 @@ cdef class Geometry:
     cdef object keep
 
     def __init__(self, tuple shape, tuple oshape, tuple steps, int div_mode, double div_value,
-                 tuple tables, tuple inverse=None, tuple runs=None, tuple unit_stride_w=None):
+                 tuple tables, tuple inverse=None, tuple runs=None, tuple unit_stride_w=None,
+                 tuple fixed_h=None):
         cdef int k
         cdef const int64_t[:, ::1] t
         cdef const int64_t[::1] v
@@ -253,6 +268,9 @@ cdef class Geometry:
         self.g.wk = self.g.wpb = self.g.wd = 0
         if unit_stride_w is not None:
             self.g.wk, self.g.wpb, self.g.wd = unit_stride_w
+        self.g.hk = self.g.hpb = self.g.hs = 0
+        if fixed_h is not None:
+            self.g.hk, self.g.hpb, self.g.hs = fixed_h
         if inverse is not None:
             for k in range(3):
                 v = inverse[2 * k]
@@ -1189,7 +1207,7 @@ DEF SHIFT_PLANE_BYTES = 262144
 
 
 cdef void _shift_plane_item(const value_t *x, value_t *y, const Geom *g,   # IN, OUT
-                            Py_ssize_t n, value_t *xpad) noexcept nogil:
+                            Py_ssize_t n, value_t *xpad, bint stream) noexcept nogil:
     # Channels-first average of plane n, stride 1 along W: the plane's rows
     # copied once into zero-padded rows of L columns (the pads of xpad are
     # zeroed once by the caller and never written), then every output row's
@@ -1197,12 +1215,21 @@ cdef void _shift_plane_item(const value_t *x, value_t *y, const Geom *g,   # IN,
     # does for one output row: a padded tap adds +0.0 (no sum is -0.0), so
     # each output sees its real taps in PyTorch's order, the same bits.
     cdef Py_ssize_t D = g.size[0], H = g.size[1], W = g.size[2], OW = g.osize[2]
-    cdef Py_ssize_t pb = g.wpb, L = OW + (g.wk - 1) * g.wd
-    cdef Py_ssize_t col = min(W, L - pb), r, od, oh, a, b, t, k
+    cdef Py_ssize_t pb = g.wpb, L = _shift_cols(g)
+    cdef Py_ssize_t col = min(W, OW + (g.wk - 1) * g.wd - pb), r, od, oh, a, b, t, k
     cdef Py_ssize_t offs[MAX_WINDOW_TAPS]
     cdef const value_t *xn = x + n * D * H * W
     cdef value_t *yr
     cdef const float *rd
+    if value_t is float:
+        if g.rdiv != NULL and cp_rows_ok():
+            if _padded_rows(g):
+                _rows_padded_f32(xn, y + n * g.osize[0] * g.osize[1] * OW, g, xpad, L, col,
+                                 stream)
+            else:
+                _rows_plane_f32(xn, y + n * g.osize[0] * g.osize[1] * OW, g, xpad, L, col,
+                                stream)
+            return
     for r in range(D * H):
         memcpy(xpad + r * L + pb, xn + r * W, col * sizeof(value_t))
     cdef Py_ssize_t R = g.osize[0] * g.osize[1], q = 0, k2
@@ -1231,6 +1258,163 @@ cdef void _shift_plane_item(const value_t *x, value_t *y, const Geom *g,   # IN,
         q += 1
 
 
+DEF COPY_AHEAD_ROWS = 16    # _rows_plane_f32 asks for rows this far ahead
+
+
+cdef void _rows_plane_f32(const float *xn, float *yn, const Geom *g, float *xpad,   # IN, OUT
+                         Py_ssize_t L, Py_ssize_t col, bint stream) noexcept nogil:
+    # _shift_plane_item for float32 with AVX-512 and per-column divisors:
+    # four output rows at once where their windows are one window moved down
+    # dh rows at a time (cp_rows_shared_f32 for 2x2 and 3x3 windows moved one
+    # row, cp_rows_avg_f32 otherwise), else one; the input rows are copied
+    # into the padded rows as they are first needed, so that reading the
+    # plane overlaps the sums; stream: the shared rows are written with
+    # non-temporal stores.
+    cdef Py_ssize_t H = g.size[1], W = g.size[2], OD = g.osize[0], OH = g.osize[1]
+    cdef Py_ssize_t OW = g.osize[2], pb = g.wpb, done = 0, od, oh = 0, q, nb, dh, b
+    cdef Py_ssize_t kd, kh, last, r0, k
+    cdef Py_ssize_t offs[MAX_WINDOW_TAPS]
+    cdef const float *drows[4]
+    cdef const float *rrows[4]
+    cdef float *yr
+    for od in range(OD):
+        kd = _count(g, 0, od)
+        oh = 0
+        while oh < OH:
+            q = od * OH + oh
+            nb = _shifted_rows(g, oh, &dh)
+            kh = _count(g, 1, oh)
+            yr = yn + q * OW
+            if kd > 0 and kh > 0:
+                # the last input row the nb rows read, copied by now
+                last = (_start(g, 0, od) + (kd - 1) * g.step[0]) * H \
+                    + _start(g, 1, oh + nb - 1) + (_count(g, 1, oh + nb - 1) - 1) * g.step[1]
+                while done <= last:
+                    cp_copy_check_f32(xpad + done * L + pb, xn + done * W, col,
+                                      COPY_AHEAD_ROWS * W)
+                    done += 1
+            for b in range(nb):
+                drows[b] = g.rdiv + 2 * OW * g.rdiv_of[q + b]
+                rrows[b] = drows[b] + OW
+            r0 = _start(g, 0, od) * H + _start(g, 1, oh)
+            if not (nb == 4 and dh == 1 and g.step[1] == 1 and kd > 0 and kh > 0
+                    and cp_rows_shared_f32(yr, OW, xpad + r0 * L, L, OW, kh, kd,
+                                           g.step[0] * H * L, g.wk, g.wd, drows, rrows,
+                                           stream, 0)):
+                k = _shift_offs(g, od, oh, L, offs)
+                cp_rows_avg_f32(yr, OW, xpad, dh * L, nb, OW, offs, k, drows, rrows)
+            oh += nb
+    if stream:
+        cp_stream_fence()
+
+
+cdef inline bint _padded_rows(const Geom *g) noexcept nogil:
+    # does _rows_plane_f32 keep zero rows around each slice's rows (so that
+    # every window has all its rows)?  Fixed windows of dilation 1 along H
+    # with per-column divisors and AVX-512 (see _shift_rows)
+    return g.hk > 0 and g.step[1] == 1 and g.rdiv != NULL and cp_rows_ok()
+
+
+cdef inline Py_ssize_t _rows_below(const Geom *g) noexcept nogil:
+    # the zero rows _rows_plane_f32 keeps below each slice's H rows
+    return max(0, (g.osize[1] - 1) * g.hs - g.hpb + g.hk - g.size[1])
+
+
+cdef inline Py_ssize_t _shift_rows(const Geom *g) noexcept nogil:
+    # rows of _shift_plane_item's buffer: the plane's D x H rows, and with
+    # _padded_rows hpb zero rows above and _rows_below below each slice
+    if _padded_rows(g):
+        return g.size[0] * (g.hpb + g.size[1] + _rows_below(g))
+    return g.size[0] * g.size[1]
+
+
+cdef void _rows_padded_f32(const float *xn, float *yn, const Geom *g, float *xpad,   # IN, OUT
+                           Py_ssize_t L, Py_ssize_t col, bint stream) noexcept nogil:
+    # _rows_plane_f32 with zero rows above and below each slice's rows, so
+    # that every output row reads hk rows (a zero row adds +0.0 to a sum from
+    # +0.0: the same bits) and four rows at a time are one window moved down
+    # hs rows: cp_rows_shared_f32 (2x2 and 3x3 windows, hs = 1) or
+    # cp_rows_avg_f32, the last OH % 4 rows one at a time.
+    cdef Py_ssize_t H = g.size[1], W = g.size[2], OD = g.osize[0], OH = g.osize[1]
+    cdef Py_ssize_t OW = g.osize[2], hk = g.hk, hs = g.hs, pb = g.wpb
+    cdef Py_ssize_t Hp = g.hpb + H + _rows_below(g)
+    cdef Py_ssize_t done = 0, dd = 0, hh = 0, od, oh, q, nb, b, i, a, t, kd, d0, hl, need, k
+    cdef bint unsafe = False     # has a row copied so far a tap the fast division cannot take?
+    cdef Py_ssize_t offs[MAX_WINDOW_TAPS]
+    cdef const float *drows[4]
+    cdef const float *rrows[4]
+    cdef float *yr
+    cdef float *xp
+    for od in range(OD):
+        kd = _count(g, 0, od)
+        d0 = _start(g, 0, od)
+        oh = 0
+        while oh < OH:
+            nb = 4 if oh + 4 <= OH else 1
+            q = od * OH + oh
+            yr = yn + q * OW
+            if kd > 0:
+                # the real rows the nb rows read, copied by now (in order),
+                # and those of the next 4 (their reads then overlap the sums)
+                hl = min(H - 1, (oh + nb + 3) * hs - g.hpb + hk - 1)
+                need = (d0 + (kd - 1) * g.step[0]) * H + hl
+                while done <= need:
+                    unsafe |= cp_copy_check_f32(xpad + (dd * Hp + g.hpb + hh) * L + pb,
+                                                xn + done * W, col, COPY_AHEAD_ROWS * W)
+                    done += 1
+                    hh += 1
+                    if hh == H:
+                        dd, hh = dd + 1, 0
+            for b in range(nb):
+                drows[b] = g.rdiv + 2 * OW * g.rdiv_of[q + b]
+                rrows[b] = drows[b] + OW
+            xp = xpad + (d0 * Hp + oh * hs) * L
+            if not (nb == 4 and hs == 1 and cp_rows_shared_f32(
+                    yr, OW, xp, L, OW, hk, kd, g.step[0] * Hp * L, g.wk, g.wd, drows, rrows,
+                    stream, 0 if unsafe else 1)):
+                k = 0
+                for i in range(kd):
+                    for a in range(hk):
+                        for t in range(g.wk):
+                            offs[k] = (i * g.step[0] * Hp + a) * L + t * g.wd
+                            k = k + 1
+                cp_rows_avg_f32(yr, OW, xp, hs * L, nb, OW, offs, k, drows, rrows)
+            oh += nb
+    if stream:
+        cp_stream_fence()
+
+
+cdef inline Py_ssize_t _shift_lead(const Geom *g) noexcept nogil:
+    # zero columns before _shift_plane_item's padded rows, so that each row's
+    # data (after the wpb pad columns) starts on a cache line of floats: the
+    # row copies then store whole lines
+    return ((g.wpb + 15) & ~15) - g.wpb
+
+
+cdef inline Py_ssize_t _shift_cols(const Geom *g) noexcept nogil:
+    # _shift_plane_item's padded row length: the lead and pads and
+    # OW + (k-1)*d columns, rounded up to whole cache lines of floats
+    return (_shift_lead(g) + g.osize[2] + (g.wk - 1) * g.wd + 15) & ~15
+
+
+cdef inline Py_ssize_t _shifted_rows(const Geom *g, Py_ssize_t oh, Py_ssize_t *dh) noexcept nogil:
+    # 4 when output rows oh..oh+3 (of one od) read the same number of rows
+    # starting dh apart (dh >= 0), so that their taps are oh's moved down
+    # b * dh rows; else 1
+    cdef Py_ssize_t b
+    dh[0] = 0
+    if oh + 4 > g.osize[1]:
+        return 1
+    dh[0] = _start(g, 1, oh + 1) - _start(g, 1, oh)
+    if dh[0] < 0:
+        return 1
+    for b in range(1, 4):
+        if _count(g, 1, oh + b) != _count(g, 1, oh) or \
+                _start(g, 1, oh + b) != _start(g, 1, oh) + b * dh[0]:
+            return 1
+    return 4
+
+
 cdef inline Py_ssize_t _shift_offs(const Geom *g, Py_ssize_t od, Py_ssize_t oh, Py_ssize_t L,
                                    Py_ssize_t *offs) noexcept nogil:
     # _shift_plane_item's taps of output row (od, oh): row-major, each an
@@ -1246,11 +1430,13 @@ cdef inline Py_ssize_t _shift_offs(const Geom *g, Py_ssize_t od, Py_ssize_t oh, 
 
 
 def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
-            bint is_max, value_t init, Py_ssize_t cblock, int nthreads, bint indices=True):
+            bint is_max, value_t init, Py_ssize_t cblock, int nthreads, bint indices=True,
+            bint stream=False):
     """Pool x (N, D, H, W, C) into y (N, OD, OH, OW, C); yi gets max indices.
 
     x: IN; y, yi: OUT (yi is only written when is_max and indices; max pooling
-    without indices runs a values-only loop).
+    without indices runs a values-only loop).  stream: y is larger than the
+    caches, so kernels that can write it with non-temporal stores do.
     """
     cdef Geom g = geo.g
     cdef Py_ssize_t nblk = (g.C + cblock - 1) // cblock
@@ -1303,18 +1489,22 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
     cdef value_t *xpad
     cdef int64_t *firsts
     cdef Py_ssize_t L = g.osize[2] + (g.wk - 1) * g.wd
+    cdef void *xbuf
     if ((value_t is float or value_t is double) and not is_max and g.C == 1 and g.wk > 0
             and g.osize[2] >= 16 and _max_rows(&g) * g.wk <= MAX_WINDOW_TAPS
-            and g.size[0] * g.size[1] * L * sizeof(value_t) <= SHIFT_PLANE_BYTES):
-        # channels-first average, stride 1 along W: a plane at a time
+            and _shift_rows(&g) * _shift_cols(&g) * sizeof(value_t) <= SHIFT_PLANE_BYTES):
+        # channels-first average, stride 1 along W: a plane at a time, in
+        # rows of whole cache lines (64-byte aligned: a third of the taps'
+        # loads do not straddle two lines)
         with nogil, parallel(num_threads=nthreads):
-            xpad = <value_t *> calloc(g.size[0] * g.size[1] * L, sizeof(value_t))
+            xbuf = calloc(_shift_rows(&g) * _shift_cols(&g) * sizeof(value_t) + 64, 1)
+            xpad = <value_t *> ((<uintptr_t> xbuf + 63) & ~(<uintptr_t> 63))
             for it in prange(g.N, schedule="static"):
-                if xpad == NULL:
+                if xbuf == NULL:
                     failed |= 1
                 else:
-                    _shift_plane_item(&x[0], &y[0], &g, it, xpad)
-            free(xpad)
+                    _shift_plane_item(&x[0], &y[0], &g, it, xpad + _shift_lead(&g), stream)
+            free(xbuf)
         if failed:
             raise MemoryError("cypool: no memory for the kernels' scratch buffers")
         return
@@ -1722,6 +1912,95 @@ cdef void _shift_back_plane_item(const real_t *go, real_t *gi, const Geom *g,   
                 cp_window_add_f64(gi + ((n * D + d) * H + h) * W, sp, W, offs, k, -1, 0, 0, 0)
 
 
+cdef inline bint _rows_back_ok(const Geom *g) noexcept nogil:
+    # can _rows_back_f32 take this average backward?  Fixed windows of
+    # stride and dilation 1 along H and W, 2x2 or 3x3 (cp_rows_shared_f32),
+    # pads below the window, per-column divisors, AVX-512
+    return (g.hk > 0 and g.hs == 1 and g.step[1] == 1 and g.wk == g.hk and g.wd == 1
+            and (g.hk == 2 or g.hk == 3) and g.hpb < g.hk and g.wpb < g.wk
+            and g.size[2] >= 16 and g.rdiv != NULL and cp_rows_ok())
+
+
+cdef inline Py_ssize_t _rows_back_rows(const Geom *g) noexcept nogil:
+    # rows of _rows_back_f32's buffer: per output slice, hk - 1 - hpb zero
+    # rows, the OH scaled rows, zero rows down to where the last input row
+    # reads (H + hk - 1 rows in all at least)
+    return g.osize[0] * max(g.hk - 1 - g.hpb + g.osize[1], g.size[1] + g.hk - 1)
+
+
+cdef inline Py_ssize_t _rows_back_lead(const Geom *g) noexcept nogil:
+    # zero columns before the wk - 1 pad columns of _rows_back_f32's rows, so
+    # that each row's scaled gradients start on a cache line of floats
+    return ((g.wk - 1 + 15) & ~15) - (g.wk - 1)
+
+
+cdef inline Py_ssize_t _rows_back_cols(const Geom *g) noexcept nogil:
+    # _rows_back_f32's row length: the lead, wk - 1 zeros, the OW scaled
+    # gradients, zeros to where the last input column reads; whole lines
+    return (_rows_back_lead(g) + max(g.wk - 1 + g.osize[2], g.wpb + g.size[2] + g.wk - 1)
+            + 15) & ~15
+
+
+cdef void _rows_back_f32(const float *go, float *gi, const Geom *g,   # IN, OUT
+                         const int64_t **ptr, const int64_t **outs, Py_ssize_t n,
+                         float *buf, bint stream) noexcept nogil:
+    # Channels-first average backward of plane n where _rows_back_ok: the
+    # output gradients scaled into padded rows (zeros around each slice's
+    # rows and each row's columns), then each input row sums the hk x wk
+    # scaled gradients of the outputs whose windows read it (od, oh, ow in
+    # order, from +0.0; a zero adds +0.0: the same bits) from the hk rows
+    # starting at its own row number, four input rows at a time sharing
+    # their loads (cp_rows_shared_f32, mode 2), the last H % 4 one at a time.
+    # With one slice each way the rows are scaled as the gathers first need
+    # them, so that reading the gradient overlaps the sums.
+    cdef Py_ssize_t D = g.size[0], H = g.size[1], W = g.size[2]
+    cdef Py_ssize_t OD = g.osize[0], OH = g.osize[1], OW = g.osize[2]
+    cdef Py_ssize_t kh = g.hk, kw = g.wk, top = g.hk - 1 - g.hpb
+    cdef Py_ssize_t OHp = _rows_back_rows(g) // OD, Lb = _rows_back_cols(g)
+    cdef Py_ssize_t P = _rows_back_lead(g) + kw - 1     # a scaled row's first column
+    cdef Py_ssize_t done = 0, total = OD * OH, d, h, nb, kd, od0, i, a, c, k, need
+    cdef bint ahead = D == 1 and OD == 1
+    cdef Py_ssize_t offs[MAX_WINDOW_TAPS]
+    cdef const float *gn = go + n * total * OW
+    cdef const float *rd
+    cdef float *yr
+    cdef float *xp
+    if not ahead:
+        while done < total:
+            rd = g.rdiv + 2 * OW * g.rdiv_of[done]
+            cp_scale_row_f32(buf + ((done // OH) * OHp + top + done % OH) * Lb + P,
+                             gn + done * OW, OW, rd, rd + OW)
+            done += 1
+    for d in range(D):
+        kd = ptr[0][d + 1] - ptr[0][d]
+        od0 = outs[0][ptr[0][d]] if kd > 0 else 0
+        h = 0
+        while h < H:
+            nb = 4 if h + 4 <= H else 1
+            yr = gi + ((n * D + d) * H + h) * W
+            if ahead:
+                # the rows these input rows read, and those of the next 4
+                need = min(OH, h + nb + 4 + kh - 1 - top)
+                while done < need:
+                    rd = g.rdiv + 2 * OW * g.rdiv_of[done]
+                    cp_scale_row_f32(buf + (top + done) * Lb + P, gn + done * OW, OW, rd,
+                                     rd + OW)
+                    done += 1
+            xp = buf + (od0 * OHp + h) * Lb + _rows_back_lead(g) + g.wpb
+            if not (nb == 4 and cp_rows_shared_f32(yr, W, xp, Lb, W, kh, kd, OHp * Lb, kw, 1,
+                                                   NULL, NULL, stream, 2)):
+                k = 0
+                for i in range(kd):
+                    for a in range(kh):
+                        for c in range(kw):
+                            offs[k] = (i * OHp + a) * Lb + c
+                            k = k + 1
+                cp_rows_sum_f32(yr, W, xp, Lb, nb, W, offs, k)
+            h += nb
+    if stream:
+        cp_stream_fence()
+
+
 cdef inline Py_ssize_t _back_shift_cols(const Geom *g) noexcept nogil:
     """Columns of _shift_back_plane_item's padded rows: P zeros, the OW
     gradients, then zeros up to where the last input column's taps reach."""
@@ -1791,6 +2070,29 @@ def avg_backward(const real_t[::1] go, real_t[::1] gi, Geometry geo,
     cdef int64_t *rtags
     cdef Py_ssize_t RG = 64 // sizeof(real_t), RR, MD, MH, groups, nchunk
     cdef real_t **rrows
+    # channels-first float32, 2x2 or 3x3 windows of stride 1: the gathers
+    # four input rows at once from rows of scaled gradients (_rows_back_f32)
+    cdef void *bbuf
+    cdef bint rows_back = False
+    if real_t is float:
+        rows_back = (g.C == 1 and _rows_back_ok(&g)
+                     and _cover(ptr[0], g.size[0]) * g.hk * g.wk <= MAX_WINDOW_TAPS
+                     and _rows_back_rows(&g) * _rows_back_cols(&g) * sizeof(float)
+                     <= SHIFT_PLANE_BYTES)
+    if rows_back:
+        with nogil, parallel(num_threads=nthreads):
+            bbuf = calloc(_rows_back_rows(&g) * _rows_back_cols(&g) * sizeof(float) + 64, 1)
+            for it in prange(g.N, schedule="static"):
+                if bbuf == NULL:
+                    failed |= 1
+                else:
+                    _rows_back_f32(<const float *> &go[0], <float *> &gi[0], &g, ptr, outs, it,
+                                   <float *> ((<uintptr_t> bbuf + 63) & ~(<uintptr_t> 63)),
+                                   stream)
+            free(bbuf)
+        if failed:
+            raise MemoryError("cypool: no memory for the kernels' scratch buffers")
+        return
     # channels-first, stride 1 along W: planes scaled and gathered in one
     # pass (_shift_back_plane_item)
     cdef bint shift = (g.C == 1 and g.wk > 0 and g.size[2] >= 16

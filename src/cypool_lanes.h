@@ -1554,12 +1554,26 @@ cp_rdiv512(__m512 a, __m512 d, __m512 r)
     __m512 q = _mm512_fmadd_ps(_mm512_fnmadd_ps(q0, d, a), r, q0);
     __m512i b = _mm512_castps_si512(a);
     __m512i m = _mm512_and_si512(b, _mm512_set1_epi32(0x7fffffff));
-    __mmask16 ok = _mm512_cmple_epu32_mask(_mm512_sub_epi32(m, _mm512_set1_epi32(CP_RDIV_LO)),
-                                           _mm512_set1_epi32(CP_RDIV_HI - CP_RDIV_LO))
-                   | _mm512_cmpeq_epi32_mask(b, _mm512_setzero_si512());
-    if (ok != 0xFFFF)
-        q = _mm512_mask_div_ps(q, (__mmask16)~ok, a, d);
+    /* the lanes to divide: |a| outside [LO, HI], but not +0 (bits 0) */
+    __mmask16 bad = _mm512_mask_cmpgt_epu32_mask(
+        _mm512_test_epi32_mask(b, b), _mm512_sub_epi32(m, _mm512_set1_epi32(CP_RDIV_LO)),
+        _mm512_set1_epi32(CP_RDIV_HI - CP_RDIV_LO));
+    if (bad)
+        q = _mm512_mask_div_ps(q, bad, a, d);
     return q;
+}
+
+/* cp_rdiv512 for an a known to be +0 or of magnitude in [2^-83, 2^77] (see
+ * cp_copy_check_f32): no lane needs the true division.  Below 2^-40 that
+ * is still the checked computation scaled by a power of two: with d < 2^16
+ * the quotient stays above 2^-99 and the remainder a multiple of its ulp,
+ * so nothing underflows and every step rounds as it does at the checked
+ * exponents. */
+__attribute__((target("avx512f"))) static inline __m512
+cp_rdiv512_fast(__m512 a, __m512 d, __m512 r)
+{
+    __m512 q0 = _mm512_mul_ps(a, r);
+    return _mm512_fmadd_ps(_mm512_fnmadd_ps(q0, d, a), r, q0);
 }
 
 /* y[i] = 0 + y[i] / d[i*ds] for i < the returned count (a multiple of 16),
@@ -1747,6 +1761,384 @@ static void cp_window_avg_rdiv2_f32(float *y0, float *y1, const float *x, ptrdif
         cp_window_avg_rdiv_f32(y0 + i0, x, n - i0, s0, taps, d0 + i0, r0 + i0);
         cp_window_avg_rdiv_f32(y1 + i0, x, n - i0, s1, taps, d1 + i0, r1 + i0);
     }
+}
+
+#ifdef CP_HAVE_WINDOW_MAX
+/* Window sums of NB rows of n outputs at once from padded rows (every tap in
+ * the buffer, pads +0.0): row b's output i sums xp[b*rs + to[t] + i] over
+ * the taps t < T in order, S vectors of 16 a step, so that NB*S sums are in
+ * flight.  avg: the forward's y = 0 + sum / d (+0 where d is 0), the sum
+ * starting from its first tap (that differs from PyTorch's chain from +0.0
+ * only in the sign of a zero sum, which the 0 + makes +0 as PyTorch's is),
+ * d[b], r[b] the divisors and reciprocals of row b; otherwise the backward's
+ * y = the sum from +0.0.  Lanes past n use masked loads (the buffer may end
+ * there). */
+__attribute__((target("avx512f"), always_inline)) static inline void
+cp_rows_taps512(float *y, ptrdiff_t ys, const float *xp, ptrdiff_t rs, ptrdiff_t n,
+                const ptrdiff_t *to, ptrdiff_t T, const int avg, const float *const *d,
+                const float *const *r, const int NB, const int S)
+{
+    const __m512 z = _mm512_setzero_ps();
+    for (ptrdiff_t j = 0; j < n; j += 16 * S) {
+        __mmask16 om[4];
+        int full = j + 16 * S <= n;
+        for (int s = 0; s < S; s++) {
+            ptrdiff_t m = n - j - 16 * s;
+            om[s] = m >= 16 ? 0xFFFF : m > 0 ? (__mmask16)((1u << m) - 1) : 0;
+        }
+        __m512 a[4][4];
+        const float *p = xp + j;
+        ptrdiff_t t = 0;
+        if (avg && T > 0) {
+            for (int b = 0; b < NB; b++)
+                for (int s = 0; s < S; s++)
+                    a[b][s] = full ? _mm512_loadu_ps(p + b * rs + to[0] + 16 * s)
+                                   : _mm512_maskz_loadu_ps(om[s], p + b * rs + to[0] + 16 * s);
+            t = 1;
+        } else {
+            for (int b = 0; b < NB; b++)
+                for (int s = 0; s < S; s++)
+                    a[b][s] = z;
+        }
+        if (full)
+            for (; t < T; t++) {
+                const float *pt = p + to[t];
+                for (int b = 0; b < NB; b++)
+                    for (int s = 0; s < S; s++)
+                        a[b][s] = _mm512_add_ps(a[b][s], _mm512_loadu_ps(pt + b * rs + 16 * s));
+            }
+        else
+            for (; t < T; t++) {
+                const float *pt = p + to[t];
+                for (int b = 0; b < NB; b++)
+                    for (int s = 0; s < S; s++)
+                        a[b][s] = _mm512_add_ps(
+                            a[b][s], _mm512_maskz_loadu_ps(om[s], pt + b * rs + 16 * s));
+            }
+        for (int b = 0; b < NB; b++)
+            for (int s = 0; s < S; s++) {
+                const ptrdiff_t at = j + 16 * s;
+                __m512 q = a[b][s];
+                if (avg) {
+                    __m512 dv = full ? _mm512_loadu_ps(d[b] + at)
+                                     : _mm512_maskz_loadu_ps(om[s], d[b] + at);
+                    __m512 rv = full ? _mm512_loadu_ps(r[b] + at)
+                                     : _mm512_maskz_loadu_ps(om[s], r[b] + at);
+                    q = cp_rdiv512(q, dv, rv);
+                    q = _mm512_maskz_add_ps(_mm512_cmpneq_ps_mask(dv, z), z, q);
+                }
+                if (full)
+                    _mm512_storeu_ps(y + b * ys + at, q);
+                else
+                    _mm512_mask_storeu_ps(y + b * ys + at, om[s], q);
+            }
+    }
+}
+
+__attribute__((target("avx512f"))) static void
+cp_rows_avg4(float *y, ptrdiff_t ys, const float *xp, ptrdiff_t rs, ptrdiff_t n,
+             const ptrdiff_t *to, ptrdiff_t T, const float *const *d, const float *const *r)
+{
+    cp_rows_taps512(y, ys, xp, rs, n, to, T, 1, d, r, 4, 2);
+}
+
+__attribute__((target("avx512f"))) static void
+cp_rows_avg1(float *y, const float *xp, ptrdiff_t n, const ptrdiff_t *to, ptrdiff_t T,
+             const float *d, const float *r)
+{
+    cp_rows_taps512(y, 0, xp, 0, n, to, T, 1, &d, &r, 1, 4);
+}
+
+__attribute__((target("avx512f"))) static void
+cp_rows_sum4(float *y, ptrdiff_t ys, const float *xp, ptrdiff_t rs, ptrdiff_t n,
+             const ptrdiff_t *to, ptrdiff_t T)
+{
+    cp_rows_taps512(y, ys, xp, rs, n, to, T, 0, NULL, NULL, 4, 2);
+}
+
+__attribute__((target("avx512f"))) static void
+cp_rows_sum1(float *y, const float *xp, ptrdiff_t n, const ptrdiff_t *to, ptrdiff_t T)
+{
+    cp_rows_taps512(y, 0, xp, 0, n, to, T, 0, NULL, NULL, 1, 4);
+}
+#endif
+
+#ifdef CP_HAVE_WINDOW_MAX
+/* cp_rows_taps512's forward for 4 rows whose windows are KH consecutive
+ * buffer rows (L floats apart) moved down SH rows a row, in nd slices pstep
+ * apart, KW adjacent columns: each buffer row's taps are loaded once and
+ * added to every one of the 4 sums that reads it, in each sum's order
+ * (slices, rows, columns).  Sums start from +0.0 as PyTorch's; MODE as
+ * cp_rows_shared_f32's.  One step of
+ * 32 columns (m: the lanes of the last 16 when FULL is 0, which masks every
+ * load and store); NT: whole steps written with non-temporal stores (y and
+ * ys whole cache lines). */
+#define CP_SH_ADD(B)                                                                       \
+    if (u - (B) * SH >= 0 && u - (B) * SH < KH) {                                         \
+        a##B##0 = _mm512_add_ps(a##B##0, v0);                                              \
+        a##B##1 = _mm512_add_ps(a##B##1, v1);                                              \
+    }
+#define CP_SH_OUT(B, S, A)                                                                 \
+    do {                                                                                   \
+        const ptrdiff_t at = j + 16 * (S);                                                 \
+        __mmask16 mm = (S) ? m1 : m0;                                                      \
+        __m512 q = A;                                                                      \
+        if (MODE != 2) {                                                                   \
+            __m512 dv = FULL ? _mm512_loadu_ps(d[B] + at)                                  \
+                             : _mm512_maskz_loadu_ps(mm, d[B] + at);                       \
+            __m512 rv = FULL ? _mm512_loadu_ps(r[B] + at)                                  \
+                             : _mm512_maskz_loadu_ps(mm, r[B] + at);                       \
+            q = MODE == 0 ? cp_rdiv512(q, dv, rv) : cp_rdiv512_fast(q, dv, rv);            \
+            q = _mm512_maskz_add_ps(_mm512_cmpneq_ps_mask(dv, z), z, q);                   \
+        }                                                                                  \
+        if (FULL && NT)                                                                    \
+            _mm512_stream_ps(y + (B) * ys + at, q);                                        \
+        else if (FULL)                                                                     \
+            _mm512_storeu_ps(y + (B) * ys + at, q);                                        \
+        else                                                                               \
+            _mm512_mask_storeu_ps(y + (B) * ys + at, mm, q);                               \
+    } while (0)
+
+__attribute__((target("avx512f"), always_inline)) static inline void
+cp_rows_shared_step512(float *y, ptrdiff_t ys, const float *xp, ptrdiff_t L, ptrdiff_t j,
+                       __mmask16 m0, __mmask16 m1, ptrdiff_t nd, ptrdiff_t pstep,
+                       const float *const *d, const float *const *r, const int KH,
+                       const int KW, const int SH, const int FULL, const int NT,
+                       const int MODE)
+{
+    const __m512 z = _mm512_setzero_ps();
+    __m512 a00 = z, a01 = z, a10 = z, a11 = z, a20 = z, a21 = z, a30 = z, a31 = z;
+    for (ptrdiff_t i = 0; i < nd; i++) {
+        const float *pu = xp + i * pstep + j;
+#pragma GCC unroll 16
+        for (int u = 0; u < 3 * SH + KH; u++, pu += L) {
+#pragma GCC unroll 8
+            for (int c = 0; c < KW; c++) {
+                __m512 v0 = FULL ? _mm512_loadu_ps(pu + c) : _mm512_maskz_loadu_ps(m0, pu + c);
+                __m512 v1 = FULL ? _mm512_loadu_ps(pu + c + 16)
+                                 : _mm512_maskz_loadu_ps(m1, pu + c + 16);
+                __asm__("" : "+v"(v0), "+v"(v1));   /* one load each, in a register */
+                CP_SH_ADD(0)
+                CP_SH_ADD(1)
+                CP_SH_ADD(2)
+                CP_SH_ADD(3)
+            }
+            /* the adds stay in row order (not sunk into one chain per sum) */
+            __asm__("" : "+v"(a00), "+v"(a01), "+v"(a10), "+v"(a11), "+v"(a20), "+v"(a21),
+                    "+v"(a30), "+v"(a31));
+        }
+    }
+    CP_SH_OUT(0, 0, a00);
+    CP_SH_OUT(0, 1, a01);
+    CP_SH_OUT(1, 0, a10);
+    CP_SH_OUT(1, 1, a11);
+    CP_SH_OUT(2, 0, a20);
+    CP_SH_OUT(2, 1, a21);
+    CP_SH_OUT(3, 0, a30);
+    CP_SH_OUT(3, 1, a31);
+}
+#undef CP_SH_ADD
+#undef CP_SH_OUT
+
+__attribute__((target("avx512f"), always_inline)) static inline void
+cp_rows_shared512(float *y, ptrdiff_t ys, const float *xp, ptrdiff_t L, ptrdiff_t n,
+                  ptrdiff_t nd, ptrdiff_t pstep, const float *const *d, const float *const *r,
+                  const int KH, const int KW, const int SH, int nt, int mode)
+{
+    ptrdiff_t j = 0;
+    nt = nt && ((uintptr_t)y & 63) == 0 && (ys & 15) == 0;
+#define CP_SH_STEP(M0, M1, FULL, NT)                                                       \
+    do {                                                                                   \
+        if (mode == 0)                                                                     \
+            cp_rows_shared_step512(y, ys, xp, L, j, M0, M1, nd, pstep, d, r, KH, KW, SH,   \
+                                   FULL, NT, 0);                                           \
+        else if (mode == 1)                                                                \
+            cp_rows_shared_step512(y, ys, xp, L, j, M0, M1, nd, pstep, d, r, KH, KW, SH,   \
+                                   FULL, NT, 1);                                           \
+        else                                                                               \
+            cp_rows_shared_step512(y, ys, xp, L, j, M0, M1, nd, pstep, d, r, KH, KW, SH,   \
+                                   FULL, NT, 2);                                           \
+    } while (0)
+    if (nt)
+        for (; j + 32 <= n; j += 32)
+            CP_SH_STEP(0xFFFF, 0xFFFF, 1, 1);
+    for (; j + 32 <= n; j += 32)
+        CP_SH_STEP(0xFFFF, 0xFFFF, 1, 0);
+    if (j < n) {
+        ptrdiff_t m = n - j;
+        __mmask16 m0 = m >= 16 ? 0xFFFF : (__mmask16)((1u << m) - 1);
+        __mmask16 m1 = m >= 32 ? 0xFFFF : m > 16 ? (__mmask16)((1u << (m - 16)) - 1) : 0;
+        CP_SH_STEP(m0, m1, 0, 0);
+    }
+#undef CP_SH_STEP
+}
+
+__attribute__((target("avx512f"))) static void
+cp_rows_shared2(float *y, ptrdiff_t ys, const float *xp, ptrdiff_t L, ptrdiff_t n, ptrdiff_t nd,
+                ptrdiff_t pstep, const float *const *d, const float *const *r, int nt, int mode)
+{
+    cp_rows_shared512(y, ys, xp, L, n, nd, pstep, d, r, 2, 2, 1, nt, mode);
+}
+
+__attribute__((target("avx512f"))) static void
+cp_rows_shared3(float *y, ptrdiff_t ys, const float *xp, ptrdiff_t L, ptrdiff_t n, ptrdiff_t nd,
+                ptrdiff_t pstep, const float *const *d, const float *const *r, int nt, int mode)
+{
+    cp_rows_shared512(y, ys, xp, L, n, nd, pstep, d, r, 3, 3, 1, nt, mode);
+}
+#endif
+
+/* cp_rows_avg_f32 for 4 rows whose windows are kh consecutive buffer rows,
+ * one row further down for each, of kw adjacent taps (cp_rows_shared512),
+ * where kh and kw are both 2 or both 3 and dw is 1, with non-temporal
+ * stores when nt (then call cp_stream_fence when done).  mode 0: the
+ * forward's divisions; 1: the same where every tap the rows read passed
+ * cp_copy_check_f32 (no sum needs the divisions' range check); 2: the sums
+ * themselves (the average backward's gathers; d and r unused).  Returns 0,
+ * having done nothing, for other windows. */
+static int cp_rows_shared_f32(float *y, ptrdiff_t ys, const float *xp, ptrdiff_t L,
+                              ptrdiff_t n, ptrdiff_t kh, ptrdiff_t nd, ptrdiff_t pstep,
+                              ptrdiff_t kw, ptrdiff_t dw, const float *const *d,
+                              const float *const *r, int nt, int mode)
+{
+#ifdef CP_HAVE_WINDOW_MAX
+    if (dw != 1)
+        return 0;
+    if (kh == 3 && kw == 3)
+        cp_rows_shared3(y, ys, xp, L, n, nd, pstep, d, r, nt, mode);
+    else if (kh == 2 && kw == 2)
+        cp_rows_shared2(y, ys, xp, L, n, nd, pstep, d, r, nt, mode);
+    else
+        return 0;
+    return 1;
+#else
+    (void)y; (void)ys; (void)xp; (void)L; (void)n; (void)kh; (void)nd; (void)pstep; (void)kw;
+    (void)dw; (void)d; (void)r; (void)nt; (void)mode;
+    return 0;
+#endif
+}
+
+#define CP_SAFE_LO 0x21800000     /* 2^-60 as float bits */
+#define CP_SAFE_HI 0x5D800000     /* 2^60 */
+
+#ifdef CP_HAVE_WINDOW_MAX
+/* The lanes of v that are not 0 and not of magnitude in [2^-60, 2^60]. */
+__attribute__((target("avx512f"))) static inline __mmask16 cp_unsafe512(__m512 v)
+{
+    __m512i b = _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7fffffff));
+    return _mm512_mask_cmpgt_epu32_mask(_mm512_test_epi32_mask(b, b),
+                                        _mm512_sub_epi32(b, _mm512_set1_epi32(CP_SAFE_LO)),
+                                        _mm512_set1_epi32(CP_SAFE_HI - CP_SAFE_LO));
+}
+
+__attribute__((target("avx512f"))) static int
+cp_copy_check512(float *dst, const float *src, ptrdiff_t n, ptrdiff_t ahead)
+{
+    ptrdiff_t i = 0;
+    __mmask16 bad = 0;
+    for (; i + 16 <= n; i += 16) {
+        __builtin_prefetch(src + ahead + i, 0, 3);
+        __m512 v = _mm512_loadu_ps(src + i);
+        bad |= cp_unsafe512(v);
+        _mm512_storeu_ps(dst + i, v);
+    }
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        __builtin_prefetch(src + ahead + i, 0, 3);
+        __m512 v = _mm512_maskz_loadu_ps(m, src + i);
+        bad |= cp_unsafe512(v);
+        _mm512_mask_storeu_ps(dst + i, m, v);
+    }
+    return bad != 0;
+}
+#endif
+
+/* memcpy of n floats, with the cache lines of the n floats from src + ahead
+ * on asked for (rows read in order: their memory latency then overlaps the
+ * work on the rows before them).  Returns 0 when every float copied is 0 or
+ * of magnitude in [2^-60, 2^60] (finite): a sum of up to 2^16 of them is
+ * then +0 or of magnitude in [2^-83, 2^77] (each is a multiple of 2^-83, and
+ * so is every rounded partial sum), which cp_rdiv512_fast divides exactly;
+ * else (or without AVX-512) 1. */
+static inline int cp_copy_check_f32(float *dst, const float *src, ptrdiff_t n, ptrdiff_t ahead)
+{
+#ifdef CP_HAVE_WINDOW_MAX
+    if (cp_window_isa() == 2)
+        return cp_copy_check512(dst, src, n, ahead);
+#endif
+    for (ptrdiff_t i = 0; i < n; i += 16)
+        __builtin_prefetch(src + ahead + i, 0, 3);
+    memcpy(dst, src, (size_t)n * sizeof(float));
+    return 1;
+}
+
+#ifdef CP_HAVE_WINDOW_MAX
+__attribute__((target("avx512f"))) static void
+cp_scale_row512(float *y, const float *x, ptrdiff_t n, const float *d, const float *r)
+{
+    const __m512 z = _mm512_setzero_ps();
+    for (ptrdiff_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __m512 dv = _mm512_maskz_loadu_ps(m, d + i);
+        __m512 q = cp_rdiv512(_mm512_maskz_loadu_ps(m, x + i), dv, _mm512_maskz_loadu_ps(m, r + i));
+        _mm512_mask_storeu_ps(y + i, m, _mm512_maskz_add_ps(_mm512_cmpneq_ps_mask(dv, z), z, q));
+    }
+}
+#endif
+
+/* y[i] = 0 + x[i] / d[i] (+0 where d[i] is 0) for i < n, as
+ * cp_finish_rdiv_f32 divides in place: the average backward's scaled output
+ * gradients, written where the gathers read them.  Only where cp_rows_ok(). */
+static void cp_scale_row_f32(float *y, const float *x, ptrdiff_t n, const float *d,
+                             const float *r)
+{
+#ifdef CP_HAVE_WINDOW_MAX
+    cp_scale_row512(y, x, n, d, r);
+#else
+    (void)y; (void)x; (void)n; (void)d; (void)r;
+#endif
+}
+
+/* True when cp_rows_avg_f32 and cp_rows_sum_f32 run (AVX-512F). */
+static int cp_rows_ok(void)
+{
+#ifdef CP_HAVE_WINDOW_MAX
+    return cp_window_isa() == 2;
+#else
+    return 0;
+#endif
+}
+
+/* Forward window averages of nb rows (1 or 4) of n outputs from padded rows:
+ * see cp_rows_taps512.  Only where cp_rows_ok(). */
+static void cp_rows_avg_f32(float *y, ptrdiff_t ys, const float *xp, ptrdiff_t rs,
+                            ptrdiff_t nb, ptrdiff_t n, const ptrdiff_t *to, ptrdiff_t T,
+                            const float *const *d, const float *const *r)
+{
+#ifdef CP_HAVE_WINDOW_MAX
+    if (nb == 4)
+        cp_rows_avg4(y, ys, xp, rs, n, to, T, d, r);
+    else
+        cp_rows_avg1(y, xp, n, to, T, d[0], r[0]);
+#else
+    (void)y; (void)ys; (void)xp; (void)rs; (void)nb; (void)n; (void)to; (void)T; (void)d;
+    (void)r;
+#endif
+}
+
+/* Backward sums (from +0.0) of nb rows (1 or 4) of n terms each from padded
+ * rows: see cp_rows_taps512.  Only where cp_rows_ok(). */
+static void cp_rows_sum_f32(float *y, ptrdiff_t ys, const float *xp, ptrdiff_t rs,
+                            ptrdiff_t nb, ptrdiff_t n, const ptrdiff_t *to, ptrdiff_t T)
+{
+#ifdef CP_HAVE_WINDOW_MAX
+    if (nb == 4)
+        cp_rows_sum4(y, ys, xp, rs, n, to, T);
+    else
+        cp_rows_sum1(y, xp, n, to, T);
+#else
+    (void)y; (void)ys; (void)xp; (void)rs; (void)nb; (void)n; (void)to; (void)T;
+#endif
 }
 
 /* cp_finish_row for float32: one divisor for the whole row (mode 1 with a

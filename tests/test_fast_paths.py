@@ -983,3 +983,109 @@ def test_long_rows_fall_back_to_plane_lanes(dtype):
     assert a.tobytes() == F.avg_pool1d(tf, 4, 3, 2, count_include_pad=False).numpy().tobytes()
     a = cypool.adaptive_avg_pool1d(xf, 1000)
     assert a.tobytes() == F.adaptive_avg_pool1d(tf, 1000).numpy().tobytes()
+
+
+# ---------------------------------------------------------------------------
+# Channels-first float32 2x2 and 3x3 averages of stride 1: zero rows around
+# each slice, four rows at a time sharing their loads (forward and backward)
+# ---------------------------------------------------------------------------
+
+SHARED_CASES = [
+    (2, (2, 3, 64, 64), dict(kernel_size=3, stride=1, padding=1, count_include_pad=False)),
+    (2, (1, 4, 13, 33), dict(kernel_size=3, stride=1, padding=1)),
+    (2, (2, 2, 9, 70), dict(kernel_size=3, stride=1, padding=0)),
+    (2, (1, 3, 10, 31), dict(kernel_size=2, stride=1, padding=1, count_include_pad=False)),
+    (2, (2, 2, 7, 16), dict(kernel_size=2, stride=1, padding=0, ceil_mode=True)),
+    (2, (1, 2, 6, 17), dict(kernel_size=3, stride=1, padding=1, ceil_mode=True,
+                           count_include_pad=False)),
+    (3, (1, 2, 5, 9, 40), dict(kernel_size=3, stride=1, padding=1, count_include_pad=False)),
+    (3, (2, 1, 6, 8, 33), dict(kernel_size=(2, 3, 3), stride=(2, 1, 1), padding=(1, 1, 1))),
+    (3, (1, 2, 4, 11, 20), dict(kernel_size=(3, 2, 2), stride=1, padding=(1, 0, 1),
+                               count_include_pad=False)),
+]
+
+
+def _edgy(rng, shape):
+    # float32 data at the edges of the fast division's safe range (+-2^-60,
+    # +-2^60: sums of them stay in the range it divides exactly; +-2^-61,
+    # +-2^61 are outside it) with zeros, -0.0 and windows that cancel to a
+    # few ulps of 2^-60
+    x = rng.standard_normal(shape).astype(np.float32)
+    flat = x.reshape(-1)
+    edge = np.float32([2.0 ** -60, -(2.0 ** -60), 2.0 ** 60, -(2.0 ** 60),
+                       2.0 ** -60 * (1 + 2.0 ** -23), -(2.0 ** -60) * (1 + 2.0 ** -22)])
+    flat[::5] = edge[np.arange(len(flat[::5])) % len(edge)]
+    flat[2::11] = 0.0
+    flat[4::13] = -0.0
+    return x
+
+
+def _shared_like_torch(monkeypatch, rank, x, kw, threads, stream):
+    # forward at `threads` threads (non-temporal stores when `stream`),
+    # against torch's bits and against the kernels without AVX-512
+    before = cypool.get_num_threads()
+    monkeypatch.setattr(_cpu, "SERIAL_WORK", 0)
+    if stream:
+        monkeypatch.setattr(_cpu, "STREAM_BYTES", 0)
+        monkeypatch.setattr(_buffers, "MIN_BYTES", 0)   # whole-line results
+    name = f"avg_pool{rank}d"
+    try:
+        cypool.set_num_threads(threads)
+        got = getattr(cypool, name)(x, **kw)
+        _kernels.limit_window_isa(1)
+        plain = getattr(cypool, name)(x, **kw)
+    finally:
+        _kernels.limit_window_isa(2)
+        cypool.set_num_threads(before)
+    want = getattr(F, name)(torch.from_numpy(x), **kw).numpy()
+    return got, plain, want
+
+
+@pytest.mark.parametrize("rank,shape,kw", SHARED_CASES)
+@pytest.mark.parametrize("threads,stream", [(1, False), (2, True), (3, False)])
+def test_shared_rows_average_matches_torch(monkeypatch, rank, shape, kw, threads, stream):
+    rng = np.random.default_rng(shape[-1] + threads)
+    x = _edgy(rng, shape)
+    got, plain, want = _shared_like_torch(monkeypatch, rank, x, kw, threads, stream)
+    assert got.tobytes() == want.tobytes() and plain.tobytes() == want.tobytes()
+    # 2^-61, 2^61, subnormals, NaN and inf: every division checked
+    flat = x.reshape(-1)
+    flat[7::17] = np.float32(2.0 ** -61)
+    flat[9::19] = np.float32(-(2.0 ** 61))
+    flat[1::23] = np.float32(1e-40)
+    got, plain, want = _shared_like_torch(monkeypatch, rank, x, kw, threads, stream)
+    assert got.tobytes() == want.tobytes() and plain.tobytes() == want.tobytes()
+    flat[3::29] = np.nan
+    flat[6::31] = np.inf
+    got, plain, want = _shared_like_torch(monkeypatch, rank, x, kw, threads, stream)
+    assert np.array_equal(got, want, equal_nan=True) and np.isnan(got).any()
+    assert np.array_equal(plain, want, equal_nan=True)
+
+
+@pytest.mark.parametrize("rank,shape,kw", SHARED_CASES)
+@pytest.mark.parametrize("threads,stream", [(1, False), (2, True), (3, False)])
+def test_shared_rows_average_backward_matches_torch(monkeypatch, rank, shape, kw, threads,
+                                                    stream):
+    x = torch.zeros(shape, dtype=torch.float32, requires_grad=True)
+    y = getattr(F, f"avg_pool{rank}d")(x, **kw)
+    g = _edgy(np.random.default_rng(shape[-2] + threads), tuple(y.shape))
+    g.reshape(-1)[3::41] = np.inf
+    y.backward(torch.from_numpy(g))
+    before = cypool.get_num_threads()
+    monkeypatch.setattr(_cpu, "SERIAL_WORK", 0)
+    if stream:
+        monkeypatch.setattr(_cpu, "STREAM_BYTES", 0)
+        monkeypatch.setattr(_buffers, "MIN_BYTES", 0)
+    back = getattr(cypool, f"avg_pool{rank}d_backward")
+    try:
+        cypool.set_num_threads(threads)
+        got = back(g, shape, **kw)
+        _kernels.limit_window_isa(1)
+        plain = back(g, shape, **kw)
+    finally:
+        _kernels.limit_window_isa(2)
+        cypool.set_num_threads(before)
+    want = x.grad.numpy()
+    assert np.array_equal(got, want, equal_nan=True)
+    assert got[~np.isnan(got)].tobytes() == want[~np.isnan(want)].tobytes()
+    assert plain.tobytes() == got.tobytes()
