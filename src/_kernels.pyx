@@ -152,6 +152,8 @@ cdef extern from "cypool_transpose.h" nogil:
 cdef extern from "cypool_stream.h" nogil:
     void cp_stream_copy(void *dst, const void *src, size_t n)
     void cp_stream_fence()
+    void *cp_amalloc(size_t n, int zero)
+    void cp_afree(void *p)
 
 
 cdef extern from "cypool_threads.h" nogil:
@@ -1459,13 +1461,13 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
         # integers, values only: rows reduced first, any layout (_int_max_row)
         _pair_range(&g, &ulo, &uhi)
         with nogil, parallel(num_threads=nthreads):
-            rb = <value_t *> malloc(2 * g.size[2] * g.C * sizeof(value_t))
+            rb = <value_t *> cp_amalloc(2 * g.size[2] * g.C * sizeof(value_t), 0)
             for it in prange(g.N * OD * OH, schedule="static"):
                 if rb == NULL:
                     failed |= 1
                 else:
                     _int_max_row(&x[0], &y[0], &g, it, rb, init, ulo, uhi)
-            free(rb)
+            cp_afree(rb)
         if failed:
             raise MemoryError("cypool: no memory for the kernels' scratch buffers")
         return
@@ -1497,14 +1499,14 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
         # rows of whole cache lines (64-byte aligned: a third of the taps'
         # loads do not straddle two lines)
         with nogil, parallel(num_threads=nthreads):
-            xbuf = calloc(_shift_rows(&g) * _shift_cols(&g) * sizeof(value_t) + 64, 1)
-            xpad = <value_t *> ((<uintptr_t> xbuf + 63) & ~(<uintptr_t> 63))
+            xbuf = cp_amalloc(_shift_rows(&g) * _shift_cols(&g) * sizeof(value_t), 1)
+            xpad = <value_t *> xbuf
             for it in prange(g.N, schedule="static"):
                 if xbuf == NULL:
                     failed |= 1
                 else:
                     _shift_plane_item(&x[0], &y[0], &g, it, xpad + _shift_lead(&g), stream)
-            free(xbuf)
+            cp_afree(xbuf)
         if failed:
             raise MemoryError("cypool: no memory for the kernels' scratch buffers")
         return
@@ -1543,7 +1545,7 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
                 nout = uhi - ulo
                 nfch = min(OH, max(1, (4 * nthreads + g.N * OD - 1) // (g.N * OD)))
                 with nogil, parallel(num_threads=nthreads):
-                    frv = <float *> malloc(max(RS, 1) * nout * sizeof(float))
+                    frv = <float *> cp_amalloc(max(RS, 1) * nout * sizeof(float), 0)
                     fri = <int32_t *> malloc(max(RS, 1) * nout * sizeof(int32_t))
                     ftags = <Py_ssize_t *> malloc(max(2 * RS, 1) * sizeof(Py_ssize_t))
                     for it in prange(g.N * OD * nfch, schedule="static"):
@@ -1562,7 +1564,7 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
                                 oh0, (it % nfch + 1) * OH // nfch,
                                 g.win[2], g.win[2] + g.osize[2], g.max_count_w, ulo, uhi,
                                 frv, fri, ftags, RS, FMAX_AHEAD_ROWS * g.size[2])
-                    free(frv)
+                    cp_afree(frv)
                     free(fri)
                     free(ftags)
                 if failed:
@@ -1594,9 +1596,9 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
         nchunk = min(rows_o, max(1, (4 * nthreads + groups - 1) // groups))
         FR = max(1, ROW_OUT_BYTES // (g.osize[2] * 64))
         with nogil, parallel(num_threads=nthreads):
-            rt = <value_t *> calloc(R * g.size[2] * G, sizeof(value_t))
-            racc = <value_t *> malloc(FR * g.osize[2] * G * sizeof(value_t))
-            rmi = <int64_t *> malloc(2 * FR * g.osize[2] * G * sizeof(int64_t))
+            rt = <value_t *> cp_amalloc(R * g.size[2] * G * sizeof(value_t), 1)
+            racc = <value_t *> cp_amalloc(FR * g.osize[2] * G * sizeof(value_t), 0)
+            rmi = <int64_t *> cp_amalloc(2 * FR * g.osize[2] * G * sizeof(int64_t), 0)
             rtags = <int64_t *> malloc(R * sizeof(int64_t))
             rrows = <value_t **> malloc(R * sizeof(value_t *)) if whole_win else NULL
             for it in prange(groups * nchunk, schedule="static"):
@@ -1609,9 +1611,9 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
                                     (it % nchunk) * rows_o // nchunk,
                                     (it % nchunk + 1) * rows_o // nchunk, rt, rtags, SD, SH,
                                     rrows, racc, rmi, FR, is_max, init)
-            free(rt)
-            free(racc)
-            free(rmi)
+            cp_afree(rt)
+            cp_afree(racc)
+            cp_afree(rmi)
             free(rtags)
             free(rrows)
         if failed:
@@ -1621,7 +1623,7 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
             and g.osize[2] >= 16 and _max_rows(&g) * g.wk <= MAX_WINDOW_TAPS):
         # channels-first, stride 1 along W: shifted vector steps (_shift_item)
         with nogil, parallel(num_threads=nthreads):
-            xpad = <value_t *> malloc(_max_rows(&g) * L * sizeof(value_t))
+            xpad = <value_t *> cp_amalloc(_max_rows(&g) * L * sizeof(value_t), 0)
             firsts = <int64_t *> malloc(g.osize[2] * sizeof(int64_t))
             for it in prange(g.N * OD * OH, schedule="static"):
                 if xpad == NULL or firsts == NULL:
@@ -1629,7 +1631,7 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
                 else:
                     _shift_item(&x[0], &y[0], yp, &g, it // (OD * OH), (it // OH) % OD, it % OH,
                                 xpad, firsts, is_max, init)
-            free(xpad)
+            cp_afree(xpad)
             free(firsts)
         if failed:
             raise MemoryError("cypool: no memory for the kernels' scratch buffers")
@@ -1653,18 +1655,18 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
                  or (sizeof(value_t) == 4 and S * 4 * MIN_LANES <= WIDE_LANES_BYTES))):
         groups = (g.N + lanes - 1) // lanes
         with nogil, parallel(num_threads=nthreads):
-            bx = <value_t *> malloc(S * lanes * sizeof(value_t))
-            by = <value_t *> malloc(OS * lanes * sizeof(value_t))
-            bi = <int64_t *> malloc(OS * lanes * sizeof(int64_t))
+            bx = <value_t *> cp_amalloc(S * lanes * sizeof(value_t), 0)
+            by = <value_t *> cp_amalloc(OS * lanes * sizeof(value_t), 0)
+            bi = <int64_t *> cp_amalloc(OS * lanes * sizeof(int64_t), 0)
             for it in prange(groups, schedule="static"):
                 if bx == NULL or by == NULL or bi == NULL:
                     failed |= 1
                 else:
                     _plane_lanes_item(&x[0], &y[0], yp, &g, it * lanes,
                                       min(lanes, g.N - it * lanes), bx, by, bi, is_max, init)
-            free(bx)
-            free(by)
-            free(bi)
+            cp_afree(bx)
+            cp_afree(by)
+            cp_afree(bi)
         if failed:
             raise MemoryError("cypool: no memory for the kernels' scratch buffers")
         return
@@ -2081,15 +2083,14 @@ def avg_backward(const real_t[::1] go, real_t[::1] gi, Geometry geo,
                      <= SHIFT_PLANE_BYTES)
     if rows_back:
         with nogil, parallel(num_threads=nthreads):
-            bbuf = calloc(_rows_back_rows(&g) * _rows_back_cols(&g) * sizeof(float) + 64, 1)
+            bbuf = cp_amalloc(_rows_back_rows(&g) * _rows_back_cols(&g) * sizeof(float), 1)
             for it in prange(g.N, schedule="static"):
                 if bbuf == NULL:
                     failed |= 1
                 else:
                     _rows_back_f32(<const float *> &go[0], <float *> &gi[0], &g, ptr, outs, it,
-                                   <float *> ((<uintptr_t> bbuf + 63) & ~(<uintptr_t> 63)),
-                                   stream)
-            free(bbuf)
+                                   <float *> bbuf, stream)
+            cp_afree(bbuf)
         if failed:
             raise MemoryError("cypool: no memory for the kernels' scratch buffers")
         return
@@ -2110,17 +2111,20 @@ def avg_backward(const real_t[::1] go, real_t[::1] gi, Geometry geo,
         nhch = min(g.size[1], max(1, (4 * nthreads + g.N * g.size[0] - 1)
                                   // (g.N * g.size[0])))
         with nogil, parallel(num_threads=nthreads):
-            rt = <real_t *> malloc(2 * CR * g.osize[2] * g.C * sizeof(real_t))
+            # (the ring 64-byte aligned: whole-line loads and stores when C
+            # is a multiple of a line)
+            bbuf = cp_amalloc(2 * CR * g.osize[2] * g.C * sizeof(real_t), 0)
+            rt = <real_t *> bbuf
             ctags = <Py_ssize_t *> malloc(4 * CR * sizeof(Py_ssize_t))
             for it in prange(g.N * g.size[0] * nhch, schedule="static"):
-                if rt == NULL or ctags == NULL:
+                if bbuf == NULL or ctags == NULL:
                     failed |= 1
                 else:
                     _cl_back_rows_item(&go[0], &gi[0], &g, ptr, outs, it // (g.size[0] * nhch),
                                        (it // nhch) % g.size[0],
                                        (it % nhch) * g.size[1] // nhch,
                                        (it % nhch + 1) * g.size[1] // nhch, rt, ctags, 2 * CR)
-            free(rt)
+            cp_afree(bbuf)
             free(ctags)
         if failed:
             raise MemoryError("cypool: no memory for the kernels' scratch buffers")
@@ -2128,7 +2132,7 @@ def avg_backward(const real_t[::1] go, real_t[::1] gi, Geometry geo,
     if shift:
         gs = NULL                   # (no scaled copy: scaled plane by plane)
     elif scratch is None:
-        gs = <real_t *> malloc(max(go.shape[0], 1) * sizeof(real_t))
+        gs = <real_t *> cp_amalloc(max(go.shape[0], 1) * sizeof(real_t), 0)
         if gs == NULL:
             raise MemoryError("cypool: no memory for the kernels' scratch buffers")
     else:
@@ -2144,13 +2148,13 @@ def avg_backward(const real_t[::1] go, real_t[::1] gi, Geometry geo,
                 _scale_item(&go[0], gs, &g, it // (OD * OH), (it // OH) % OD, it % OH)
         if shift:
             with parallel(num_threads=nthreads):
-                pbuf = <real_t *> calloc(OD * OH * _back_shift_cols(&g), sizeof(real_t))
+                pbuf = <real_t *> cp_amalloc(OD * OH * _back_shift_cols(&g) * sizeof(real_t), 1)
                 for it in prange(g.N, schedule="static"):
                     if pbuf == NULL:
                         failed |= 1
                     else:
                         _shift_back_plane_item(&go[0], &gi[0], &g, ptr, outs, it, pbuf)
-                free(pbuf)
+                cp_afree(pbuf)
         elif _whole_plane(&g):
             # global pooling: every position of a plane gets its one scaled
             # gradient (the same single term the general walk would add to 0)
@@ -2170,8 +2174,8 @@ def avg_backward(const real_t[::1] go, real_t[::1] gi, Geometry geo,
             groups = (g.N + RG - 1) // RG
             nchunk = min(RD * RH, max(1, (4 * nthreads + groups - 1) // groups))
             with parallel(num_threads=nthreads):
-                rt = <real_t *> calloc(RR * g.osize[2] * RG, sizeof(real_t))
-                racc = <real_t *> malloc(g.size[2] * RG * sizeof(real_t))
+                rt = <real_t *> cp_amalloc(RR * g.osize[2] * RG * sizeof(real_t), 1)
+                racc = <real_t *> cp_amalloc(g.size[2] * RG * sizeof(real_t), 0)
                 rtags = <int64_t *> malloc(RR * sizeof(int64_t))
                 rrows = <real_t **> malloc(RR * sizeof(real_t *))
                 for it in prange(groups * nchunk, schedule="static"):
@@ -2184,15 +2188,15 @@ def avg_backward(const real_t[::1] go, real_t[::1] gi, Geometry geo,
                                              (it % nchunk + 1) * (RD * RH) // nchunk,
                                              rt, rtags, MD, MH, rrows, racc)
                 free(rrows)
-                free(rt)
-                free(racc)
+                cp_afree(rt)
+                cp_afree(racc)
                 free(rtags)
         else:
             with parallel(num_threads=nthreads):
-                row = <real_t *> malloc(g.size[2] * g.C * sizeof(real_t))
-                srx = <real_t *> malloc((2 * g.size[2] + 2 * g.osize[2] + 1 + g.wk * g.wd)
-                                        * sizeof(real_t))
-                pbuf = <real_t *> malloc(S * sizeof(real_t)) if planes else NULL
+                row = <real_t *> cp_amalloc(g.size[2] * g.C * sizeof(real_t), 0)
+                srx = <real_t *> cp_amalloc((2 * g.size[2] + 2 * g.osize[2] + 1 + g.wk * g.wd)
+                                            * sizeof(real_t), 0)
+                pbuf = <real_t *> cp_amalloc(S * sizeof(real_t), 0) if planes else NULL
                 for it in prange(items, schedule="static"):
                     if row == NULL or srx == NULL or (planes and pbuf == NULL):
                         failed |= 1
@@ -2228,11 +2232,11 @@ def avg_backward(const real_t[::1] go, real_t[::1] gi, Geometry geo,
                                    r1[w.b + 1], w.c0, w.c1, stream)
                 if stream:
                     cp_stream_fence()
-                free(row)
-                free(srx)
-                free(pbuf)
+                cp_afree(row)
+                cp_afree(srx)
+                cp_afree(pbuf)
     if scratch is None:
-        free(gs)            # (free(NULL) is a no-op)
+        cp_afree(gs)            # (cp_afree(NULL) is a no-op)
     if failed:
         raise MemoryError("cypool: no memory for the kernels' scratch buffers")
 

@@ -15,6 +15,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -56,5 +57,24 @@ static inline void cp_stream_copy(void *dst, const void *src, size_t n) { memcpy
 static inline void cp_stream_fence(void) {}
 
 #endif
+
+/* malloc (zero: calloc) of n bytes at a 64-byte boundary, so that scratch
+ * rows of whole cache lines are loaded and stored without straddling two
+ * lines; free with cp_afree.  The block malloc returned is kept just below. */
+static inline void *cp_amalloc(size_t n, int zero)
+{
+    void *raw = zero ? calloc(n + 64, 1) : malloc(n + 64);
+    if (raw == NULL)
+        return NULL;
+    uintptr_t p = ((uintptr_t)raw + 64) & ~(uintptr_t)63;   /* >= raw + 16 */
+    ((void **)p)[-1] = raw;
+    return (void *)p;
+}
+
+static inline void cp_afree(void *p)
+{
+    if (p != NULL)
+        free(((void **)p)[-1]);
+}
 
 #endif /* CYPOOL_STREAM_H */
