@@ -104,6 +104,8 @@ cdef extern from "cypool_lanes.h" nogil:
                                  const float *r1)
     bint cp_rows_ok()
     void cp_scale_row_f32(float *y, const float *x, Py_ssize_t n, const float *d, const float *r)
+    void cp_scale_cl_row_f32(float *y, const float *x, Py_ssize_t OW, Py_ssize_t C, double a,
+                             const double *w)
     bint cp_copy_check_f32(float *dst, const float *src, Py_ssize_t n, Py_ssize_t ahead)
     bint cp_rows_shared_f32(float *y, Py_ssize_t ys, const float *xp, Py_ssize_t L, Py_ssize_t n,
                             Py_ssize_t kh, Py_ssize_t nd, Py_ssize_t pstep, Py_ssize_t kw,
@@ -1857,6 +1859,17 @@ cdef void _cl_back_rows_item(const real_t *go, real_t *gi, const Geom *g,   # IN
                         nxt = nxt + 1 if nxt + 1 < RS else 0
                     k = nxt
                     tags[k] = key
+                    if real_t is float:
+                        if g.div_mode == 1 and g.wdiv != NULL and cp_rows_ok():
+                            # (copied and scaled in one pass)
+                            cp_scale_cl_row_f32(ring + k * m,
+                                                go + ((n * g.osize[0] + od) * OH + oh) * m, OW,
+                                                C, <double> (_factor(g, 0, od) * _factor(g, 1, oh)),
+                                                g.wdiv)
+                            stamp[k] = h
+                            slot[nr] = k * m
+                            nr += 1
+                            continue
                     memcpy(ring + k * m, go + ((n * g.osize[0] + od) * OH + oh) * m,
                            m * sizeof(real_t))
                     _finish_avg(ring + k * m, g, od, oh, 0, C)

@@ -2218,4 +2218,39 @@ static void cp_rowlanes_finish_f32(float *y, ptrdiff_t n, int mode, double a, do
     cp_rowlanes_finish_f32_any(y, n, mode, a, b, w, k);
 }
 
+#ifdef CP_HAVE_WINDOW_MAX
+__attribute__((target("avx512f"))) static void
+cp_scale_cl_row512(float *y, const float *x, ptrdiff_t OW, ptrdiff_t C, double a,
+                   const double *w)
+{
+    const __m512 z = _mm512_setzero_ps();
+    struct cp_rdiv_memo memo = {-1.0, 0.0f, 0.0f, 0};
+    for (ptrdiff_t ow = 0; ow < OW; ow++, x += C, y += C) {
+        double dv = a * w[ow];
+        for (ptrdiff_t c = 0; c < C; c += 16) {
+            __mmask16 m = C - c >= 16 ? 0xFFFF : (__mmask16)((1u << (C - c)) - 1);
+            __m512 q = dv == 0 ? z : _mm512_add_ps(z, cp_rdiv512_by(
+                                         _mm512_maskz_loadu_ps(m, x + c), dv, &memo));
+            _mm512_mask_storeu_ps(y + c, m, q);
+        }
+    }
+}
+#endif
+
+/* A channels-last output row of OW x C window-sum gradients scaled as
+ * _finish_avg scales it in divisor mode 1 (y = 0 + x / (a * w[ow]), +0 where
+ * that is 0), read from x and written to y in one pass.  Only where
+ * cp_rows_ok(). */
+static void cp_scale_cl_row_f32(float *y, const float *x, ptrdiff_t OW, ptrdiff_t C, double a,
+                                const double *w)
+{
+#ifdef CP_HAVE_WINDOW_MAX
+    if (cp_window_isa() == 2) {
+        cp_scale_cl_row512(y, x, OW, C, a, w);
+        return;
+    }
+#endif
+    (void)y; (void)x; (void)OW; (void)C; (void)a; (void)w;
+}
+
 #endif /* CYPOOL_LANES_H */
