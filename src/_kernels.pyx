@@ -1503,7 +1503,7 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
         with nogil, parallel(num_threads=nthreads):
             xbuf = cp_amalloc(_shift_rows(&g) * _shift_cols(&g) * sizeof(value_t), 1)
             xpad = <value_t *> xbuf
-            for it in prange(g.N, schedule="static"):
+            for it in prange(g.N, schedule="dynamic", chunksize=4):
                 if xbuf == NULL:
                     failed |= 1
                 else:
@@ -2097,7 +2097,7 @@ def avg_backward(const real_t[::1] go, real_t[::1] gi, Geometry geo,
     if rows_back:
         with nogil, parallel(num_threads=nthreads):
             bbuf = cp_amalloc(_rows_back_rows(&g) * _rows_back_cols(&g) * sizeof(float), 1)
-            for it in prange(g.N, schedule="static"):
+            for it in prange(g.N, schedule="dynamic", chunksize=4):
                 if bbuf == NULL:
                     failed |= 1
                 else:
