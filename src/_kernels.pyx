@@ -2464,7 +2464,7 @@ def max_backward(const real_t[::1] go, const int64_t[::1] idx, real_t[::1] gi,
     if items == 0:
         return 0
     with nogil:
-        for it in prange(items, schedule="static", num_threads=nthreads):
+        for it in prange(items, schedule="dynamic", num_threads=nthreads):
             b = it % nblk
             c0 = b * cblock
             c1 = min(c0 + cblock, C)
