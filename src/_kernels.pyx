@@ -2162,7 +2162,7 @@ def avg_backward(const real_t[::1] go, real_t[::1] gi, Geometry geo,
         if shift:
             with parallel(num_threads=nthreads):
                 pbuf = <real_t *> cp_amalloc(OD * OH * _back_shift_cols(&g) * sizeof(real_t), 1)
-                for it in prange(g.N, schedule="static"):
+                for it in prange(g.N, schedule="dynamic", chunksize=4):
                     if pbuf == NULL:
                         failed |= 1
                     else:
