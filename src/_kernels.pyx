@@ -2460,11 +2460,14 @@ def max_backward(const real_t[::1] go, const int64_t[::1] idx, real_t[::1] gi,
     cdef Py_ssize_t nblk = (C + cblock - 1) // cblock
     cdef Py_ssize_t items = N * nblk
     cdef Py_ssize_t it, b, c0, c1
+    # items handed out in chunks, 8 a thread (balanced when one thread is
+    # held up, without a shared counter per small plane)
+    cdef Py_ssize_t chunk = max(1, items // (8 * nthreads))
     cdef int bad = 0
     if items == 0:
         return 0
     with nogil:
-        for it in prange(items, schedule="dynamic", num_threads=nthreads):
+        for it in prange(items, schedule="dynamic", chunksize=chunk, num_threads=nthreads):
             b = it % nblk
             c0 = b * cblock
             c1 = min(c0 + cblock, C)
