@@ -2375,6 +2375,14 @@ cdef int _scatter_item(const real_t *go, const int64_t *idx, real_t *gi,   # IN,
     cdef int64_t j
     cdef int bad = 0
     _zero(gp, plane, C, c0, c1)
+    if C == 1:              # channels-first planes: one lane, no inner loop
+        for o in range(oplane):
+            j = ip[o]
+            if <uint64_t> j < <uint64_t> plane:
+                gp[j] = gp[j] + op[o]
+            elif j != -1:
+                bad = 1
+        return bad
     for o in range(oplane):
         for c in range(c0, c1):
             j = ip[o * C + c]
