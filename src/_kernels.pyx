@@ -207,6 +207,8 @@ cdef struct Geom:
     const float *rdiv                  # float32 channels-first, mode 1: rows of OW
                                        # divisors then OW reciprocals (cp_finish_rdiv_f32)
     const int32_t *rdiv_of             # per output row (od, oh): its rdiv row, or -1
+    int rdiv_nz                        # 4 when no divisor in rdiv is 0, else 0 (a
+                                       # cp_rows_shared_f32 mode flag)
 
 
 cdef inline Py_ssize_t _start(const Geom *g, int k, Py_ssize_t o) noexcept nogil:
@@ -298,6 +300,7 @@ cdef class Geometry:
         # none when a divisor is too large for that to be exact.
         self.g.rdiv = NULL
         self.g.rdiv_of = NULL
+        self.g.rdiv_nz = 0
         OW = self.g.osize[2]
         if self.g.div_mode != 1 or self.g.C != 1 or OW < 16:
             return
@@ -319,6 +322,7 @@ cdef class Geometry:
         self.keep = self.keep + (tab, of)
         self.g.rdiv = &tv[0, 0, 0]
         self.g.rdiv_of = &ov[0]
+        self.g.rdiv_nz = 4 if np.all(d != 0) else 0
 
     def _dense_w(self, ptr, outs):
         # The inverse table of W as a dense (m, W) int32 table, padded with
@@ -1304,7 +1308,7 @@ cdef void _rows_plane_f32(const float *xn, float *yn, const Geom *g, float *xpad
             if not (nb == 4 and dh == 1 and g.step[1] == 1 and kd > 0 and kh > 0
                     and cp_rows_shared_f32(yr, OW, xpad + r0 * L, L, OW, kh, kd,
                                            g.step[0] * H * L, g.wk, g.wd, drows, rrows,
-                                           stream, 0)):
+                                           stream, g.rdiv_nz)):
                 k = _shift_offs(g, od, oh, L, offs)
                 cp_rows_avg_f32(yr, OW, xpad, dh * L, nb, OW, offs, k, drows, rrows)
             oh += nb
@@ -1375,7 +1379,7 @@ cdef void _rows_padded_f32(const float *xn, float *yn, const Geom *g, float *xpa
             xp = xpad + (d0 * Hp + oh * hs) * L
             if not (nb == 4 and hs == 1 and cp_rows_shared_f32(
                     yr, OW, xp, L, OW, hk, kd, g.step[0] * Hp * L, g.wk, g.wd, drows, rrows,
-                    stream, 0 if unsafe else 1)):
+                    stream, (0 if unsafe else 1) | g.rdiv_nz)):
                 k = 0
                 for i in range(kd):
                     for a in range(hk):

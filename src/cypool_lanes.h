@@ -1868,35 +1868,69 @@ cp_rows_sum1(float *y, const float *xp, ptrdiff_t n, const ptrdiff_t *to, ptrdif
  * buffer rows (L floats apart) moved down SH rows a row, in nd slices pstep
  * apart, KW adjacent columns: each buffer row's taps are loaded once and
  * added to every one of the 4 sums that reads it, in each sum's order
- * (slices, rows, columns).  Sums start from +0.0 as PyTorch's; MODE as
- * cp_rows_shared_f32's.  One step of
- * 32 columns (m: the lanes of the last 16 when FULL is 0, which masks every
- * load and store); NT: whole steps written with non-temporal stores (y and
- * ys whole cache lines). */
-#define CP_SH_ADD(B)                                                                       \
+ * (slices, rows, columns).  PyTorch's sums start from +0.0; these start
+ * from their first tap, which gives the same bits but where every tap is
+ * -0.0 (-0.0 against +0.0: x + -0.0 is x for every other x, NaN payloads
+ * included), and the +0.0 added to each result below (0 + q, which
+ * PyTorch's quotient of a +0.0 sum already is) makes that +0.0 too.
+ * MODE as cp_rows_shared_f32's (0-2; mode 2's taps are never -0.0, being
+ * the backward's 0 + g / d, so that no sum is -0.0 and none needs the +0.0);
+ * NZ: no divisor is 0 (0 + q, not the masked add); SAME: the 4 rows share
+ * one divisor row (d[0], r[0]).  One step of 32 columns (m: the lanes of
+ * the last 16 when FULL is 0, which masks every load and store); NT: whole
+ * steps written with non-temporal stores (y and ys whole cache lines). */
+#define CP_SH_ADD(B, FIRST)                                                                \
     if (u - (B) * SH >= 0 && u - (B) * SH < KH) {                                         \
-        a##B##0 = _mm512_add_ps(a##B##0, v0);                                              \
-        a##B##1 = _mm512_add_ps(a##B##1, v1);                                              \
+        if (FIRST && u == (B) * SH && c == 0) {                                            \
+            a##B##0 = v0;                                                                  \
+            a##B##1 = v1;                                                                  \
+        } else {                                                                           \
+            a##B##0 = _mm512_add_ps(a##B##0, v0);                                          \
+            a##B##1 = _mm512_add_ps(a##B##1, v1);                                          \
+        }                                                                                  \
     }
+#define CP_SH_LOAD(P, S) (FULL ? _mm512_loadu_ps((P) + j + 16 * (S))                       \
+                               : _mm512_maskz_loadu_ps((S) ? m1 : m0, (P) + j + 16 * (S)))
 #define CP_SH_OUT(B, S, A)                                                                 \
     do {                                                                                   \
         const ptrdiff_t at = j + 16 * (S);                                                 \
-        __mmask16 mm = (S) ? m1 : m0;                                                      \
         __m512 q = A;                                                                      \
         if (MODE != 2) {                                                                   \
-            __m512 dv = FULL ? _mm512_loadu_ps(d[B] + at)                                  \
-                             : _mm512_maskz_loadu_ps(mm, d[B] + at);                       \
-            __m512 rv = FULL ? _mm512_loadu_ps(r[B] + at)                                  \
-                             : _mm512_maskz_loadu_ps(mm, r[B] + at);                       \
+            __m512 dv = SAME ? dd##S : CP_SH_LOAD(d[B], S);                                \
+            __m512 rv = SAME ? rr##S : CP_SH_LOAD(r[B], S);                                \
             q = MODE == 0 ? cp_rdiv512(q, dv, rv) : cp_rdiv512_fast(q, dv, rv);            \
-            q = _mm512_maskz_add_ps(_mm512_cmpneq_ps_mask(dv, z), z, q);                   \
+            q = NZ ? _mm512_add_ps(z, q)                                                   \
+                   : _mm512_maskz_add_ps(_mm512_cmpneq_ps_mask(dv, z), z, q);              \
         }                                                                                  \
         if (FULL && NT)                                                                    \
             _mm512_stream_ps(y + (B) * ys + at, q);                                        \
         else if (FULL)                                                                     \
             _mm512_storeu_ps(y + (B) * ys + at, q);                                        \
         else                                                                               \
-            _mm512_mask_storeu_ps(y + (B) * ys + at, mm, q);                               \
+            _mm512_mask_storeu_ps(y + (B) * ys + at, (S) ? m1 : m0, q);                    \
+    } while (0)
+/* one slice's rows of the step (FIRST: the first slice, whose first taps
+ * start the sums) */
+#define CP_SH_SLICE(FIRST)                                                                 \
+    do {                                                                                   \
+        const float *pu = xp + i * pstep + j;                                              \
+        _Pragma("GCC unroll 16")                                                           \
+        for (int u = 0; u < 3 * SH + KH; u++, pu += L) {                                   \
+            _Pragma("GCC unroll 8")                                                        \
+            for (int c = 0; c < KW; c++) {                                                 \
+                __m512 v0 = FULL ? _mm512_loadu_ps(pu + c) : _mm512_maskz_loadu_ps(m0, pu + c); \
+                __m512 v1 = FULL ? _mm512_loadu_ps(pu + c + 16)                            \
+                                 : _mm512_maskz_loadu_ps(m1, pu + c + 16);                 \
+                __asm__("" : "+v"(v0), "+v"(v1));   /* one load each, in a register */     \
+                CP_SH_ADD(0, FIRST)                                                          \
+                CP_SH_ADD(1, FIRST)                                                          \
+                CP_SH_ADD(2, FIRST)                                                          \
+                CP_SH_ADD(3, FIRST)                                                          \
+            }                                                                              \
+            /* the adds stay in row order (not sunk into one chain per sum) */             \
+            __asm__("" : "+v"(a00), "+v"(a01), "+v"(a10), "+v"(a11), "+v"(a20), "+v"(a21), \
+                    "+v"(a30), "+v"(a31));                                                 \
+        }                                                                                  \
     } while (0)
 
 __attribute__((target("avx512f"), always_inline)) static inline void
@@ -1904,29 +1938,22 @@ cp_rows_shared_step512(float *y, ptrdiff_t ys, const float *xp, ptrdiff_t L, ptr
                        __mmask16 m0, __mmask16 m1, ptrdiff_t nd, ptrdiff_t pstep,
                        const float *const *d, const float *const *r, const int KH,
                        const int KW, const int SH, const int FULL, const int NT,
-                       const int MODE)
+                       const int MODE, const int NZ, const int SAME)
 {
     const __m512 z = _mm512_setzero_ps();
     __m512 a00 = z, a01 = z, a10 = z, a11 = z, a20 = z, a21 = z, a30 = z, a31 = z;
-    for (ptrdiff_t i = 0; i < nd; i++) {
-        const float *pu = xp + i * pstep + j;
-#pragma GCC unroll 16
-        for (int u = 0; u < 3 * SH + KH; u++, pu += L) {
-#pragma GCC unroll 8
-            for (int c = 0; c < KW; c++) {
-                __m512 v0 = FULL ? _mm512_loadu_ps(pu + c) : _mm512_maskz_loadu_ps(m0, pu + c);
-                __m512 v1 = FULL ? _mm512_loadu_ps(pu + c + 16)
-                                 : _mm512_maskz_loadu_ps(m1, pu + c + 16);
-                __asm__("" : "+v"(v0), "+v"(v1));   /* one load each, in a register */
-                CP_SH_ADD(0)
-                CP_SH_ADD(1)
-                CP_SH_ADD(2)
-                CP_SH_ADD(3)
-            }
-            /* the adds stay in row order (not sunk into one chain per sum) */
-            __asm__("" : "+v"(a00), "+v"(a01), "+v"(a10), "+v"(a11), "+v"(a20), "+v"(a21),
-                    "+v"(a30), "+v"(a31));
-        }
+    __m512 dd0 = z, dd1 = z, rr0 = z, rr1 = z;
+    ptrdiff_t i = 0;
+    if (nd > 0) {
+        CP_SH_SLICE(1);
+        for (i = 1; i < nd; i++)
+            CP_SH_SLICE(0);
+    }
+    if (MODE != 2 && SAME) {
+        dd0 = CP_SH_LOAD(d[0], 0);
+        dd1 = CP_SH_LOAD(d[0], 1);
+        rr0 = CP_SH_LOAD(r[0], 0);
+        rr1 = CP_SH_LOAD(r[0], 1);
     }
     CP_SH_OUT(0, 0, a00);
     CP_SH_OUT(0, 1, a01);
@@ -1938,27 +1965,20 @@ cp_rows_shared_step512(float *y, ptrdiff_t ys, const float *xp, ptrdiff_t L, ptr
     CP_SH_OUT(3, 1, a31);
 }
 #undef CP_SH_ADD
+#undef CP_SH_LOAD
 #undef CP_SH_OUT
+#undef CP_SH_SLICE
 
 __attribute__((target("avx512f"), always_inline)) static inline void
-cp_rows_shared512(float *y, ptrdiff_t ys, const float *xp, ptrdiff_t L, ptrdiff_t n,
-                  ptrdiff_t nd, ptrdiff_t pstep, const float *const *d, const float *const *r,
-                  const int KH, const int KW, const int SH, int nt, int mode)
+cp_rows_shared_mode512(float *y, ptrdiff_t ys, const float *xp, ptrdiff_t L, ptrdiff_t n,
+                       ptrdiff_t nd, ptrdiff_t pstep, const float *const *d,
+                       const float *const *r, const int KH, const int KW, const int SH,
+                       int nt, const int MODE, const int NZ, const int SAME)
 {
     ptrdiff_t j = 0;
-    nt = nt && ((uintptr_t)y & 63) == 0 && (ys & 15) == 0;
 #define CP_SH_STEP(M0, M1, FULL, NT)                                                       \
-    do {                                                                                   \
-        if (mode == 0)                                                                     \
-            cp_rows_shared_step512(y, ys, xp, L, j, M0, M1, nd, pstep, d, r, KH, KW, SH,   \
-                                   FULL, NT, 0);                                           \
-        else if (mode == 1)                                                                \
-            cp_rows_shared_step512(y, ys, xp, L, j, M0, M1, nd, pstep, d, r, KH, KW, SH,   \
-                                   FULL, NT, 1);                                           \
-        else                                                                               \
-            cp_rows_shared_step512(y, ys, xp, L, j, M0, M1, nd, pstep, d, r, KH, KW, SH,   \
-                                   FULL, NT, 2);                                           \
-    } while (0)
+    cp_rows_shared_step512(y, ys, xp, L, j, M0, M1, nd, pstep, d, r, KH, KW, SH, FULL, NT, \
+                           MODE, NZ, SAME)
     if (nt)
         for (; j + 32 <= n; j += 32)
             CP_SH_STEP(0xFFFF, 0xFFFF, 1, 1);
@@ -1971,6 +1991,35 @@ cp_rows_shared512(float *y, ptrdiff_t ys, const float *xp, ptrdiff_t L, ptrdiff_
         CP_SH_STEP(m0, m1, 0, 0);
     }
 #undef CP_SH_STEP
+}
+
+__attribute__((target("avx512f"), always_inline)) static inline void
+cp_rows_shared512(float *y, ptrdiff_t ys, const float *xp, ptrdiff_t L, ptrdiff_t n,
+                  ptrdiff_t nd, ptrdiff_t pstep, const float *const *d, const float *const *r,
+                  const int KH, const int KW, const int SH, int nt, int mode)
+{
+    /* mode: cp_rows_shared_f32's (d and r are NULL in mode 2) */
+    int same = (mode & 3) != 2 && d[0] == d[1] && d[0] == d[2] && d[0] == d[3] &&
+               r[0] == r[1] && r[0] == r[2] && r[0] == r[3];
+    int nz = (mode & 4) != 0;
+    nt = nt && ((uintptr_t)y & 63) == 0 && (ys & 15) == 0;
+#define CP_SH_MODE(MODE, NZ, SAME)                                                         \
+    cp_rows_shared_mode512(y, ys, xp, L, n, nd, pstep, d, r, KH, KW, SH, nt, MODE, NZ, SAME)
+    switch (mode & 3) {
+    case 0:
+        if (nz && same) CP_SH_MODE(0, 1, 1);
+        else if (nz) CP_SH_MODE(0, 1, 0);
+        else CP_SH_MODE(0, 0, 0);
+        break;
+    case 1:
+        if (nz && same) CP_SH_MODE(1, 1, 1);
+        else if (nz) CP_SH_MODE(1, 1, 0);
+        else CP_SH_MODE(1, 0, 0);
+        break;
+    default:
+        CP_SH_MODE(2, 0, 0);
+    }
+#undef CP_SH_MODE
 }
 
 __attribute__((target("avx512f"))) static void
@@ -1994,8 +2043,9 @@ cp_rows_shared3(float *y, ptrdiff_t ys, const float *xp, ptrdiff_t L, ptrdiff_t 
  * stores when nt (then call cp_stream_fence when done).  mode 0: the
  * forward's divisions; 1: the same where every tap the rows read passed
  * cp_copy_check_f32 (no sum needs the divisions' range check); 2: the sums
- * themselves (the average backward's gathers; d and r unused).  Returns 0,
- * having done nothing, for other windows. */
+ * themselves (the average backward's gathers; d and r unused); mode 0 or 1
+ * plus 4: no divisor in d is 0.  Returns 0, having done nothing, for other
+ * windows. */
 static int cp_rows_shared_f32(float *y, ptrdiff_t ys, const float *xp, ptrdiff_t L,
                               ptrdiff_t n, ptrdiff_t kh, ptrdiff_t nd, ptrdiff_t pstep,
                               ptrdiff_t kw, ptrdiff_t dw, const float *const *d,

@@ -1009,7 +1009,8 @@ def _edgy(rng, shape):
     # float32 data at the edges of the fast division's safe range (+-2^-60,
     # +-2^60: sums of them stay in the range it divides exactly; +-2^-61,
     # +-2^61 are outside it) with zeros, -0.0 and windows that cancel to a
-    # few ulps of 2^-60
+    # few ulps of 2^-60, and a block of -0.0 in the first plane (whole
+    # windows of -0.0: PyTorch's sums from +0.0 give +0.0 there)
     x = rng.standard_normal(shape).astype(np.float32)
     flat = x.reshape(-1)
     edge = np.float32([2.0 ** -60, -(2.0 ** -60), 2.0 ** 60, -(2.0 ** 60),
@@ -1017,6 +1018,7 @@ def _edgy(rng, shape):
     flat[::5] = edge[np.arange(len(flat[::5])) % len(edge)]
     flat[2::11] = 0.0
     flat[4::13] = -0.0
+    x[0, 0, ..., 1:5, 3:20] = -0.0
     return x
 
 
