@@ -47,6 +47,11 @@ cdef extern from "cypool_lanes.h" nogil:
                            Py_ssize_t xstep)
     void cp_lanes_maxv_f64(double *m, const double *x, Py_ssize_t n, Py_ssize_t taps,
                            Py_ssize_t xstep)
+    void cp_window_avg_by_f32(float *y, const float *x, Py_ssize_t n, const Py_ssize_t *offs,
+                              Py_ssize_t taps, float d, float r)
+    bint cp_window_avg_by4_f32(float *y, const float *x, Py_ssize_t n, Py_ssize_t C,
+                               const Py_ssize_t *ro, Py_ssize_t rows, Py_ssize_t nw,
+                               float d, float r)
     void cp_window_add_f32(float *y, const float *x, Py_ssize_t n, const Py_ssize_t *offs,
                            Py_ssize_t taps, int mode, double d1, double d2, double d3)
     void cp_window_add_f64(double *y, const double *x, Py_ssize_t n, const Py_ssize_t *offs,
@@ -539,6 +544,55 @@ cdef inline void _sum8(const value_t *xr, value_t *y, const Geom *g,      # IN, 
     if k > 7: y[7] = a7
 
 
+cdef void _avg_cl_row_f32(const float *xr, float *yr, const Geom *g,    # IN, OUT
+                          Py_ssize_t od, Py_ssize_t oh, Py_ssize_t n) noexcept nogil:
+    # _forward_item's channels-last float32 averages of fixed windows (one
+    # divisor per output, div_mode 1) of output row (od, oh), n lanes from
+    # xr and yr (at the item's first channel): the taps of each window as
+    # offsets from its first column, computed again only where the window's
+    # column count changes; divisors cp_rdiv_ok takes divide by exact
+    # reciprocals (cp_window_avg_by_f32), others as cp_window_add_f32 does.
+    cdef Py_ssize_t C = g.C, H = g.size[1], W = g.size[2]
+    cdef Py_ssize_t d0 = _start(g, 0, od), nd = _count(g, 0, od), sd = g.step[0]
+    cdef Py_ssize_t h0 = _start(g, 1, oh), nh = _count(g, 1, oh), sh = g.step[1]
+    cdef Py_ssize_t sw = g.step[2], ow = g.ow_lo, a, b, t, k = 0, nw, last = -1, p
+    cdef double da
+    cdef bint four
+    cdef Py_ssize_t offs[MAX_WINDOW_TAPS]
+    cdef Py_ssize_t rows[MAX_WINDOW_TAPS]
+    for a in range(nd):
+        for b in range(nh):
+            rows[a * nh + b] = (((d0 + a * sd) * H + h0 + b * sh) * W) * C
+    while ow < g.ow_hi:
+        nw = _count(g, 2, ow)
+        if nw != last:
+            k = 0
+            for a in range(nd * nh):
+                for t in range(nw):
+                    offs[k] = rows[a] + t * sw * C
+                    k = k + 1
+            last = nw
+        da = <double> (_factor(g, 0, od) * _factor(g, 1, oh) * _factor(g, 2, ow))
+        # four outputs whose windows are one window moved a column at a
+        # time, by one divisor
+        four = sw == 1 and ow + 4 <= g.ow_hi and nd * nh > 0 and cp_rdiv_ok(da)
+        p = 1
+        while four and p < 4:
+            four = (_count(g, 2, ow + p) == nw and _start(g, 2, ow + p) == _start(g, 2, ow) + p
+                    and _factor(g, 2, ow + p) == _factor(g, 2, ow))
+            p = p + 1
+        if four and cp_window_avg_by4_f32(yr + ow * C, xr + _start(g, 2, ow) * C, n, C, rows,
+                                          nd * nh, nw, <float> da, <float> 1 / <float> da):
+            ow += 4
+            continue
+        if cp_rdiv_ok(da):
+            cp_window_avg_by_f32(yr + ow * C, xr + _start(g, 2, ow) * C, n, offs, k,
+                                 <float> da, <float> 1 / <float> da)
+        else:
+            cp_window_add_f32(yr + ow * C, xr + _start(g, 2, ow) * C, n, offs, k, 1, da, 0, 0)
+        ow += 1
+
+
 cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OUT, OUT
                         const Geom *g, Py_ssize_t n, Py_ssize_t od, Py_ssize_t oh,
                         Py_ssize_t c0, Py_ssize_t c1, bint is_max,
@@ -566,6 +620,10 @@ cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OU
             and nd * nh * g.max_count_w <= MAX_WINDOW_TAPS:
         # lanes: a whole window per output, accumulated in registers
         xr = x + n * g.size[0] * H * W * C + c0
+        if value_t is float:
+            if not is_max and g.div_mode == 1:
+                _avg_cl_row_f32(xr, yr + c0, g, od, oh, c1 - c0)
+                return
         for ow in range(g.ow_lo, g.ow_hi):
             w0 = _start(g, 2, ow)
             nw = _count(g, 2, ow)

@@ -1708,6 +1708,184 @@ static void cp_window_avg_rdiv_f32(float *y, const float *x, ptrdiff_t n,
 }
 
 #ifdef CP_HAVE_WINDOW_MAX
+/* cp_window_avg_by_f32's lanes in whole vectors: the sums start from their
+ * first tap (the same bits as from +0.0 but for a sum of -0.0 taps only,
+ * which the 0 + q below makes +0.0 as PyTorch's is); returns the lanes done. */
+__attribute__((target("avx512f"))) static ptrdiff_t
+cp_window_avg_by512(float *y, const float *x, ptrdiff_t n, const ptrdiff_t *offs,
+                    ptrdiff_t taps, float d, float r)
+{
+    const __m512 z = _mm512_setzero_ps(), dv = _mm512_set1_ps(d), rv = _mm512_set1_ps(r);
+    ptrdiff_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        const float *p = x + offs[0] + i;
+        __m512 a0 = _mm512_loadu_ps(p), a1 = _mm512_loadu_ps(p + 16);
+        __m512 a2 = _mm512_loadu_ps(p + 32), a3 = _mm512_loadu_ps(p + 48);
+        for (ptrdiff_t t = 1; t < taps; t++) {
+            p = x + offs[t] + i;
+            a0 = _mm512_add_ps(a0, _mm512_loadu_ps(p));
+            a1 = _mm512_add_ps(a1, _mm512_loadu_ps(p + 16));
+            a2 = _mm512_add_ps(a2, _mm512_loadu_ps(p + 32));
+            a3 = _mm512_add_ps(a3, _mm512_loadu_ps(p + 48));
+        }
+        _mm512_storeu_ps(y + i, _mm512_add_ps(z, cp_rdiv512(a0, dv, rv)));
+        _mm512_storeu_ps(y + i + 16, _mm512_add_ps(z, cp_rdiv512(a1, dv, rv)));
+        _mm512_storeu_ps(y + i + 32, _mm512_add_ps(z, cp_rdiv512(a2, dv, rv)));
+        _mm512_storeu_ps(y + i + 48, _mm512_add_ps(z, cp_rdiv512(a3, dv, rv)));
+    }
+    for (; i + 16 <= n; i += 16) {
+        __m512 a = _mm512_loadu_ps(x + offs[0] + i);
+        for (ptrdiff_t t = 1; t < taps; t++)
+            a = _mm512_add_ps(a, _mm512_loadu_ps(x + offs[t] + i));
+        _mm512_storeu_ps(y + i, _mm512_add_ps(z, cp_rdiv512(a, dv, rv)));
+    }
+    return i;
+}
+#endif
+
+#ifdef CP_HAVE_WINDOW_MAX
+/* cp_window_avg_by4_f32's step of 32 lanes from lane j (m0, m1: the lanes
+ * of each 16 when FULL is 0): each row's NW + 3 columns are loaded once and
+ * added to each of the 4 sums that reads them, in each sum's order (rows,
+ * then columns); the first row's first tap starts each sum. */
+#define CP_CL_ADD(P, FIRST)                                                                \
+    if (col - (P) >= 0 && col - (P) < NW) {                                                \
+        if (FIRST && col == (P)) {                                                         \
+            a##P##0 = v0;                                                                  \
+            a##P##1 = v1;                                                                  \
+        } else {                                                                           \
+            a##P##0 = _mm512_add_ps(a##P##0, v0);                                          \
+            a##P##1 = _mm512_add_ps(a##P##1, v1);                                          \
+        }                                                                                  \
+    }
+#define CP_CL_ROW(FIRST)                                                                   \
+    do {                                                                                   \
+        const float *p = x + ro[k] + j;                                                    \
+        _Pragma("GCC unroll 8")                                                            \
+        for (int col = 0; col < NW + 3; col++) {                                           \
+            __m512 v0 = FULL ? _mm512_loadu_ps(p + col * C)                                \
+                             : _mm512_maskz_loadu_ps(m0, p + col * C);                     \
+            __m512 v1 = FULL ? _mm512_loadu_ps(p + col * C + 16)                           \
+                             : _mm512_maskz_loadu_ps(m1, p + col * C + 16);                \
+            __asm__("" : "+v"(v0), "+v"(v1));   /* one load each, in a register */         \
+            CP_CL_ADD(0, FIRST)                                                            \
+            CP_CL_ADD(1, FIRST)                                                            \
+            CP_CL_ADD(2, FIRST)                                                            \
+            CP_CL_ADD(3, FIRST)                                                            \
+        }                                                                                  \
+        /* the adds stay in row order (not sunk into one chain per sum) */                 \
+        __asm__("" : "+v"(a00), "+v"(a01), "+v"(a10), "+v"(a11), "+v"(a20), "+v"(a21),     \
+                "+v"(a30), "+v"(a31));                                                     \
+    } while (0)
+#define CP_CL_OUT(P, S, A)                                                                 \
+    do {                                                                                   \
+        __m512 q = _mm512_add_ps(z, cp_rdiv512(A, dv, rv));                                \
+        if (FULL)                                                                          \
+            _mm512_storeu_ps(y + (P) * C + j + 16 * (S), q);                               \
+        else                                                                               \
+            _mm512_mask_storeu_ps(y + (P) * C + j + 16 * (S), (S) ? m1 : m0, q);           \
+    } while (0)
+
+__attribute__((target("avx512f"), always_inline)) static inline void
+cp_window_avg_by4_step512(float *y, const float *x, ptrdiff_t C, const ptrdiff_t *ro,
+                          ptrdiff_t rows, ptrdiff_t j, __mmask16 m0, __mmask16 m1,
+                          __m512 dv, __m512 rv, const int NW, const int FULL)
+{
+    const __m512 z = _mm512_setzero_ps();
+    __m512 a00 = z, a01 = z, a10 = z, a11 = z, a20 = z, a21 = z, a30 = z, a31 = z;
+    ptrdiff_t k = 0;
+    CP_CL_ROW(1);
+    for (k = 1; k < rows; k++)
+        CP_CL_ROW(0);
+    CP_CL_OUT(0, 0, a00);
+    CP_CL_OUT(0, 1, a01);
+    CP_CL_OUT(1, 0, a10);
+    CP_CL_OUT(1, 1, a11);
+    CP_CL_OUT(2, 0, a20);
+    CP_CL_OUT(2, 1, a21);
+    CP_CL_OUT(3, 0, a30);
+    CP_CL_OUT(3, 1, a31);
+}
+#undef CP_CL_ADD
+#undef CP_CL_ROW
+#undef CP_CL_OUT
+
+__attribute__((target("avx512f"), always_inline)) static inline void
+cp_window_avg_by4_512(float *y, const float *x, ptrdiff_t n, ptrdiff_t C, const ptrdiff_t *ro,
+                      ptrdiff_t rows, float d, float r, const int NW)
+{
+    const __m512 dv = _mm512_set1_ps(d), rv = _mm512_set1_ps(r);
+    ptrdiff_t j = 0;
+    for (; j + 32 <= n; j += 32)
+        cp_window_avg_by4_step512(y, x, C, ro, rows, j, 0xFFFF, 0xFFFF, dv, rv, NW, 1);
+    if (j < n) {
+        ptrdiff_t m = n - j;
+        __mmask16 m0 = m >= 16 ? 0xFFFF : (__mmask16)((1u << m) - 1);
+        __mmask16 m1 = m > 16 ? (__mmask16)((1u << (m - 16)) - 1) : 0;
+        cp_window_avg_by4_step512(y, x, C, ro, rows, j, m0, m1, dv, rv, NW, 0);
+    }
+}
+
+__attribute__((target("avx512f"))) static void
+cp_window_avg_by4_2(float *y, const float *x, ptrdiff_t n, ptrdiff_t C, const ptrdiff_t *ro,
+                    ptrdiff_t rows, float d, float r)
+{
+    cp_window_avg_by4_512(y, x, n, C, ro, rows, d, r, 2);
+}
+
+__attribute__((target("avx512f"))) static void
+cp_window_avg_by4_3(float *y, const float *x, ptrdiff_t n, ptrdiff_t C, const ptrdiff_t *ro,
+                    ptrdiff_t rows, float d, float r)
+{
+    cp_window_avg_by4_512(y, x, n, C, ro, rows, d, r, 3);
+}
+#endif
+
+/* cp_window_avg_by_f32 for 4 adjacent outputs (y, y + C, y + 2C, y + 3C,
+ * each by d) whose windows are the same rows (ro[k]: row k's first column,
+ * from x) of nw columns, C floats apart, moved one column an output: each
+ * column read once for the 4 sums.  n lanes (n <= C); rows >= 1.  Returns
+ * 0, having done nothing, unless nw is 2 or 3 and the CPU has AVX-512F. */
+static int cp_window_avg_by4_f32(float *y, const float *x, ptrdiff_t n, ptrdiff_t C,
+                                 const ptrdiff_t *ro, ptrdiff_t rows, ptrdiff_t nw,
+                                 float d, float r)
+{
+#ifdef CP_HAVE_WINDOW_MAX
+    if (cp_window_isa() != 2 || rows < 1)
+        return 0;
+    if (nw == 3)
+        cp_window_avg_by4_3(y, x, n, C, ro, rows, d, r);
+    else if (nw == 2)
+        cp_window_avg_by4_2(y, x, n, C, ro, rows, d, r);
+    else
+        return 0;
+    return 1;
+#else
+    (void)y; (void)x; (void)n; (void)C; (void)ro; (void)rows; (void)nw; (void)d; (void)r;
+    return 0;
+#endif
+}
+
+/* Channels-last window averages of n lanes by one divisor: y[i] = 0 + (sum
+ * of x[offs[t] + i] over the taps, in order, from +0.0) / d, as
+ * cp_window_add_f32's mode 1 computes them, for a d that cp_rdiv_ok takes
+ * and r = RN(1/d): with AVX-512, exact reciprocal divisions (cp_rdiv512) in
+ * place of one true division a vector. */
+static void cp_window_avg_by_f32(float *y, const float *x, ptrdiff_t n,
+                                 const ptrdiff_t *offs, ptrdiff_t taps, float d, float r)
+{
+    ptrdiff_t i0 = 0;
+#ifdef CP_HAVE_WINDOW_MAX
+    if (cp_window_isa() == 2 && taps > 0)
+        i0 = cp_window_avg_by512(y, x, n, offs, taps, d, r);
+#else
+    (void)r;
+#endif
+    if (i0 < n)
+        cp_window_add_f32(y + i0, x + i0, n - i0, offs, taps, 1, d, 0, 0);
+}
+
+#ifdef CP_HAVE_WINDOW_MAX
 /* cp_window_avg_rdiv512 for two output rows at once (y0 with taps o0, y1
  * with o1, as many of each): twice the independent sums in flight, so the
  * adds' latency is hidden; each output still adds its own taps in order. */

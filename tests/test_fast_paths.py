@@ -1091,3 +1091,73 @@ def test_shared_rows_average_backward_matches_torch(monkeypatch, rank, shape, kw
     assert np.array_equal(got, want, equal_nan=True)
     assert got[~np.isnan(got)].tobytes() == want[~np.isnan(want)].tobytes()
     assert plain.tobytes() == got.tobytes()
+
+
+# ---------------------------------------------------------------------------
+# Channels-last float32 averages of fixed windows: one divisor an output,
+# exact reciprocal divisions, four outputs a column apart sharing their loads
+# ---------------------------------------------------------------------------
+
+CL_CASES = [
+    (2, (2, 9, 13, 32), dict(kernel_size=3, stride=1, padding=1, count_include_pad=False)),
+    (2, (1, 7, 11, 20), dict(kernel_size=3, stride=1, padding=1)),          # masked lanes
+    (2, (1, 6, 10, 48), dict(kernel_size=2, stride=1, padding=1, count_include_pad=False)),
+    (2, (2, 5, 9, 130), dict(kernel_size=(2, 3), stride=1, padding=(0, 1), ceil_mode=True)),
+    (2, (1, 8, 8, 16), dict(kernel_size=3, stride=1, padding=0)),
+    (2, (1, 6, 10, 20), dict(kernel_size=3, stride=1, padding=0)),         # last four masked
+    (2, (1, 9, 12, 40), dict(kernel_size=4, stride=1, padding=2, count_include_pad=False)),
+    (2, (1, 9, 12, 24), dict(kernel_size=3, stride=2, padding=1, count_include_pad=False)),
+    (2, (1, 6, 9, 24), dict(kernel_size=3, stride=1, padding=1, divisor_override=5)),
+    (3, (1, 4, 6, 9, 36), dict(kernel_size=3, stride=1, padding=1, count_include_pad=False)),
+    (3, (1, 3, 5, 7, 17), dict(kernel_size=(2, 2, 3), stride=1, padding=(1, 0, 1))),
+]
+
+
+def _cl_like_torch(rank, x_cl, kw, threads):
+    # channels-last forward at `threads` threads, against torch's bits and
+    # against the kernels without AVX-512
+    before = cypool.get_num_threads()
+    name = f"avg_pool{rank}d"
+    to_cf = (0, rank + 1) + tuple(range(1, rank + 1))
+    to_cl = (0,) + tuple(range(2, rank + 2)) + (1,)
+    xt = torch.from_numpy(np.ascontiguousarray(x_cl.transpose(to_cf)))
+    want = np.ascontiguousarray(getattr(F, name)(xt, **kw).numpy().transpose(to_cl))
+    # the result written into the front of a larger buffer: nothing past it
+    buf = np.full(want.size + 64, 7.0, dtype=np.float32)
+    try:
+        cypool.set_num_threads(threads)
+        out = buf[:want.size].reshape(want.shape)
+        got = getattr(cypool, name)(x_cl, channels_last=True, out=out, **kw)
+        assert np.all(buf[want.size:] == 7.0)
+        _kernels.limit_window_isa(1)
+        plain = getattr(cypool, name)(x_cl, channels_last=True, **kw)
+    finally:
+        _kernels.limit_window_isa(2)
+        cypool.set_num_threads(before)
+    return got, plain, want
+
+
+@pytest.mark.parametrize("rank,shape,kw", CL_CASES)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_channels_last_average_matches_torch(monkeypatch, rank, shape, kw, threads):
+    monkeypatch.setattr(_cpu, "SERIAL_WORK", 0)
+    rng = np.random.default_rng(shape[-1] + threads)
+    # a block of -0.0 across the first output's window columns, too
+    x = _edgy(rng, shape)
+    x[(0,) + (slice(1, 4),) * rank] = -0.0
+    got, plain, want = _cl_like_torch(rank, x, kw, threads)
+    assert got.tobytes() == want.tobytes() and plain.tobytes() == want.tobytes()
+    assert (want == 0).any() and not np.signbit(want[want == 0]).all()
+    # 2^-41 and 2^101 (outside the reciprocal division's range), subnormals,
+    # NaN and inf: the true divisions where they are needed
+    flat = x.reshape(-1)
+    flat[7::17] = np.float32(2.0 ** -41)
+    flat[9::19] = np.float32(-(2.0 ** 101))
+    flat[1::23] = np.float32(1e-40)
+    got, plain, want = _cl_like_torch(rank, x, kw, threads)
+    assert got.tobytes() == want.tobytes() and plain.tobytes() == want.tobytes()
+    flat[3::29] = np.nan
+    flat[6::31] = np.inf
+    got, plain, want = _cl_like_torch(rank, x, kw, threads)
+    assert np.array_equal(got, want, equal_nan=True) and np.isnan(got).any()
+    assert np.array_equal(plain, want, equal_nan=True)
