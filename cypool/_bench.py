@@ -357,40 +357,56 @@ def _bytes_read(w: Workload, d: dict) -> int:
 
 
 ROOFLINE = "(roofline)"     # the probe's key among the timed calls
+ONE_THREAD = "(cypool, 1 thread)"
+ROOFLINE_1 = "(roofline, 1 thread)"
 
 
-def _roofline_probe(n_read: int, n_written: int):
+def _roofline_probe(n_read: int, n_written: int, threads: int | None = None):
     """A call that reads n_read bytes once and writes n_written bytes once at
-    cypool's thread count: the least any pooling kernel can take.  It is timed
-    in the same rounds as cypool and the peers, so that it meets the caches
-    in the state they leave (a probe timed on its own keeps its input in
-    this machine's large L3 and measures the cache, not memory)."""
+    cypool's thread count (or ``threads``): the least any pooling kernel can
+    take.  It is timed in the same rounds as cypool and the peers, so that
+    it meets the caches in the state they leave (a probe timed on its own
+    keeps its input in this machine's large L3 and measures the cache, not
+    memory)."""
     from cypool import _kernels
 
     src = np.ones(max(n_read // 4, 1), np.float32)
     dst = np.empty(max(n_written // 4, 1), np.float32)
-    return lambda d: _kernels.stream_probe(src, dst, cypool.get_num_threads())
+    return lambda d: _kernels.stream_probe(src, dst, threads or cypool.get_num_threads())
 
 
 def run_workload(w: Workload, repeat: int, min_time: float = 0.05,
                  scaling: bool = False) -> dict:
     """Median seconds of cypool and each peer, timed round-robin; the memory
-    roofline of the same traffic; with ``scaling``, cypool at one thread too."""
+    roofline of the same traffic; with ``scaling``, cypool and the roofline
+    at one thread too, in the same rounds (so that both thread counts meet
+    the machine in the same state)."""
     d = w.setup()
     written = sum(a.nbytes for a in _arrays(w.cypool(d)))
     fns = {"cypool": w.cypool, **w.peers, ROOFLINE: _roofline_probe(_bytes_read(w, d), written)}
+    if scaling:
+        fns[ONE_THREAD] = w.cypool
+        fns[ROOFLINE_1] = _roofline_probe(_bytes_read(w, d), written, threads=1)
     unsupported = _warm_up(fns, d, 1)     # first-touch, caches, lazy init
     one = min(_time_once(f, d) for f in fns.values())
     inner = max(1, min(1000, int(min_time / max(one, 1e-7))))  # batch tiny calls
     times = {k: [] for k in fns}
+    before = cypool.get_num_threads()
     for _ in range(repeat):
         for k, f in fns.items():
-            t0 = time.perf_counter()
-            for _ in range(inner):
-                f(d)
-            times[k].append((time.perf_counter() - t0) / inner)
+            if k == ONE_THREAD:
+                cypool.set_num_threads(1)
+            try:
+                t0 = time.perf_counter()
+                for _ in range(inner):
+                    f(d)
+                times[k].append((time.perf_counter() - t0) / inner)
+            finally:
+                if k == ONE_THREAD:
+                    cypool.set_num_threads(before)
     med = {k: statistics.median(v) for k, v in times.items()}
     roof = med.pop(ROOFLINE)
+    one_t, roof_1 = med.pop(ONE_THREAD, None), med.pop(ROOFLINE_1, None)
     result = {"name": w.name, "direction": w.direction, "layout": w.layout, "dtype": w.dtype,
               "shape": list(w.shape), "threads": cypool.get_num_threads(), "repeat": repeat,
               "median_s": med,
@@ -398,19 +414,10 @@ def run_workload(w: Workload, repeat: int, min_time: float = 0.05,
               "roofline_s": roof, "roofline_fraction": roof / med["cypool"],
               "unsupported": unsupported}
     if scaling:
-        before = cypool.get_num_threads()
-        try:
-            cypool.set_num_threads(1)
-            ts = []
-            for _ in range(repeat):
-                t0 = time.perf_counter()
-                for _ in range(inner):
-                    w.cypool(d)
-                ts.append((time.perf_counter() - t0) / inner)
-        finally:
-            cypool.set_num_threads(before)
-        result["cypool_1thread_s"] = statistics.median(ts)
-        result["thread_speedup"] = result["cypool_1thread_s"] / med["cypool"]
+        result["cypool_1thread_s"] = one_t
+        result["thread_speedup"] = one_t / med["cypool"]
+        result["roofline_1thread_s"] = roof_1
+        result["roofline_1thread_fraction"] = roof_1 / one_t
     return result
 
 
@@ -471,7 +478,7 @@ def table(results: list[dict]) -> str:
                    key=lambda p: (p != "torch", p))
     scaling = any("thread_speedup" in r for r in results)
     head = ["workload", "dir", "layout", "cypool ms", "roofline"] + \
-        (["1-thread ms", "2nd thread"] if scaling else []) + \
+        (["1-thread ms", "1-thread roofline", "2nd thread"] if scaling else []) + \
         [f"{p} ms" for p in peers] + [f"vs {p}" for p in peers]
     rows = []
     for r in results:
@@ -480,7 +487,9 @@ def table(results: list[dict]) -> str:
                {"forward": "fwd", "backward": "bwd"}[r["direction"]], r["layout"],
                f"{m['cypool'] * 1e3:.3f}", f"{100 * r['roofline_fraction']:.0f}%"]
         if scaling:
-            row += [f"{r['cypool_1thread_s'] * 1e3:.3f}", f"{r['thread_speedup']:.2f}x"]
+            row += [f"{r['cypool_1thread_s'] * 1e3:.3f}",
+                    f"{100 * r['roofline_1thread_fraction']:.0f}%",
+                    f"{r['thread_speedup']:.2f}x"]
         row += [f"{m[p] * 1e3:.3f}" if p in m else
                 ("fails" if p in r.get("unsupported", {}) else "-") for p in peers]
         row += [f"{r['speedup'][p]:.2f}x" if p in r["speedup"] else "-" for p in peers]
@@ -488,7 +497,8 @@ def table(results: list[dict]) -> str:
     lines = _aligned(head, rows)
     lines.append("vs X = X's median time / cypool's (above 1: cypool is faster); "
                  "fails = the peer raises on this case; roofline = time to read the "
-                 "inputs and write the outputs once (same threads) / cypool's time")
+                 "inputs and write the outputs once (same threads) / cypool's time"
+                 + ("; 1-thread roofline: the same at one thread" if scaling else ""))
     gm, n = _torch_geomean(results)
     if n:
         lines.append(f"geometric-mean speedup over torch: {gm:.2f}x "

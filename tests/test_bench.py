@@ -43,9 +43,12 @@ def test_run_workload_reports_medians_roofline_and_refusals():
     assert r["unsupported"]["broken"].startswith("ZeroDivisionError")
     assert r["speedup"]["numpy"] == pytest.approx(r["median_s"]["numpy"] / r["median_s"]["cypool"])
     assert 0 < r["roofline_fraction"] == r["roofline_s"] / r["median_s"]["cypool"]
-    assert r["thread_speedup"] > 0
+    assert r["thread_speedup"] == r["cypool_1thread_s"] / r["median_s"]["cypool"] > 0
+    assert 0 < r["roofline_1thread_fraction"] == r["roofline_1thread_s"] / r["cypool_1thread_s"]
+    assert cypool.get_num_threads() == r["threads"]     # the one-thread rounds put it back
     text = _bench.table([r])
     assert "tiny" in text and "fails" in text and "roofline" in text
+    assert "1-thread roofline" in text
     json.dumps(r)                       # the JSON the CLI writes
 
 
