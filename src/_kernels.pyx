@@ -112,6 +112,13 @@ cdef extern from "cypool_lanes.h" nogil:
     void cp_scale_cl_row_f32(float *y, const float *x, Py_ssize_t OW, Py_ssize_t C, double a,
                              const double *w)
     bint cp_copy_check_f32(float *dst, const float *src, Py_ssize_t n, Py_ssize_t ahead)
+    bint cp_copy_check_rows_f32(float *dst, Py_ssize_t ds, const float *src, Py_ssize_t ss,
+                                Py_ssize_t n, Py_ssize_t rows, Py_ssize_t ahead)
+    Py_ssize_t cp_plane_shared_f32(const float *xn, float *yn, float *xpad, Py_ssize_t L,
+                                   Py_ssize_t pb, Py_ssize_t H, Py_ssize_t W, Py_ssize_t col, Py_ssize_t OH,
+                                   Py_ssize_t OW, Py_ssize_t hpb, Py_ssize_t K,
+                                   const float *rdiv, const int32_t *rdiv_of, int nt, int nz,
+                                   Py_ssize_t ahead, Py_ssize_t *done, int *unsafe)
     bint cp_rows_shared_f32(float *y, Py_ssize_t ys, const float *xp, Py_ssize_t L, Py_ssize_t n,
                             Py_ssize_t kh, Py_ssize_t nd, Py_ssize_t pstep, Py_ssize_t kw,
                             Py_ssize_t dw, const float **d, const float **r, bint nt,
@@ -1405,16 +1412,24 @@ cdef void _rows_padded_f32(const float *xn, float *yn, const Geom *g, float *xpa
     cdef Py_ssize_t OW = g.osize[2], hk = g.hk, hs = g.hs, pb = g.wpb
     cdef Py_ssize_t Hp = g.hpb + H + _rows_below(g)
     cdef Py_ssize_t done = 0, dd = 0, hh = 0, od, oh, q, nb, b, i, a, t, kd, d0, hl, need, k
-    cdef bint unsafe = False     # has a row copied so far a tap the fast division cannot take?
+    cdef int unsafe = 0          # has a row copied so far a tap the fast division cannot take?
+    cdef Py_ssize_t oh0 = 0
     cdef Py_ssize_t offs[MAX_WINDOW_TAPS]
     cdef const float *drows[4]
     cdef const float *rrows[4]
     cdef float *yr
     cdef float *xp
+    if OD == 1 and g.size[0] == 1 and _count(g, 0, 0) == 1 and hs == 1 and g.wk == hk \
+            and g.wd == 1:
+        # one 2-d plane: its groups of 4 rows in one call, the rest below
+        oh0 = cp_plane_shared_f32(xn, yn, xpad, L, pb, H, W, col, OH, OW, g.hpb, hk,
+                                  g.rdiv, g.rdiv_of, stream, g.rdiv_nz, COPY_AHEAD_ROWS * W,
+                                  &done, &unsafe)
+        hh = done
     for od in range(OD):
         kd = _count(g, 0, od)
         d0 = _start(g, 0, od)
-        oh = 0
+        oh = oh0 if od == 0 else 0
         while oh < OH:
             nb = 4 if oh + 4 <= OH else 1
             q = od * OH + oh
@@ -1425,10 +1440,13 @@ cdef void _rows_padded_f32(const float *xn, float *yn, const Geom *g, float *xpa
                 hl = min(H - 1, (oh + nb + 3) * hs - g.hpb + hk - 1)
                 need = (d0 + (kd - 1) * g.step[0]) * H + hl
                 while done <= need:
-                    unsafe |= cp_copy_check_f32(xpad + (dd * Hp + g.hpb + hh) * L + pb,
-                                                xn + done * W, col, COPY_AHEAD_ROWS * W)
-                    done += 1
-                    hh += 1
+                    # the slice's rows up to need, in one call
+                    t = min(need + 1 - done, H - hh)
+                    unsafe |= cp_copy_check_rows_f32(xpad + (dd * Hp + g.hpb + hh) * L + pb, L,
+                                                     xn + done * W, W, col, t,
+                                                     COPY_AHEAD_ROWS * W)
+                    done += t
+                    hh += t
                     if hh == H:
                         dd, hh = dd + 1, 0
             for b in range(nb):

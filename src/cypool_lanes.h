@@ -2260,22 +2260,25 @@ __attribute__((target("avx512f"))) static inline __mmask16 cp_unsafe512(__m512 v
 }
 
 __attribute__((target("avx512f"))) static int
-cp_copy_check512(float *dst, const float *src, ptrdiff_t n, ptrdiff_t ahead)
+cp_copy_check512(float *dst, ptrdiff_t ds, const float *src, ptrdiff_t ss, ptrdiff_t n,
+                 ptrdiff_t rows, ptrdiff_t ahead)
 {
-    ptrdiff_t i = 0;
     __mmask16 bad = 0;
-    for (; i + 16 <= n; i += 16) {
-        __builtin_prefetch(src + ahead + i, 0, 3);
-        __m512 v = _mm512_loadu_ps(src + i);
-        bad |= cp_unsafe512(v);
-        _mm512_storeu_ps(dst + i, v);
-    }
-    if (i < n) {
-        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
-        __builtin_prefetch(src + ahead + i, 0, 3);
-        __m512 v = _mm512_maskz_loadu_ps(m, src + i);
-        bad |= cp_unsafe512(v);
-        _mm512_mask_storeu_ps(dst + i, m, v);
+    const __mmask16 m = (__mmask16)((1u << (n & 15)) - 1);
+    for (ptrdiff_t k = 0; k < rows; k++, dst += ds, src += ss) {
+        ptrdiff_t i = 0;
+        for (; i + 16 <= n; i += 16) {
+            __builtin_prefetch(src + ahead + i, 0, 3);
+            __m512 v = _mm512_loadu_ps(src + i);
+            bad |= cp_unsafe512(v);
+            _mm512_storeu_ps(dst + i, v);
+        }
+        if (i < n) {
+            __builtin_prefetch(src + ahead + i, 0, 3);
+            __m512 v = _mm512_maskz_loadu_ps(m, src + i);
+            bad |= cp_unsafe512(v);
+            _mm512_mask_storeu_ps(dst + i, m, v);
+        }
     }
     return bad != 0;
 }
@@ -2292,12 +2295,112 @@ static inline int cp_copy_check_f32(float *dst, const float *src, ptrdiff_t n, p
 {
 #ifdef CP_HAVE_WINDOW_MAX
     if (cp_window_isa() == 2)
-        return cp_copy_check512(dst, src, n, ahead);
+        return cp_copy_check512(dst, 0, src, 0, n, 1, ahead);
 #endif
     for (ptrdiff_t i = 0; i < n; i += 16)
         __builtin_prefetch(src + ahead + i, 0, 3);
     memcpy(dst, src, (size_t)n * sizeof(float));
     return 1;
+}
+
+/* cp_copy_check_f32 of rows rows of n floats, from src (rows ss floats
+ * apart) to dst (ds apart), in one call; 0 when every float passed. */
+static inline int cp_copy_check_rows_f32(float *dst, ptrdiff_t ds, const float *src,
+                                         ptrdiff_t ss, ptrdiff_t n, ptrdiff_t rows,
+                                         ptrdiff_t ahead)
+{
+    int bad = 0;
+#ifdef CP_HAVE_WINDOW_MAX
+    if (cp_window_isa() == 2)
+        return cp_copy_check512(dst, ds, src, ss, n, rows, ahead);
+#endif
+    for (ptrdiff_t k = 0; k < rows; k++)
+        bad |= cp_copy_check_f32(dst + k * ds, src + k * ss, n, ahead);
+    return bad;
+}
+
+#ifdef CP_HAVE_WINDOW_MAX
+__attribute__((target("avx512f"), always_inline)) static inline ptrdiff_t
+cp_plane_shared512(const float *xn, float *yn, float *xpad, ptrdiff_t L, ptrdiff_t pb,
+                   ptrdiff_t H, ptrdiff_t W, ptrdiff_t col, ptrdiff_t OH, ptrdiff_t OW,
+                   ptrdiff_t hpb,
+                   const float *rdiv, const int32_t *rdiv_of, int nt, int nz, ptrdiff_t ahead,
+                   ptrdiff_t *done, int *unsafe, const int K)
+{
+    ptrdiff_t oh = 0, dn = *done;
+    int bad = *unsafe;
+    const float *d[4], *r[4];
+    for (; oh + 4 <= OH; oh += 4) {
+        /* the rows these 4 read, and those of the next 4 */
+        ptrdiff_t hl = oh + 7 - hpb + K - 1;
+        if (hl > H - 1)
+            hl = H - 1;
+        if (hl >= dn) {
+            bad |= cp_copy_check512(xpad + (hpb + dn) * L + pb, L, xn + dn * W, W, col,
+                                    hl + 1 - dn, ahead);
+            dn = hl + 1;
+        }
+        for (int b = 0; b < 4; b++) {
+            d[b] = rdiv + 2 * OW * rdiv_of[oh + b];
+            r[b] = d[b] + OW;
+        }
+        cp_rows_shared512(yn + oh * OW, OW, xpad + oh * L, L, OW, 1, 0, d, r, K, K, 1, nt,
+                          (bad ? 0 : 1) | (nz ? 4 : 0));
+    }
+    *done = dn;
+    *unsafe = bad;
+    return oh;
+}
+
+__attribute__((target("avx512f"))) static ptrdiff_t
+cp_plane_shared2(const float *xn, float *yn, float *xpad, ptrdiff_t L, ptrdiff_t pb,
+                 ptrdiff_t H, ptrdiff_t W, ptrdiff_t col, ptrdiff_t OH, ptrdiff_t OW, ptrdiff_t hpb,
+                 const float *rdiv, const int32_t *rdiv_of, int nt, int nz, ptrdiff_t ahead,
+                 ptrdiff_t *done, int *unsafe)
+{
+    return cp_plane_shared512(xn, yn, xpad, L, pb, H, W, col, OH, OW, hpb, rdiv, rdiv_of, nt, nz,
+                              ahead, done, unsafe, 2);
+}
+
+__attribute__((target("avx512f"))) static ptrdiff_t
+cp_plane_shared3(const float *xn, float *yn, float *xpad, ptrdiff_t L, ptrdiff_t pb,
+                 ptrdiff_t H, ptrdiff_t W, ptrdiff_t col, ptrdiff_t OH, ptrdiff_t OW, ptrdiff_t hpb,
+                 const float *rdiv, const int32_t *rdiv_of, int nt, int nz, ptrdiff_t ahead,
+                 ptrdiff_t *done, int *unsafe)
+{
+    return cp_plane_shared512(xn, yn, xpad, L, pb, H, W, col, OH, OW, hpb, rdiv, rdiv_of, nt, nz,
+                              ahead, done, unsafe, 3);
+}
+#endif
+
+/* _rows_padded_f32's loop for a 2-d plane (one slice) of a K x K window
+ * (K 2 or 3) of stride and dilation 1, in one call: the plane's H rows of
+ * W floats (xn) are copied (col floats of each) into xpad's rows of L
+ * floats from row hpb, as the sums first need them (cp_copy_check512,
+ * asking for the floats ahead floats on), and each 4 output rows are summed
+ * and divided at once (cp_rows_shared512, by rdiv's rows as rdiv_of says;
+ * nz: none is 0; nt: non-temporal stores).  *done (rows copied) and
+ * *unsafe (has a copied float failed the check) carry over, in and out.
+ * Returns the output rows done: OH rounded down to 4, or 0 (having done
+ * nothing) for other K or without AVX-512F. */
+static ptrdiff_t cp_plane_shared_f32(const float *xn, float *yn, float *xpad, ptrdiff_t L,
+                                     ptrdiff_t pb, ptrdiff_t H, ptrdiff_t W, ptrdiff_t col,
+                                     ptrdiff_t OH, ptrdiff_t OW, ptrdiff_t hpb, ptrdiff_t K,
+                                     const float *rdiv, const int32_t *rdiv_of, int nt, int nz,
+                                     ptrdiff_t ahead, ptrdiff_t *done, int *unsafe)
+{
+#ifdef CP_HAVE_WINDOW_MAX
+    if (cp_window_isa() == 2 && K == 3)
+        return cp_plane_shared3(xn, yn, xpad, L, pb, H, W, col, OH, OW, hpb, rdiv, rdiv_of, nt, nz,
+                                ahead, done, unsafe);
+    if (cp_window_isa() == 2 && K == 2)
+        return cp_plane_shared2(xn, yn, xpad, L, pb, H, W, col, OH, OW, hpb, rdiv, rdiv_of, nt, nz,
+                                ahead, done, unsafe);
+#endif
+    (void)xn; (void)yn; (void)xpad; (void)L; (void)pb; (void)H; (void)W; (void)col; (void)OH;
+    (void)OW; (void)hpb; (void)K; (void)rdiv; (void)rdiv_of; (void)nt; (void)nz; (void)ahead;
+    (void)done; (void)unsafe;
+    return 0;
 }
 
 #ifdef CP_HAVE_WINDOW_MAX
