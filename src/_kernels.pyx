@@ -1773,7 +1773,10 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
                 w = _item(it, OD, OH, nblk, cblock, g.C)
                 _forward_item(&x[0], &y[0], yp, &g, w.n, w.a, w.b, w.c0, w.c1, is_max, init)
         else:
-            for it in prange(items, schedule="static", num_threads=nthreads):
+            # runs of consecutive items (rows that share input rows) handed
+            # out 8 a thread: balanced when one thread is held up
+            for it in prange(items, schedule="dynamic", chunksize=max(1, items // (8 * nthreads)),
+                             num_threads=nthreads):
                 w = _item(it, OD, OH, nblk, cblock, g.C)
                 _forward_item(&x[0], &y[0], yp, &g, w.n, w.a, w.b, w.c0, w.c1, is_max, init)
 
