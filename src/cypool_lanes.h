@@ -325,7 +325,9 @@ static int cp_window_limit_isa(int level)
                         const int64_t *firsts, int64_t lstep)                             \
     {                                                                                     \
         ptrdiff_t i0;                                                                     \
-        for (i0 = 0; i0 < n; i0 += L) {                                                   \
+        for (i0 = cp_wmax512x2_##SUFFIX(y, yi, x, n, offs, tidx, taps, init, first, firsts, \
+                                        lstep);                                           \
+             i0 < n; i0 += L) {                                                           \
             MASK lanes = n - i0 >= L ? (MASK)FULL : (MASK)((1u << (n - i0)) - 1);         \
             V m = _mm512_set1_p##P(init);                                                 \
             __m512i k = _mm512_set1_##EPI(-1), tt = _mm512_setzero_si512();               \
@@ -383,6 +385,75 @@ static int cp_window_limit_isa(int level)
         }                                                                                 \
         return i0;                                                                        \
     }
+
+/* Indices of 16 float32 lanes from lane i0 whose winning tap numbers are k
+ * (-1: none), as cp_wmax512_f32 computes them one lane at a time. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+cp_wmax_idx16(int64_t *yi, __m512i k, const int64_t *tidx, ptrdiff_t i0, int64_t first,
+              const int64_t *firsts, int64_t lstep, __m512i liota)
+{
+    const __m512i z = _mm512_setzero_si512();
+    __mmask16 none = _mm512_cmplt_epi32_mask(k, z);
+    __m512i kc = _mm512_max_epi32(k, z);
+    for (int h = 0; h < 2; h++) {
+        __m256i kh = h ? _mm512_extracti64x4_epi64(kc, 1) : _mm512_castsi512_si256(kc);
+        __m512i g = _mm512_i32gather_epi64(kh, (const void *)tidx, 8);
+        g = _mm512_add_epi64(g, _mm512_add_epi64(_mm512_set1_epi64(lstep * (i0 + 8 * h)),
+                                                 liota));
+        __m512i f = firsts ? _mm512_loadu_si512((const void *)(firsts + i0 + 8 * h))
+                           : _mm512_set1_epi64(first);
+        g = _mm512_mask_blend_epi64((__mmask8)(none >> (8 * h)), g, f);
+        _mm512_storeu_si512((void *)(yi + i0 + 8 * h), g);
+    }
+}
+
+/* cp_wmax512_f32's lanes 32 at a time (two chains of compares in flight,
+ * the indices made with vector gathers), while 32 remain; returns the lanes
+ * done.  The same taps win: each lane's scan is unchanged. */
+__attribute__((target("avx512f"))) static ptrdiff_t
+cp_wmax512x2_f32(float *y, int64_t *yi, const float *x, ptrdiff_t n, const ptrdiff_t *offs,
+                 const int64_t *tidx, ptrdiff_t taps, float init, int64_t first,
+                 const int64_t *firsts, int64_t lstep)
+{
+    const __m512i one = _mm512_set1_epi32(1);
+    const __m512i liota = _mm512_set_epi64(7 * lstep, 6 * lstep, 5 * lstep, 4 * lstep,
+                                           3 * lstep, 2 * lstep, lstep, 0);
+    ptrdiff_t i0 = 0;
+    for (; i0 + 32 <= n; i0 += 32) {
+        __m512 m0 = _mm512_set1_ps(init), m1 = m0;
+        __m512i k0 = _mm512_set1_epi32(-1), k1 = k0, tt = _mm512_setzero_si512();
+        for (ptrdiff_t t = 0; t < taps; t++) {
+            __m512 v0 = _mm512_loadu_ps(x + offs[t] + i0);
+            __m512 v1 = _mm512_loadu_ps(x + offs[t] + i0 + 16);
+            __mmask16 take0 = _mm512_cmp_ps_mask(v0, m0, _CMP_GT_OQ) |
+                              _mm512_cmp_ps_mask(v0, v0, _CMP_UNORD_Q);
+            __mmask16 take1 = _mm512_cmp_ps_mask(v1, m1, _CMP_GT_OQ) |
+                              _mm512_cmp_ps_mask(v1, v1, _CMP_UNORD_Q);
+            m0 = _mm512_mask_mov_ps(m0, take0, v0);
+            m1 = _mm512_mask_mov_ps(m1, take1, v1);
+            k0 = _mm512_mask_mov_epi32(k0, take0, tt);
+            k1 = _mm512_mask_mov_epi32(k1, take1, tt);
+            tt = _mm512_add_epi32(tt, one);
+        }
+        _mm512_storeu_ps(y + i0, m0);
+        _mm512_storeu_ps(y + i0 + 16, m1);
+        if (yi) {
+            cp_wmax_idx16(yi, k0, tidx, i0, first, firsts, lstep, liota);
+            cp_wmax_idx16(yi, k1, tidx, i0 + 16, first, firsts, lstep, liota);
+        }
+    }
+    return i0;
+}
+
+static inline ptrdiff_t cp_wmax512x2_f64(double *y, int64_t *yi, const double *x, ptrdiff_t n,
+                                         const ptrdiff_t *offs, const int64_t *tidx,
+                                         ptrdiff_t taps, double init, int64_t first,
+                                         const int64_t *firsts, int64_t lstep)
+{
+    (void)y; (void)yi; (void)x; (void)n; (void)offs; (void)tidx; (void)taps; (void)init;
+    (void)first; (void)firsts; (void)lstep;
+    return 0;
+}
 
 CP_DEFINE_WMAX512(float, f32, 16, __mmask16, 0xFFFF, __m512, s, int32_t, epi32)
 CP_DEFINE_WMAX512(double, f64, 8, __mmask8, 0xFF, __m512d, d, int64_t, epi64)
