@@ -1161,3 +1161,27 @@ def test_channels_last_average_matches_torch(monkeypatch, rank, shape, kw, threa
     got, plain, want = _cl_like_torch(rank, x, kw, threads)
     assert np.array_equal(got, want, equal_nan=True) and np.isnan(got).any()
     assert np.array_equal(plain, want, equal_nan=True)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("kw", [dict(kernel_size=3, stride=1, padding=1),
+                                dict(kernel_size=3, stride=2, padding=1)])
+def test_max_indices_of_windows_of_minus_infinity_only(kw, channels_last):
+    # a window of -inf only: no tap is greater than the start, the value is
+    # -inf and the index the window's first real tap (PyTorch's), also in
+    # the upper lanes of each vector and where lanes of one vector differ
+    # (channels-first: few planes, so that rows of outputs are the lanes)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 40, 7, 40) if channels_last else (1, 3, 7, 40))
+    x = x.astype(np.float32)
+    x[:, :, 1:5, 9:20] = -np.inf            # channels-first: output columns 10-18
+    x[:, 9:20, 1:5, :] = -np.inf            # channels-last: lanes 9-19 of every pixel
+    want_v, want_i = F.max_pool2d(torch.from_numpy(x), return_indices=True, **kw)
+    if channels_last:
+        v, i = cypool.max_pool2d(np.ascontiguousarray(x.transpose(0, 2, 3, 1)),
+                                 return_indices=True, channels_last=True, **kw)
+        v, i = v.transpose(0, 3, 1, 2), i.transpose(0, 3, 1, 2)
+    else:
+        v, i = cypool.max_pool2d(x, return_indices=True, **kw)
+    assert np.isneginf(want_v.numpy()).any()
+    assert np.array_equal(v, want_v.numpy()) and np.array_equal(i, want_i.numpy())
