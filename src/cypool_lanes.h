@@ -1815,6 +1815,31 @@ cp_window_avg_by512(float *y, const float *x, ptrdiff_t n, const ptrdiff_t *offs
 #endif
 
 #ifdef CP_HAVE_WINDOW_MAX
+/* ADD(row, FIRST) for each of the 4 rows (outputs) a loaded tap may add to */
+#define CP_EACH_ROW(ADD, FIRST)                                                            \
+    do {                                                                                   \
+        ADD(0, FIRST)                                                                      \
+        ADD(1, FIRST)                                                                      \
+        ADD(2, FIRST)                                                                      \
+        ADD(3, FIRST)                                                                      \
+    } while (0)
+/* the adds so far stay in row order (not sunk into one chain per sum) */
+#define CP_KEEP_ORDER()                                                                    \
+    __asm__("" : "+v"(a00), "+v"(a01), "+v"(a10), "+v"(a11), "+v"(a20), "+v"(a21),         \
+            "+v"(a30), "+v"(a31))
+/* OUT(row, half, accumulator) for each of the 4 rows' (outputs') 2 halves
+ * of a 32-lane step, accumulators a00 .. a31 (the shared-row kernels) */
+#define CP_EACH_SUM(OUT)                                                                   \
+    do {                                                                                   \
+        OUT(0, 0, a00);                                                                    \
+        OUT(0, 1, a01);                                                                    \
+        OUT(1, 0, a10);                                                                    \
+        OUT(1, 1, a11);                                                                    \
+        OUT(2, 0, a20);                                                                    \
+        OUT(2, 1, a21);                                                                    \
+        OUT(3, 0, a30);                                                                    \
+        OUT(3, 1, a31);                                                                    \
+    } while (0)
 /* cp_window_avg_by4_f32's step of 32 lanes from lane j (m0, m1: the lanes
  * of each 16 when FULL is 0): each row's NW + 3 columns are loaded once and
  * added to each of the 4 sums that reads them, in each sum's order (rows,
@@ -1839,14 +1864,9 @@ cp_window_avg_by512(float *y, const float *x, ptrdiff_t n, const ptrdiff_t *offs
             __m512 v1 = FULL ? _mm512_loadu_ps(p + col * C + 16)                           \
                              : _mm512_maskz_loadu_ps(m1, p + col * C + 16);                \
             __asm__("" : "+v"(v0), "+v"(v1));   /* one load each, in a register */         \
-            CP_CL_ADD(0, FIRST)                                                            \
-            CP_CL_ADD(1, FIRST)                                                            \
-            CP_CL_ADD(2, FIRST)                                                            \
-            CP_CL_ADD(3, FIRST)                                                            \
+            CP_EACH_ROW(CP_CL_ADD, FIRST);                                                 \
         }                                                                                  \
-        /* the adds stay in row order (not sunk into one chain per sum) */                 \
-        __asm__("" : "+v"(a00), "+v"(a01), "+v"(a10), "+v"(a11), "+v"(a20), "+v"(a21),     \
-                "+v"(a30), "+v"(a31));                                                     \
+        CP_KEEP_ORDER();                                                                   \
     } while (0)
 #define CP_CL_OUT(P, S, A)                                                                 \
     do {                                                                                   \
@@ -1868,14 +1888,7 @@ cp_window_avg_by4_step512(float *y, const float *x, ptrdiff_t C, const ptrdiff_t
     CP_CL_ROW(1);
     for (k = 1; k < rows; k++)
         CP_CL_ROW(0);
-    CP_CL_OUT(0, 0, a00);
-    CP_CL_OUT(0, 1, a01);
-    CP_CL_OUT(1, 0, a10);
-    CP_CL_OUT(1, 1, a11);
-    CP_CL_OUT(2, 0, a20);
-    CP_CL_OUT(2, 1, a21);
-    CP_CL_OUT(3, 0, a30);
-    CP_CL_OUT(3, 1, a31);
+    CP_EACH_SUM(CP_CL_OUT);
 }
 #undef CP_CL_ADD
 #undef CP_CL_ROW
@@ -2171,14 +2184,9 @@ cp_rows_sum1(float *y, const float *xp, ptrdiff_t n, const ptrdiff_t *to, ptrdif
                 __m512 v1 = FULL ? _mm512_loadu_ps(pu + c + 16)                            \
                                  : _mm512_maskz_loadu_ps(m1, pu + c + 16);                 \
                 __asm__("" : "+v"(v0), "+v"(v1));   /* one load each, in a register */     \
-                CP_SH_ADD(0, FIRST)                                                          \
-                CP_SH_ADD(1, FIRST)                                                          \
-                CP_SH_ADD(2, FIRST)                                                          \
-                CP_SH_ADD(3, FIRST)                                                          \
+                CP_EACH_ROW(CP_SH_ADD, FIRST);                                             \
             }                                                                              \
-            /* the adds stay in row order (not sunk into one chain per sum) */             \
-            __asm__("" : "+v"(a00), "+v"(a01), "+v"(a10), "+v"(a11), "+v"(a20), "+v"(a21), \
-                    "+v"(a30), "+v"(a31));                                                 \
+            CP_KEEP_ORDER();                                                               \
         }                                                                                  \
     } while (0)
 
@@ -2204,14 +2212,7 @@ cp_rows_shared_step512(float *y, ptrdiff_t ys, const float *xp, ptrdiff_t L, ptr
         rr0 = CP_SH_LOAD(r[0], 0);
         rr1 = CP_SH_LOAD(r[0], 1);
     }
-    CP_SH_OUT(0, 0, a00);
-    CP_SH_OUT(0, 1, a01);
-    CP_SH_OUT(1, 0, a10);
-    CP_SH_OUT(1, 1, a11);
-    CP_SH_OUT(2, 0, a20);
-    CP_SH_OUT(2, 1, a21);
-    CP_SH_OUT(3, 0, a30);
-    CP_SH_OUT(3, 1, a31);
+    CP_EACH_SUM(CP_SH_OUT);
 }
 #undef CP_SH_ADD
 #undef CP_SH_LOAD
@@ -2423,25 +2424,20 @@ cp_plane_shared512(const float *xn, float *yn, float *xpad, ptrdiff_t L, ptrdiff
     return oh;
 }
 
-__attribute__((target("avx512f"))) static ptrdiff_t
-cp_plane_shared2(const float *xn, float *yn, float *xpad, ptrdiff_t L, ptrdiff_t pb,
-                 ptrdiff_t H, ptrdiff_t W, ptrdiff_t col, ptrdiff_t OH, ptrdiff_t OW, ptrdiff_t hpb,
-                 const float *rdiv, const int32_t *rdiv_of, int nt, int nz, ptrdiff_t ahead,
-                 ptrdiff_t *done, int *unsafe)
-{
-    return cp_plane_shared512(xn, yn, xpad, L, pb, H, W, col, OH, OW, hpb, rdiv, rdiv_of, nt, nz,
-                              ahead, done, unsafe, 2);
-}
-
-__attribute__((target("avx512f"))) static ptrdiff_t
-cp_plane_shared3(const float *xn, float *yn, float *xpad, ptrdiff_t L, ptrdiff_t pb,
-                 ptrdiff_t H, ptrdiff_t W, ptrdiff_t col, ptrdiff_t OH, ptrdiff_t OW, ptrdiff_t hpb,
-                 const float *rdiv, const int32_t *rdiv_of, int nt, int nz, ptrdiff_t ahead,
-                 ptrdiff_t *done, int *unsafe)
-{
-    return cp_plane_shared512(xn, yn, xpad, L, pb, H, W, col, OH, OW, hpb, rdiv, rdiv_of, nt, nz,
-                              ahead, done, unsafe, 3);
-}
+/* cp_plane_shared512 compiled for K = 2 and K = 3 (cp_plane_shared2, 3) */
+#define CP_PLANE_SHARED(K)                                                                 \
+    __attribute__((target("avx512f"))) static ptrdiff_t                                   \
+    cp_plane_shared##K(const float *xn, float *yn, float *xpad, ptrdiff_t L, ptrdiff_t pb,  \
+                       ptrdiff_t H, ptrdiff_t W, ptrdiff_t col, ptrdiff_t OH, ptrdiff_t OW, \
+                       ptrdiff_t hpb, const float *rdiv, const int32_t *rdiv_of, int nt,    \
+                       int nz, ptrdiff_t ahead, ptrdiff_t *done, int *unsafe)              \
+    {                                                                                     \
+        return cp_plane_shared512(xn, yn, xpad, L, pb, H, W, col, OH, OW, hpb, rdiv,       \
+                                  rdiv_of, nt, nz, ahead, done, unsafe, K);               \
+    }
+CP_PLANE_SHARED(2)
+CP_PLANE_SHARED(3)
+#undef CP_PLANE_SHARED
 #endif
 
 /* _rows_padded_f32's loop for a 2-d plane (one slice) of a K x K window
