@@ -1815,6 +1815,19 @@ cp_window_avg_by512(float *y, const float *x, ptrdiff_t n, const ptrdiff_t *offs
 #endif
 
 #ifdef CP_HAVE_WINDOW_MAX
+/* The tap just loaded (v0, v1: a step's two halves) into output B's sums,
+ * where it is tap REL (0 .. SPAN-1) of B's window along the shared axis;
+ * START: it is B's first tap, which starts the sums (see the callers) */
+#define CP_TAP_ADD(B, REL, SPAN, START)                                                    \
+    if ((REL) >= 0 && (REL) < (SPAN)) {                                                    \
+        if (START) {                                                                       \
+            a##B##0 = v0;                                                                  \
+            a##B##1 = v1;                                                                  \
+        } else {                                                                           \
+            a##B##0 = _mm512_add_ps(a##B##0, v0);                                          \
+            a##B##1 = _mm512_add_ps(a##B##1, v1);                                          \
+        }                                                                                  \
+    }
 /* ADD(row, FIRST) for each of the 4 rows (outputs) a loaded tap may add to */
 #define CP_EACH_ROW(ADD, FIRST)                                                            \
     do {                                                                                   \
@@ -1845,15 +1858,7 @@ cp_window_avg_by512(float *y, const float *x, ptrdiff_t n, const ptrdiff_t *offs
  * added to each of the 4 sums that reads them, in each sum's order (rows,
  * then columns); the first row's first tap starts each sum. */
 #define CP_CL_ADD(P, FIRST)                                                                \
-    if (col - (P) >= 0 && col - (P) < NW) {                                                \
-        if (FIRST && col == (P)) {                                                         \
-            a##P##0 = v0;                                                                  \
-            a##P##1 = v1;                                                                  \
-        } else {                                                                           \
-            a##P##0 = _mm512_add_ps(a##P##0, v0);                                          \
-            a##P##1 = _mm512_add_ps(a##P##1, v1);                                          \
-        }                                                                                  \
-    }
+    CP_TAP_ADD(P, col - (P), NW, FIRST && col == (P))
 #define CP_CL_ROW(FIRST)                                                                   \
     do {                                                                                   \
         const float *p = x + ro[k] + j;                                                    \
@@ -2142,15 +2147,7 @@ cp_rows_sum1(float *y, const float *xp, ptrdiff_t n, const ptrdiff_t *to, ptrdif
  * the last 16 when FULL is 0, which masks every load and store); NT: whole
  * steps written with non-temporal stores (y and ys whole cache lines). */
 #define CP_SH_ADD(B, FIRST)                                                                \
-    if (u - (B) * SH >= 0 && u - (B) * SH < KH) {                                         \
-        if (FIRST && u == (B) * SH && c == 0) {                                            \
-            a##B##0 = v0;                                                                  \
-            a##B##1 = v1;                                                                  \
-        } else {                                                                           \
-            a##B##0 = _mm512_add_ps(a##B##0, v0);                                          \
-            a##B##1 = _mm512_add_ps(a##B##1, v1);                                          \
-        }                                                                                  \
-    }
+    CP_TAP_ADD(B, u - (B) * SH, KH, FIRST && u == (B) * SH && c == 0)
 #define CP_SH_LOAD(P, S) (FULL ? _mm512_loadu_ps((P) + j + 16 * (S))                       \
                                : _mm512_maskz_loadu_ps((S) ? m1 : m0, (P) + j + 16 * (S)))
 #define CP_SH_OUT(B, S, A)                                                                 \
