@@ -67,6 +67,7 @@ cdef extern from "cypool_lanes.h" nogil:
     void cp_window_maxv_f64(double *y, const double *x, Py_ssize_t n, const Py_ssize_t *offs,
                             Py_ssize_t taps, double init)
     int cp_window_limit_isa(int level)
+    bint cp_index_outside(const int64_t *ip, Py_ssize_t n, int64_t lo, int64_t hi)
     int cp_scatter_lanes_f32(float *gp, const float *op, const int64_t *ip, Py_ssize_t n,
                              Py_ssize_t C, Py_ssize_t c0, Py_ssize_t c1, int64_t jlo, int64_t jhi,
                              int *bad)
@@ -2521,7 +2522,7 @@ cdef int _band_item(const real_t *go, const int64_t *idx, real_t *gi,     # IN, 
             i = ((n * OD + od) * OH + oh) * m
             op = go + i
             ip = idx + i
-            if owner:
+            if owner and cp_index_outside(ip, m, lo, hi):
                 for i in range(m):
                     j = ip[i]
                     if not (lo <= j < hi) and j != -1:

@@ -1487,6 +1487,19 @@ static void cp_int_colmax(int code, void *y, const void *b, void *e, ptrdiff_t W
     CP_IMAX_CASES(CP_COLMAX_CALL)
 }
 
+/* Whether any of the n indices ip[i] lies outside [lo, hi) and is not -1 (a
+ * max backward's check that each index lies within its window's rows): one
+ * pass with no early exit, which the compiler vectorizes. */
+CP_CLONES static int cp_index_outside(const int64_t *restrict ip, ptrdiff_t n, int64_t lo,
+                                      int64_t hi)
+{
+    int64_t any = 0;
+    uint64_t span = (uint64_t)(hi - lo);
+    for (ptrdiff_t i = 0; i < n; i++)
+        any |= ((uint64_t)(ip[i] - lo) >= span) & (ip[i] != -1);
+    return any != 0;
+}
+
 /* The channels-last max backward of n outputs (C lanes each) into input
  * positions [jlo, jhi) (a band of rows, see _band_item, or the whole plane,
  * _scatter_item): gp[j*C + c] += op[o*C + c] for j = ip[o*C + c], for the
