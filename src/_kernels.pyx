@@ -79,8 +79,8 @@ cdef extern from "cypool_lanes.h" nogil:
                        Py_ssize_t uhi)
     bint cp_fmax2_ok()
     void cp_fmax_gather_f32(float *y, int64_t *yi, const float *x, Py_ssize_t p0, Py_ssize_t p1,
-                            Py_ssize_t S, Py_ssize_t OS, const int32_t *base, const int32_t *toff,
-                            Py_ssize_t T)
+                            Py_ssize_t S, Py_ssize_t OS, const int32_t *base, const int32_t *poff,
+                            Py_ssize_t G, const int32_t *toff, Py_ssize_t T)
     int cp_cl_gather_row_f32(float *gr, const float *ring, const Py_ssize_t *slot,
                              Py_ssize_t nr, Py_ssize_t W, Py_ssize_t C, const int64_t *pw,
                              const int64_t *ow)
@@ -1203,26 +1203,38 @@ cdef void _fmax_gather(const float *x, float *y, int64_t *yi, const Geom *g,   #
                        int nthreads) noexcept nogil:
     # Channels-first float32 max of planes whose windows are all whole
     # (cp_fmax_gather_f32): the windows' first taps and the taps' offsets
-    # (PyTorch's order), then chunks of planes, enough for every thread
+    # (PyTorch's order) for a group of G planes whose outputs fill whole
+    # vectors (G * OS a multiple of 16, where the tables allow), then chunks
+    # of whole groups, enough for every thread
     cdef Py_ssize_t OD = g.osize[0], OH = g.osize[1], OW = g.osize[2]
     cdef Py_ssize_t H = g.size[1], W = g.size[2], S = g.size[0] * H * W, OS = OD * OH * OW
-    cdef Py_ssize_t a, b, c, t = 0, o, it, chunk
+    cdef Py_ssize_t a, b, c, t = 0, o, it, chunk, G = 16, q
     cdef int32_t base[FMAX_GATHER_OUTPUTS]
+    cdef int32_t poff[FMAX_GATHER_OUTPUTS]
     cdef int32_t toff[FMAX_GATHER_TAPS]
+    while G > 1 and ((OS * G) % 16 == 0 and (OS * (G // 2)) % 16 == 0):
+        G //= 2                         # the fewest planes that fill whole vectors
+    if OS * G > FMAX_GATHER_OUTPUTS or S * G >= 2147483647:
+        G = 1
     for a in range(OD):
         for b in range(OH):
             for c in range(OW):
                 base[(a * OH + b) * OW + c] = <int32_t> ((_start(g, 0, a) * H + _start(g, 1, b))
                                                          * W + _start(g, 2, c))
+    for q in range(G):
+        for o in range(OS):
+            base[q * OS + o] = <int32_t> (q * S) + base[o]
+            poff[q * OS + o] = <int32_t> (q * S)
     for a in range(_count(g, 0, 0)):
         for b in range(_count(g, 1, 0)):
             for c in range(_count(g, 2, 0)):
                 toff[t] = <int32_t> ((a * g.step[0] * H + b * g.step[1]) * W + c * g.step[2])
                 t += 1
     chunk = max(1, g.N // (8 * nthreads))
+    chunk = (chunk + G - 1) // G * G
     for it in prange((g.N + chunk - 1) // chunk, schedule="static", num_threads=nthreads):
         cp_fmax_gather_f32(y, yi, x, it * chunk, min(g.N, it * chunk + chunk), S, OS, base,
-                           toff, t)
+                           poff, G, toff, t)
 
 
 cdef void _shift_item(const value_t *x, value_t *y, int64_t *yi,       # IN, OUT, OUT

@@ -1102,19 +1102,24 @@ cp_store16_max(float *y, int64_t *yi, __mmask16 lanes, __m512 best, __m512i bi)
  * base[o] + toff[t], t < T in PyTorch's order (toff[0] = 0), and takes each
  * tap that is greater or NaN, so values and indices (base[o] + toff[t], the
  * flat index in the plane) are PyTorch's bits.  AVX-512F: 16 outputs a
- * vector, one gather a tap; planes [p0, p1) of S inputs and OS outputs. */
+ * vector, one gather a tap; planes [p0, p1) of S inputs and OS outputs, in
+ * groups of G planes (the last of p1 - p0 may be short) whose outputs are one run
+ * of vectors: base covers the group (base[q*OS + o] = q*S + the plane's
+ * base[o]), poff[q*OS + o] = q*S turns a tap's offset back into its plane's
+ * index, and a G that makes G * OS a multiple of 16 leaves no lane idle. */
 #ifdef CP_HAVE_WINDOW_MAX
 __attribute__((target("avx512f"))) static void
 cp_fmax_gather_f32(float *y, int64_t *yi, const float *x, ptrdiff_t p0, ptrdiff_t p1,
-                   ptrdiff_t S, ptrdiff_t OS, const int32_t *base, const int32_t *toff,
-                   ptrdiff_t T)
+                   ptrdiff_t S, ptrdiff_t OS, const int32_t *base, const int32_t *poff,
+                   ptrdiff_t G, const int32_t *toff, ptrdiff_t T)
 {
-    for (ptrdiff_t p = p0; p < p1; p++) {
+    for (ptrdiff_t p = p0; p < p1; p += G) {
         const float *xp = x + p * S;
         float *yp = y + p * OS;
         int64_t *ip = yi ? yi + p * OS : NULL;
-        for (ptrdiff_t o = 0; o < OS; o += 16) {
-            __mmask16 lanes = (__mmask16)(OS - o >= 16 ? 0xFFFF : (1u << (OS - o)) - 1);
+        ptrdiff_t n = (p1 - p < G ? p1 - p : G) * OS;
+        for (ptrdiff_t o = 0; o < n; o += 16) {
+            __mmask16 lanes = (__mmask16)(n - o >= 16 ? 0xFFFF : (1u << (n - o)) - 1);
             __m512i b = _mm512_maskz_loadu_epi32(lanes, base + o);
             __m512 best = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes, b, xp, 4);
             __m512i bi = b;
@@ -1123,6 +1128,8 @@ cp_fmax_gather_f32(float *y, int64_t *yi, const float *x, ptrdiff_t p0, ptrdiff_
                 cp_take16(&best, &bi,
                           _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes, vi, xp, 4), vi);
             }
+            if (ip)
+                bi = _mm512_sub_epi32(bi, _mm512_maskz_loadu_epi32(lanes, poff + o));
             cp_store16_max(yp + o, ip ? ip + o : NULL, lanes, best, bi);
         }
     }
@@ -1130,10 +1137,11 @@ cp_fmax_gather_f32(float *y, int64_t *yi, const float *x, ptrdiff_t p0, ptrdiff_
 #else
 static void cp_fmax_gather_f32(float *y, int64_t *yi, const float *x, ptrdiff_t p0,
                                ptrdiff_t p1, ptrdiff_t S, ptrdiff_t OS, const int32_t *base,
-                               const int32_t *toff, ptrdiff_t T)
+                               const int32_t *poff, ptrdiff_t G, const int32_t *toff,
+                               ptrdiff_t T)
 {
     (void)y; (void)yi; (void)x; (void)p0; (void)p1; (void)S; (void)OS; (void)base;
-    (void)toff; (void)T;
+    (void)poff; (void)G; (void)toff; (void)T;
 }
 #endif
 
