@@ -167,6 +167,7 @@ cdef extern from "cypool_transpose.h" nogil:
 cdef extern from "cypool_stream.h" nogil:
     void cp_stream_copy(void *dst, const void *src, size_t n)
     void cp_stream_fence()
+    void cp_prefetch(const void *p, size_t n)
     void *cp_amalloc(size_t n, int zero)
     void cp_afree(void *p)
 
@@ -1087,6 +1088,9 @@ cdef void _row_lanes_item(const value_t *x, value_t *y, int64_t *yi,     # IN, O
         f0 = orow + 1
 
 
+DEF INT_AHEAD_ROWS = 16         # _int_max_row's prefetch distance, in input rows
+
+
 cdef void _int_max_row(const value_t *x, value_t *y, const Geom *g,      # IN, OUT
                        Py_ssize_t it, value_t *b, value_t init,                  # b: 2 rows
                        Py_ssize_t ulo, Py_ssize_t uhi) noexcept nogil:
@@ -1112,6 +1116,8 @@ cdef void _int_max_row(const value_t *x, value_t *y, const Geom *g,      # IN, O
     for a in range(nd):
         for c in range(nh):
             r = x + ((n * g.size[0] + d0 + a * g.step[0]) * g.size[1] + h0 + c * g.step[1]) * L
+            if g.C == 1 and L * sizeof(value_t) <= 4096:    # short rows: 16 rows on, ahead
+                cp_prefetch(r + INT_AHEAD_ROWS * L, L * sizeof(value_t))
             if first and r0 == NULL:
                 r0 = r                  # (the first two rows in one pass)
                 continue

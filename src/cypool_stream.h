@@ -58,6 +58,15 @@ static inline void cp_stream_fence(void) {}
 
 #endif
 
+/* A hint to load the n bytes from p into the caches (prefetches never
+ * fault, so p may lie past the end of an array). */
+static inline void cp_prefetch(const void *p, size_t n)
+{
+    const char *c = (const char *)p;
+    for (size_t i = 0; i < n; i += 64)
+        __builtin_prefetch(c + i, 0, 3);
+}
+
 /* malloc (zero: calloc) of n bytes at a 64-byte boundary, so that scratch
  * rows of whole cache lines are loaded and stored without straddling two
  * lines; free with cp_afree.  The block malloc returned is kept just below. */
