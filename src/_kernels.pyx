@@ -1088,7 +1088,7 @@ cdef void _row_lanes_item(const value_t *x, value_t *y, int64_t *yi,     # IN, O
         f0 = orow + 1
 
 
-DEF INT_AHEAD_ROWS = 16         # _int_max_row's prefetch distance, in input rows
+DEF INT_AHEAD_BYTES = 8192      # _int_max_row's prefetch distance
 
 
 cdef void _int_max_row(const value_t *x, value_t *y, const Geom *g,      # IN, OUT
@@ -1116,8 +1116,9 @@ cdef void _int_max_row(const value_t *x, value_t *y, const Geom *g,      # IN, O
     for a in range(nd):
         for c in range(nh):
             r = x + ((n * g.size[0] + d0 + a * g.step[0]) * g.size[1] + h0 + c * g.step[1]) * L
-            if g.C == 1 and L * sizeof(value_t) <= 4096:    # short rows: 16 rows on, ahead
-                cp_prefetch(r + INT_AHEAD_ROWS * L, L * sizeof(value_t))
+            if L * sizeof(value_t) <= 4096:     # short rows: the rows INT_AHEAD_BYTES on
+                cp_prefetch(r + (INT_AHEAD_BYTES // (L * sizeof(value_t)) + 1) * L,
+                            L * sizeof(value_t))
             if first and r0 == NULL:
                 r0 = r                  # (the first two rows in one pass)
                 continue
