@@ -569,10 +569,17 @@ cdef void _avg_cl_row_f32(const float *xr, float *yr, const Geom *g,    # IN, OU
     cdef bint four
     cdef Py_ssize_t offs[MAX_WINDOW_TAPS]
     cdef Py_ssize_t rows[MAX_WINDOW_TAPS]
+    # the input row below the windows (the next output row's, for windows of
+    # stride 1 along H), prefetched as the outputs above it are computed
+    cdef const float *below = NULL
+    if nd > 0 and nh > 0 and h0 + (nh - 1) * sh + 1 < H:
+        below = xr + (((d0 + (nd - 1) * sd) * H + h0 + (nh - 1) * sh + 1) * W) * C
     for a in range(nd):
         for b in range(nh):
             rows[a * nh + b] = (((d0 + a * sd) * H + h0 + b * sh) * W) * C
     while ow < g.ow_hi:
+        if below != NULL:
+            cp_prefetch(below + _start(g, 2, ow) * C, 4 * C * sizeof(float))
         nw = _count(g, 2, ow)
         if nw != last:
             k = 0
