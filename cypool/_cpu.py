@@ -58,6 +58,9 @@ SERIAL_WORK = 1 << 15
 # Outputs at least this large are written with non-temporal stores where a
 # kernel supports them (larger than the caches: nobody reads them back soon).
 STREAM_BYTES = 8 << 20
+# channels-last max backward bands: at most about this much input gradient
+# each, so that a band stays in the L2 cache from its zeroing to its adds
+BAND_BYTES = 1 << 20
 
 
 def num_threads(work: int = SERIAL_WORK) -> int:
@@ -246,8 +249,9 @@ def max_backward(plan: Plan, grad_output: np.ndarray, indices: np.ndarray, *,
         rows = kshape[1] * kshape[2]
         bad = 2
         if c > 1 and n < 4 * threads and rows > 1:
-            # channels-last, too few samples for the threads: bands of rows
-            nbands = min(rows, -(-4 * threads // n))
+            # channels-last, too few samples for the threads: bands of rows,
+            # 8 a thread, or more where that keeps them in the L2 cache
+            nbands = min(rows, max(-(-8 * threads // n), -(-gi.nbytes // n // BAND_BYTES)))
             bad = _kernel("max_backward_bands", comp)(
                 gk, ik, gi.reshape(-1), _geometry(plan), nbands,
                 min(threads, n * nbands))
