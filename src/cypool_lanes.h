@@ -1514,15 +1514,18 @@ CP_CLONES static int cp_index_outside(const int64_t *restrict ip, ptrdiff_t n, i
  * channels c in [c0, c1), in output order.  AVX-512F: 16 channels of an
  * output at a time, a gather, the adds, a scatter; the channels' addresses
  * differ, so the lanes never collide and each element gets its terms in
- * order.  With bad, an index outside [jlo, jhi) other than -1 sets *bad.
+ * order.  With bad, an index outside [clo, chi) other than -1 sets *bad (the
+ * check of cp_index_outside, made on the indices as they are loaded).
  * Needs jhi * C < 2**31.  Returns 1 when done (0 without AVX-512F). */
 #ifdef CP_HAVE_WINDOW_MAX
 __attribute__((target("avx512f"))) static int
 cp_scatter512_f32(float *gp, const float *op, const int64_t *ip, ptrdiff_t n, ptrdiff_t C,
-                  ptrdiff_t c0, ptrdiff_t c1, int64_t jlo, int64_t jhi, int *bad)
+                  ptrdiff_t c0, ptrdiff_t c1, int64_t jlo, int64_t jhi, int64_t clo,
+                  int64_t chi, int *bad)
 {
     const __m512i lo = _mm512_set1_epi64(jlo), hi = _mm512_set1_epi64(jhi);
     const __m512i none = _mm512_set1_epi64(-1);
+    const __m512i cl = _mm512_set1_epi64(clo), cspan = _mm512_set1_epi64(chi - clo);
     const __m512i cc = _mm512_set1_epi32((int32_t)C);
     const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
     int odd = 0;
@@ -1538,10 +1541,16 @@ cp_scatter512_f32(float *gp, const float *op, const int64_t *ip, ptrdiff_t n, pt
                           _mm512_cmp_epi64_mask(j0, hi, _MM_CMPINT_LT) & (__mmask8)lanes;
             __mmask8 k1 = _mm512_cmp_epi64_mask(j1, lo, _MM_CMPINT_NLT) &
                           _mm512_cmp_epi64_mask(j1, hi, _MM_CMPINT_LT) & (__mmask8)(lanes >> 8);
-            if (bad)
-                odd |= (~k0 & (__mmask8)lanes & _mm512_cmp_epi64_mask(j0, none, _MM_CMPINT_NE)) |
-                       (~k1 & (__mmask8)(lanes >> 8) &
-                        _mm512_cmp_epi64_mask(j1, none, _MM_CMPINT_NE));
+            if (bad)            /* outside [clo, chi), not -1 */
+                odd |= _mm512_mask_cmp_epi64_mask(
+                           _mm512_mask_cmp_epu64_mask((__mmask8)lanes, _mm512_sub_epi64(j0, cl),
+                                                      cspan, _MM_CMPINT_NLT),
+                           j0, none, _MM_CMPINT_NE) |
+                       _mm512_mask_cmp_epi64_mask(
+                           _mm512_mask_cmp_epu64_mask((__mmask8)(lanes >> 8),
+                                                      _mm512_sub_epi64(j1, cl), cspan,
+                                                      _MM_CMPINT_NLT),
+                           j1, none, _MM_CMPINT_NE);
             __mmask16 take = (__mmask16)(k0 | ((unsigned)k1 << 8));
             if (!take)
                 continue;
@@ -1559,14 +1568,15 @@ cp_scatter512_f32(float *gp, const float *op, const int64_t *ip, ptrdiff_t n, pt
     return 1;
 }
 #define CP_SCATTER_DISPATCH                                                               \
-    return cp_window_isa() == 2 ? cp_scatter512_f32(gp, op, ip, n, C, c0, c1, jlo, jhi, bad) : 0;
+    return cp_window_isa() == 2                                                           \
+        ? cp_scatter512_f32(gp, op, ip, n, C, c0, c1, jlo, jhi, clo, chi, bad) : 0;
 #else
 #define CP_SCATTER_DISPATCH return 0;
 #endif
 
 static int cp_scatter_lanes_f32(float *gp, const float *op, const int64_t *ip, ptrdiff_t n,
                                 ptrdiff_t C, ptrdiff_t c0, ptrdiff_t c1, int64_t jlo,
-                                int64_t jhi, int *bad)
+                                int64_t jhi, int64_t clo, int64_t chi, int *bad)
 {
     CP_SCATTER_DISPATCH
 }
