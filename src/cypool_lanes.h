@@ -1588,12 +1588,15 @@ static int cp_scatter_lanes_f32(float *gp, const float *op, const int64_t *ip, p
  * same order, so the same bits, without the generic loop's overhead. */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) \
     && !defined(CYPOOL_NO_MULTIVERSION)
+#define CP_PLANES_AHEAD 8192   /* bytes: each plane prefetches the planes this far on */
 __attribute__((target("avx512f"))) static void
 cp_sum16_planes512_f32(const float *x, ptrdiff_t n, ptrdiff_t np, float *out)
 {
     ptrdiff_t full = n / 16 * 16;
     for (ptrdiff_t p = 0; p < np; p++) {
         const float *q = x + p * n;
+        for (ptrdiff_t i = 0; i < n; i += 16)
+            __builtin_prefetch(q + CP_PLANES_AHEAD / sizeof(float) + i, 0, 3);
         __m512 acc = _mm512_setzero_ps();
         for (ptrdiff_t i = 0; i < full; i += 16)
             acc = _mm512_add_ps(acc, _mm512_loadu_ps(q + i));
