@@ -73,6 +73,8 @@ cdef extern from "cypool_lanes.h" nogil:
                              int64_t clo, int64_t chi, int *bad)
     void cp_int_rowmax(int code, void *b, const void *r, const void *r2, Py_ssize_t n,
                        int first)
+    bint cp_pair_rows_bytes(uint8_t *y, const uint8_t *const *rows, Py_ssize_t nr, Py_ssize_t n,
+                            int sgn)
     void cp_int_colmax(int code, void *y, const void *b, void *e, Py_ssize_t W, Py_ssize_t n,
                        Py_ssize_t C, const int64_t *start, const int64_t *count,
                        Py_ssize_t k, Py_ssize_t sw, const void *init, Py_ssize_t ulo,
@@ -1096,16 +1098,21 @@ cdef void _row_lanes_item(const value_t *x, value_t *y, int64_t *yi,     # IN, O
 
 
 DEF INT_AHEAD_BYTES = 8192      # _int_max_row's prefetch distance
+DEF INT_PAIR_ROWS = 64          # ... and the most rows of its byte pairs
 
 
 cdef void _int_max_row(const value_t *x, value_t *y, const Geom *g,      # IN, OUT
                        Py_ssize_t it, value_t *b, value_t init,                  # b: 2 rows
-                       Py_ssize_t ulo, Py_ssize_t uhi) noexcept nogil:
+                       Py_ssize_t ulo, Py_ssize_t uhi, Py_ssize_t ahead) noexcept nogil:
     # Output row it of (N, OD, OH), values-only max of an integer type: the
     # window's input rows reduced into b, then each output's columns (any
-    # order gives the same integer max; see cp_int_rowmax)
+    # order gives the same integer max; see cp_int_rowmax).  ahead: the
+    # prefetch distance in rows (0: none), worked out once by the caller
     cdef Py_ssize_t OD = g.osize[0], OH = g.osize[1], OW = g.osize[2]
-    cdef Py_ssize_t n = it // (OD * OH), od = (it // OH) % OD, oh = it % OH
+    cdef Py_ssize_t n = it // OH, od = 0, oh = it - n * OH   # (one division a row
+    if OD > 1:                                               # when 2-d: ~5% of the call)
+        od = n % OD
+        n = n // OD
     cdef Py_ssize_t L = g.size[2] * g.C, a, c, i, first = 1
     cdef Py_ssize_t d0 = _start(g, 0, od), nd = _count(g, 0, od)
     cdef Py_ssize_t h0 = _start(g, 1, oh), nh = _count(g, 1, oh)
@@ -1120,17 +1127,37 @@ cdef void _int_max_row(const value_t *x, value_t *y, const Geom *g,      # IN, O
     elif value_t is int64_t: code = 6
     cdef const value_t *r0 = NULL
     cdef const value_t *r
+    cdef const uint8_t *prow[INT_PAIR_ROWS]
+    # 1-byte channels-first windows of 2 adjacent columns, every one whole
+    # and 2 apart: both reductions straight from the rows (cp_pair_rows_bytes)
+    cdef bint pairs = ((value_t is uint8_t or value_t is int8_t) and g.C == 1
+                       and g.max_count_w == 2 and g.step[2] == 1 and ulo == 0 and uhi == OW
+                       and 0 < nd * nh <= INT_PAIR_ROWS)
+    cdef Py_ssize_t nr = 0
     for a in range(nd):
         for c in range(nh):
             r = x + ((n * g.size[0] + d0 + a * g.step[0]) * g.size[1] + h0 + c * g.step[1]) * L
-            if L * sizeof(value_t) <= 4096:     # short rows: the rows INT_AHEAD_BYTES on
-                cp_prefetch(r + (INT_AHEAD_BYTES // (L * sizeof(value_t)) + 1) * L,
-                            L * sizeof(value_t))
+            if ahead:
+                cp_prefetch(r + ahead * L, L * sizeof(value_t))
+            if pairs:
+                prow[nr] = <const uint8_t *> (r + _start(g, 2, 0))
+                nr += 1
+                continue
             if first and r0 == NULL:
                 r0 = r                  # (the first two rows in one pass)
                 continue
             cp_int_rowmax(code, b, r0 if first else r, r if first else NULL, L, first)
             first = 0
+    if pairs and cp_pair_rows_bytes(<uint8_t *> yr, prow, nr, OW, value_t is int8_t):
+        return
+    if pairs:                           # (no AVX-512BW: the rows as below)
+        for a in range(nr):
+            r = <const value_t *> prow[a] - _start(g, 2, 0)
+            if a == 0:
+                r0 = r
+            else:
+                cp_int_rowmax(code, b, r0 if first else r, r if first else NULL, L, first)
+                first = 0
     if first and r0 != NULL:
         cp_int_rowmax(code, b, r0, NULL, L, 1)
         first = 0
@@ -1565,17 +1592,19 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
     cdef value_t *rb
     if items == 0:
         return
-    cdef Py_ssize_t ulo = 0, uhi = 0
+    cdef Py_ssize_t ulo = 0, uhi = 0, ahead, rowb = g.size[2] * g.C * sizeof(value_t)
     if not (value_t is float or value_t is double) and is_max and yp == NULL:
         # integers, values only: rows reduced first, any layout (_int_max_row)
         _pair_range(&g, &ulo, &uhi)
+        # short rows: each prefetches the row INT_AHEAD_BYTES on
+        ahead = INT_AHEAD_BYTES // rowb + 1 if rowb <= 4096 else 0
         with nogil, parallel(num_threads=nthreads):
             rb = <value_t *> cp_amalloc(2 * g.size[2] * g.C * sizeof(value_t), 0)
             for it in prange(g.N * OD * OH, schedule="static"):
                 if rb == NULL:
                     failed |= 1
                 else:
-                    _int_max_row(&x[0], &y[0], &g, it, rb, init, ulo, uhi)
+                    _int_max_row(&x[0], &y[0], &g, it, rb, init, ulo, uhi, ahead)
             cp_afree(rb)
         if failed:
             raise MemoryError("cypool: no memory for the kernels' scratch buffers")

@@ -839,13 +839,16 @@ CP_DEFINE_ROWLANES_MAX(double, f64, int64_t)
  * the edges scanned directly, init for a window with no columns).  Types by code: 0 int8, 1 uint8, 2 int16, 3 uint16, 4 int32,
  * 5 uint32, 6 int64, 7 uint64. */
 /* y[o*C + c] = r[2*o*C + c] (o < n, c < C): every other pixel of C bytes,
- * the picks of channels-last 1-byte max windows 2 apart.  AVX-512 VBMI:
- * 64 / C pixels a vector, one two-source byte permute (vpermt2b) of the
- * bytes they need, loads and stores masked to those bytes.  Returns the
- * pixels done (0 without VBMI, or with cp_window_isa below 2). */
+ * the picks of channels-last 1-byte max windows 2 apart; with r2 (not
+ * NULL), the larger of that and r2[2*o*C + c] (windows of two taps, r2 at
+ * the second; sgn: the bytes are int8).  AVX-512 VBMI: 64 / C pixels a
+ * vector, one two-source byte permute (vpermt2b) of the bytes they need,
+ * loads and stores masked to those bytes.  Returns the pixels done (0
+ * without VBMI, or with cp_window_isa below 2: see cp_compact2_ok). */
 #ifdef CP_HAVE_WINDOW_MAX
 __attribute__((target("avx512f,avx512bw,avx512vbmi"))) static ptrdiff_t
-cp_compact2_vbmi(uint8_t *y, const uint8_t *r, ptrdiff_t n, ptrdiff_t C)
+cp_compact2_vbmi(uint8_t *y, const uint8_t *r, const uint8_t *r2, ptrdiff_t n, ptrdiff_t C,
+                 int sgn)
 {
     const ptrdiff_t P = 64 / C;                 /* pixels a vector */
     /* byte q of a vector comes from byte 2*(q/C)*C + q%C = q + (q/C)*C, q/C by
@@ -870,6 +873,13 @@ cp_compact2_vbmi(uint8_t *y, const uint8_t *r, ptrdiff_t n, ptrdiff_t C)
         __m512i a = _mm512_maskz_loadu_epi8(klo, (const void *)src);
         __m512i b = _mm512_maskz_loadu_epi8(khi, (const void *)(src + 64));
         __m512i v = _mm512_permutex2var_epi8(a, idx, b);
+        if (r2) {
+            const uint8_t *src2 = r2 + 2 * o * C;
+            __m512i a2 = _mm512_maskz_loadu_epi8(klo, (const void *)src2);
+            __m512i b2 = _mm512_maskz_loadu_epi8(khi, (const void *)(src2 + 64));
+            __m512i v2 = _mm512_permutex2var_epi8(a2, idx, b2);
+            v = sgn ? _mm512_max_epi8(v, v2) : _mm512_max_epu8(v, v2);
+        }
         _mm512_mask_storeu_epi8((void *)(y + o * C), ko, v);
     }
     return n;
@@ -877,18 +887,88 @@ cp_compact2_vbmi(uint8_t *y, const uint8_t *r, ptrdiff_t n, ptrdiff_t C)
 
 static int cp_vbmi = -1;
 
-static ptrdiff_t cp_compact2_bytes(uint8_t *y, const uint8_t *r, ptrdiff_t n, ptrdiff_t C)
+/* Whether cp_compact2_bytes does all n pixels of C bytes (else none). */
+static int cp_compact2_ok(ptrdiff_t C)
 {
     if (cp_vbmi < 0)
         cp_vbmi = __builtin_cpu_supports("avx512vbmi")
                   && __builtin_cpu_supports("avx512bw");
-    return cp_vbmi && cp_window_isa() >= 2 && C >= 2 && C <= 64 ? cp_compact2_vbmi(y, r, n, C)
-                                                                 : 0;
+    return cp_vbmi && cp_window_isa() >= 2 && C >= 2 && C <= 64;
+}
+
+static ptrdiff_t cp_compact2_bytes(uint8_t *y, const uint8_t *r, const uint8_t *r2, ptrdiff_t n,
+                                   ptrdiff_t C, int sgn)
+{
+    return cp_compact2_ok(C) ? cp_compact2_vbmi(y, r, r2, n, C, sgn) : 0;
 }
 #else
-static ptrdiff_t cp_compact2_bytes(uint8_t *y, const uint8_t *r, ptrdiff_t n, ptrdiff_t C)
+static int cp_compact2_ok(ptrdiff_t C)
 {
-    (void)y; (void)r; (void)n; (void)C;
+    (void)C;
+    return 0;
+}
+
+static ptrdiff_t cp_compact2_bytes(uint8_t *y, const uint8_t *r, const uint8_t *r2, ptrdiff_t n,
+                                   ptrdiff_t C, int sgn)
+{
+    (void)y; (void)r; (void)r2; (void)n; (void)C; (void)sgn;
+    return 0;
+}
+#endif
+
+/* Channels-first 1-byte max windows of 2 adjacent columns starting 2 apart,
+ * over nr rows: y[o] = the max over r < nr of rows[r][2o] and rows[r][2o + 1]
+ * (o < n; sgn: int8, else uint8), read once from the rows (no row buffer).
+ * AVX-512BW, 64 outputs a step: the rows' 128 bytes reduced by vector max,
+ * each byte pair by the max of its low byte and the high byte shifted
+ * down, then truncated to bytes (vpmovwb).  Returns 0 (nothing done)
+ * without AVX-512BW or with cp_window_isa below 2, else 1. */
+#ifdef CP_HAVE_WINDOW_MAX
+static inline __mmask64 cp_mask64(ptrdiff_t m)   /* the low m bits (m <= 0: none) */
+{
+    return m >= 64 ? ~(__mmask64)0 : m <= 0 ? 0 : (((__mmask64)1 << m) - 1);
+}
+
+__attribute__((target("avx512f,avx512bw"))) static void
+cp_pair_rows_bw(uint8_t *y, const uint8_t *const *rows, ptrdiff_t nr, ptrdiff_t n, int sgn)
+{
+    for (ptrdiff_t o = 0; o < n; o += 64) {
+        const ptrdiff_t m = n - o < 64 ? n - o : 64;        /* outputs this step */
+        const __mmask64 k0 = cp_mask64(2 * m), k1 = cp_mask64(2 * m - 64);
+        __m512i a = _mm512_maskz_loadu_epi8(k0, (const void *)(rows[0] + 2 * o));
+        __m512i b = _mm512_maskz_loadu_epi8(k1, (const void *)(rows[0] + 2 * o + 64));
+        for (ptrdiff_t r = 1; r < nr; r++) {
+            __m512i a2 = _mm512_maskz_loadu_epi8(k0, (const void *)(rows[r] + 2 * o));
+            __m512i b2 = _mm512_maskz_loadu_epi8(k1, (const void *)(rows[r] + 2 * o + 64));
+            a = sgn ? _mm512_max_epi8(a, a2) : _mm512_max_epu8(a, a2);
+            b = sgn ? _mm512_max_epi8(b, b2) : _mm512_max_epu8(b, b2);
+        }
+        const __m512i ha = _mm512_srli_epi16(a, 8), hb = _mm512_srli_epi16(b, 8);
+        a = sgn ? _mm512_max_epi8(a, ha) : _mm512_max_epu8(a, ha);
+        b = sgn ? _mm512_max_epi8(b, hb) : _mm512_max_epu8(b, hb);
+        const __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi16_epi8(a)),
+                                             _mm512_cvtepi16_epi8(b), 1);
+        _mm512_mask_storeu_epi8((void *)(y + o), cp_mask64(m), v);
+    }
+}
+
+static int cp_bw = -1;
+
+static int cp_pair_rows_bytes(uint8_t *y, const uint8_t *const *rows, ptrdiff_t nr, ptrdiff_t n,
+                              int sgn)
+{
+    if (cp_bw < 0)
+        cp_bw = __builtin_cpu_supports("avx512bw");
+    if (!cp_bw || cp_window_isa() < 2)
+        return 0;
+    cp_pair_rows_bw(y, rows, nr, n, sgn);
+    return 1;
+}
+#else
+static int cp_pair_rows_bytes(uint8_t *y, const uint8_t *const *rows, ptrdiff_t nr, ptrdiff_t n,
+                              int sgn)
+{
+    (void)y; (void)rows; (void)nr; (void)n; (void)sgn;
     return 0;
 }
 #endif
@@ -927,8 +1007,12 @@ static ptrdiff_t cp_compact2_bytes(uint8_t *y, const uint8_t *r, ptrdiff_t n, pt
                                              ptrdiff_t uhi)                               \
     {                                                                                     \
         ptrdiff_t L, j, o, c, t;                                                          \
+        /* pairs of taps 2 apart (channels-first, or 1-byte channels-last by byte        \
+           permutes): each output's two taps straight from b, no e */                   \
+        const int pair = k == 2 && uhi - ulo >= 16                                        \
+                         && (C == 1 || (sizeof(T) == 1 && C < 8 && cp_compact2_ok(C)));   \
         L = (W - (k - 1) * sw) * C;                                                       \
-        if (k >= 2 && L > 0) {                                                            \
+        if (k >= 2 && L > 0 && !pair) {                                                   \
             /* e[j]: the max of k taps from b[j], shifted vector steps */                 \
             for (j = 0; j < L; j++)                                                       \
                 e[j] = b[j + sw * C] > b[j] ? b[j + sw * C] : b[j];                       \
@@ -940,16 +1024,21 @@ static ptrdiff_t cp_compact2_bytes(uint8_t *y, const uint8_t *r, ptrdiff_t n, pt
             const T *r = k >= 2 ? e : b;                                                  \
             const ptrdiff_t lo = ulo, hi = uhi;                                           \
             if (k > 0 && hi - lo >= 16) {   /* windows 2 apart: a strided vector copy */  \
-                const T *r0 = r + start[lo];                                              \
+                const T *r0 = (pair ? b : r) + start[lo];                                 \
                 T *y0 = y + lo;                                                           \
-                for (o = 0; o < hi - lo; o++)                                             \
-                    y0[o] = r0[2 * o];                                                    \
+                if (pair)                                                                 \
+                    for (o = 0; o < hi - lo; o++)                                         \
+                        y0[o] = r0[2 * o + sw] > r0[2 * o] ? r0[2 * o + sw] : r0[2 * o];  \
+                else                                                                      \
+                    for (o = 0; o < hi - lo; o++)                                         \
+                        y0[o] = r0[2 * o];                                                \
                 for (o = 0; o < n; o++) {   /* the windows before and after */            \
                     if (o == lo)                                                          \
                         o = hi;                                                           \
                     if (o < n)                                                            \
-                        y[o] = count[o] == k ? r[start[o]]                                \
-                                             : cp_scanmax_##SUFFIX(b + start[o], count[o], sw, init);\
+                        y[o] = count[o] == k && !pair                                     \
+                             ? r[start[o]]                                                \
+                             : cp_scanmax_##SUFFIX(b + start[o], count[o], sw, init);     \
                 }                                                                         \
                 return;                                                                   \
             }                                                                             \
@@ -968,9 +1057,13 @@ static ptrdiff_t cp_compact2_bytes(uint8_t *y, const uint8_t *r, ptrdiff_t n, pt
             fast_hi = uhi;                                                                \
             o = fast_lo;                                                                  \
             if (sizeof(T) == 1)         /* byte permutes (VBMI), else 8-byte copies */    \
-                o += cp_compact2_bytes((uint8_t *)(y + o * C),                            \
-                                       (const uint8_t *)(r + start[o] * C),               \
-                                       fast_hi - o, C);                                   \
+                o += pair ? cp_compact2_bytes((uint8_t *)(y + o * C),                     \
+                                              (const uint8_t *)(b + start[o] * C),        \
+                                              (const uint8_t *)(b + (start[o] + sw) * C), \
+                                              fast_hi - o, C, (T)-1 < 0)                  \
+                          : cp_compact2_bytes((uint8_t *)(y + o * C),                     \
+                                              (const uint8_t *)(r + start[o] * C), NULL,  \
+                                              fast_hi - o, C, 0);                         \
             if (o < fast_hi) {                                                            \
                 fast_hi = uhi - guard;                                                    \
                 for (; o < fast_hi; o++)                                                  \
@@ -984,7 +1077,7 @@ static ptrdiff_t cp_compact2_bytes(uint8_t *y, const uint8_t *r, ptrdiff_t n, pt
                 break;                                                                    \
             T *q = y + o * C;                                                             \
             const T *p = b + start[o] * C;                                                \
-            if (count[o] == k && k > 0) {                                                 \
+            if (count[o] == k && k > 0 && !pair) {                                        \
                 const T *r = (k >= 2 ? e : b) + start[o] * C;                             \
                 switch (C) {       /* (fixed sizes: inline copies, not calls) */          \
                 case 1: q[0] = r[0]; break;                                               \

@@ -973,10 +973,14 @@ def test_channels_first_backward_row_lanes_match_torch(monkeypatch, rank, shape,
 
 @pytest.mark.parametrize("kw", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1),
                                 dict(kernel_size=(1, 3), stride=2, dilation=2, ceil_mode=True),
-                                dict(kernel_size=(2, 4), stride=(3, 2), padding=(0, 2))])
+                                dict(kernel_size=(2, 4), stride=(3, 2), padding=(0, 2)),
+                                dict(kernel_size=2, padding=1),
+                                dict(kernel_size=(3, 2), stride=2, dilation=(1, 3), padding=1,
+                                     ceil_mode=True)])
 @pytest.mark.parametrize("dtype", ["int8", "uint8", "int16", "uint32", "int64"])
 def test_integer_values_only_max_rows_of_windows_two_apart(kw, dtype):
     # 16+ output columns whose windows start 2 apart: picked by a strided copy
+    # (windows of 2 columns: the larger of the pair, straight from the rows)
     from cypool import reference
 
     info = np.iinfo(dtype)
@@ -989,18 +993,57 @@ def test_integer_values_only_max_rows_of_windows_two_apart(kw, dtype):
     assert got.shape[-1] >= 16 and np.array_equal(got, want)
 
 
+@pytest.mark.parametrize("rank, kw", [
+    (2, dict(kernel_size=2)), (2, dict(kernel_size=(3, 2), stride=(1, 2))),
+    (2, dict(kernel_size=2, dilation=(2, 1), padding=(1, 0))), (3, dict(kernel_size=2))])
+@pytest.mark.parametrize("dtype", ["int8", "uint8"])
+@pytest.mark.parametrize("width", [166, 129, 12])
+@pytest.mark.parametrize("level", [2, 1])
+def test_byte_max_pairs_straight_from_the_rows(rank, kw, dtype, width, level):
+    # 1-byte channels-first windows of 2 whole adjacent columns 2 apart: both
+    # reductions from the rows in vectors of 64 outputs (a tail masked), with
+    # AVX-512BW at level 2, through a row buffer otherwise
+    from cypool import reference
+
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(width + rank)
+    x = rng.integers(info.min, info.max, (2, 3) + (5,) * (rank - 1) + (width,), dtype=dtype,
+                     endpoint=True)
+    x[0, 0, ..., ::3] = info.max        # maxima at even and odd columns, in every row
+    x[1, 2, ..., 1::5] = info.min
+    try:
+        _kernels.limit_window_isa(level)
+        got = getattr(cypool, f"max_pool{rank}d")(x, **kw)
+    finally:
+        _kernels.limit_window_isa(2)
+    rest = {k: v for k, v in kw.items() if k != "kernel_size"}
+    want = reference.fixed_pool(x, kw["kernel_size"], "max", rank, **rest)
+    assert got.shape == want.shape and np.array_equal(got, want)
+
+
 @pytest.mark.parametrize("kw", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1),
-                                dict(kernel_size=(2, 4), stride=(3, 2), padding=(0, 2))])
+                                dict(kernel_size=(2, 4), stride=(3, 2), padding=(0, 2)),
+                                dict(kernel_size=2, padding=1),
+                                dict(kernel_size=(3, 2), stride=2, dilation=(1, 3), padding=1,
+                                     ceil_mode=True)])
 @pytest.mark.parametrize("dtype", ["int8", "uint8", "int16", "uint16", "int32"])
 @pytest.mark.parametrize("channels", [2, 3, 5])
-def test_integer_values_only_max_channels_last_small_outputs(kw, dtype, channels):
-    # channels-last outputs of under 8 bytes, windows 2 apart: 8-byte copies
+@pytest.mark.parametrize("level", [2, 1])
+def test_integer_values_only_max_channels_last_small_outputs(kw, dtype, channels, level):
+    # channels-last outputs of under 8 bytes, windows 2 apart: 8-byte copies,
+    # or for bytes with AVX-512 VBMI (level 2) byte permutes, of both taps
+    # straight from the rows when windows have 2 columns
     from cypool import reference
 
     info = np.iinfo(dtype)
     x = np.random.default_rng(channels).integers(info.min, info.max, (2, 6, 77, channels),
                                                  dtype=dtype, endpoint=True)
-    got = cypool.max_pool2d(x, channels_last=True, **kw)
+    x[0, :, ::3, 0] = info.max          # maxima in both taps' columns
+    try:
+        _kernels.limit_window_isa(level)
+        got = cypool.max_pool2d(x, channels_last=True, **kw)
+    finally:
+        _kernels.limit_window_isa(2)
     rest = {k: v for k, v in kw.items() if k != "kernel_size"}
     want = reference.fixed_pool(x, kw["kernel_size"], "max", 2, channels_last=True, **rest)
     assert got.shape[-2] >= 16 and np.array_equal(got, want)
