@@ -178,7 +178,7 @@ def forward(plan: Plan, x: np.ndarray, *, return_indices: bool = False,
         idx = yi if yi is not None else _NO_INDICES
         kernel(xk, y.reshape(-1), idx.reshape(-1), geo, is_max,
                _lowest(comp) if is_max else 0, cblock, threads, yi is not None,
-               y.nbytes >= STREAM_BYTES)
+               y.nbytes + (yi.nbytes if yi is not None else 0) >= STREAM_BYTES)
     values = _deliver(y, out, plan.out_dtype)
     if yi is None:
         return values

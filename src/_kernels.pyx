@@ -58,10 +58,12 @@ cdef extern from "cypool_lanes.h" nogil:
                            Py_ssize_t taps, int mode, double d1, double d2, double d3)
     void cp_window_max_f32(float *y, int64_t *yi, const float *x, Py_ssize_t n,
                            const Py_ssize_t *offs, const int64_t *tidx, Py_ssize_t taps,
-                           float init, int64_t first, const int64_t *firsts, int64_t lstep)
+                           float init, int64_t first, const int64_t *firsts, int64_t lstep,
+                           int nt)
     void cp_window_max_f64(double *y, int64_t *yi, const double *x, Py_ssize_t n,
                            const Py_ssize_t *offs, const int64_t *tidx, Py_ssize_t taps,
-                           double init, int64_t first, const int64_t *firsts, int64_t lstep)
+                           double init, int64_t first, const int64_t *firsts, int64_t lstep,
+                           int nt)
     void cp_window_maxv_f32(float *y, const float *x, Py_ssize_t n, const Py_ssize_t *offs,
                             Py_ssize_t taps, float init)
     void cp_window_maxv_f64(double *y, const double *x, Py_ssize_t n, const Py_ssize_t *offs,
@@ -503,24 +505,26 @@ cdef inline void _pool_window(value_t *y, int64_t *yi, const value_t *x,    # OU
                               Py_ssize_t n, const Py_ssize_t *offs, const int64_t *tidx,
                               Py_ssize_t k, bint is_max, value_t init, int64_t first,
                               const int64_t *firsts, int64_t lstep, int mode=-1,
-                              double d1=0, double d2=0, double d3=0) noexcept nogil:
+                              double d1=0, double d2=0, double d3=0,
+                              bint nt=False) noexcept nogil:
     # n lanes, whole windows of k taps (cp_window_*): a sum (an average when
     # mode >= 0, see CP_AVG_DIVIDE), a max with indices (yi) or a
-    # values-only max (yi NULL); float types only
+    # values-only max (yi NULL); float types only.  nt: a max with indices
+    # may write whole lines with non-temporal stores (the caller fences)
     if value_t is float:
         if not is_max:
             cp_window_add_f32(y, x, n, offs, k, mode, d1, d2, d3)
         elif yi == NULL:
             cp_window_maxv_f32(y, x, n, offs, k, init)
         else:
-            cp_window_max_f32(y, yi, x, n, offs, tidx, k, init, first, firsts, lstep)
+            cp_window_max_f32(y, yi, x, n, offs, tidx, k, init, first, firsts, lstep, nt)
     elif value_t is double:
         if not is_max:
             cp_window_add_f64(y, x, n, offs, k, mode, d1, d2, d3)
         elif yi == NULL:
             cp_window_maxv_f64(y, x, n, offs, k, init)
         else:
-            cp_window_max_f64(y, yi, x, n, offs, tidx, k, init, first, firsts, lstep)
+            cp_window_max_f64(y, yi, x, n, offs, tidx, k, init, first, firsts, lstep, nt)
 
 
 cdef inline void _sum8(const value_t *xr, value_t *y, const Geom *g,      # IN, IN/OUT
@@ -614,7 +618,7 @@ cdef void _avg_cl_row_f32(const float *xr, float *yr, const Geom *g,    # IN, OU
 cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OUT, OUT
                         const Geom *g, Py_ssize_t n, Py_ssize_t od, Py_ssize_t oh,
                         Py_ssize_t c0, Py_ssize_t c1, bint is_max,
-                        value_t init) noexcept nogil:
+                        value_t init, bint stream=False) noexcept nogil:
     cdef Py_ssize_t C = g.C, H = g.size[1], W = g.size[2]
     cdef Py_ssize_t OW = g.osize[2], sw = g.step[2]
     cdef Py_ssize_t d0 = _start(g, 0, od), nd = _count(g, 0, od), sd = g.step[0]
@@ -666,7 +670,9 @@ cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OU
                 mode, da, db, dc = 2, g.div_value, 0, 0
             _pool_window(yr + j, NULL if ir == NULL else ir + j, xr, c1 - c0, offs, tidx, k,
                          is_max, init, tidx[0] if k > 0 else -1, NULL, 0,
-                         -1 if is_max else mode, da, db, dc)
+                         -1 if is_max else mode, da, db, dc, stream)
+        if stream and is_max and ir != NULL:
+            cp_stream_fence()           # (the row's non-temporal stores)
         return
 
     for ow in range(g.ow_lo, g.ow_hi):
@@ -1573,8 +1579,9 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
     """Pool x (N, D, H, W, C) into y (N, OD, OH, OW, C); yi gets max indices.
 
     x: IN; y, yi: OUT (yi is only written when is_max and indices; max pooling
-    without indices runs a values-only loop).  stream: y is larger than the
-    caches, so kernels that can write it with non-temporal stores do.
+    without indices runs a values-only loop).  stream: the outputs (y, and
+    yi where written) are larger than the caches, so kernels that can write
+    them with non-temporal stores do.
     """
     cdef Geom g = geo.g
     cdef Py_ssize_t nblk = (g.C + cblock - 1) // cblock
@@ -1821,20 +1828,23 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
                 lg.ow_lo = (it % nbw) * g.osize[2] // nbw
                 lg.ow_hi = (it % nbw + 1) * g.osize[2] // nbw
                 w = _item(it // nbw, OD, OH, 1, g.C, g.C)
-                _forward_item(&x[0], &y[0], yp, &lg, w.n, w.a, w.b, 0, g.C, is_max, init)
+                _forward_item(&x[0], &y[0], yp, &lg, w.n, w.a, w.b, 0, g.C, is_max, init,
+                              stream)
         return
     with nogil:
         if nthreads == 1:           # (no thread team to start for small calls)
             for it in range(items):
                 w = _item(it, OD, OH, nblk, cblock, g.C)
-                _forward_item(&x[0], &y[0], yp, &g, w.n, w.a, w.b, w.c0, w.c1, is_max, init)
+                _forward_item(&x[0], &y[0], yp, &g, w.n, w.a, w.b, w.c0, w.c1, is_max, init,
+                              stream)
         else:
             # runs of consecutive items (rows that share input rows) handed
             # out 8 a thread: balanced when one thread is held up
             for it in prange(items, schedule="dynamic", chunksize=max(1, items // (8 * nthreads)),
                              num_threads=nthreads):
                 w = _item(it, OD, OH, nblk, cblock, g.C)
-                _forward_item(&x[0], &y[0], yp, &g, w.n, w.a, w.b, w.c0, w.c1, is_max, init)
+                _forward_item(&x[0], &y[0], yp, &g, w.n, w.a, w.b, w.c0, w.c1, is_max, init,
+                              stream)
 
 
 # --------------------------------------------------------------------------

@@ -322,11 +322,11 @@ static int cp_window_limit_isa(int level)
     __attribute__((target("avx512f"))) static ptrdiff_t                                   \
     cp_wmax512_##SUFFIX(T *y, int64_t *yi, const T *x, ptrdiff_t n, const ptrdiff_t *offs, \
                         const int64_t *tidx, ptrdiff_t taps, T init, int64_t first,       \
-                        const int64_t *firsts, int64_t lstep)                             \
+                        const int64_t *firsts, int64_t lstep, int nt)                     \
     {                                                                                     \
         ptrdiff_t i0;                                                                     \
         for (i0 = cp_wmax512x2_##SUFFIX(y, yi, x, n, offs, tidx, taps, init, first, firsts, \
-                                        lstep);                                           \
+                                        lstep, nt);                                       \
              i0 < n; i0 += L) {                                                           \
             MASK lanes = n - i0 >= L ? (MASK)FULL : (MASK)((1u << (n - i0)) - 1);         \
             V m = _mm512_set1_p##P(init);                                                 \
@@ -358,9 +358,10 @@ static int cp_window_limit_isa(int level)
     __attribute__((target("avx2"))) static ptrdiff_t                                     \
     cp_wmax256_##SUFFIX(T *y, int64_t *yi, const T *x, ptrdiff_t n, const ptrdiff_t *offs, \
                         const int64_t *tidx, ptrdiff_t taps, T init, int64_t first,       \
-                        const int64_t *firsts, int64_t lstep)                             \
+                        const int64_t *firsts, int64_t lstep, int nt)                     \
     {                                                                                     \
         ptrdiff_t i0;                                                                     \
+        (void)nt;                       /* (plain stores) */                             \
         for (i0 = 0; i0 + L <= n; i0 += L) {                                              \
             V m = _mm256_set1_p##P(init);                                                 \
             __m256i k = SET1(-1), tt = _mm256_setzero_si256();                            \
@@ -386,39 +387,60 @@ static int cp_window_limit_isa(int level)
         return i0;                                                                        \
     }
 
+/* the low m bits of 8 (m <= 0: none) */
+static inline __mmask8 cp_mask8(ptrdiff_t m)
+{
+    return m >= 8 ? (__mmask8)0xFF : m <= 0 ? 0 : (__mmask8)((1u << m) - 1);
+}
+
 /* Indices of 16 float32 lanes from lane i0 whose winning tap numbers are k
- * (-1: none), as cp_wmax512_f32 computes them one lane at a time. */
+ * (-1: none), as cp_wmax512_f32 computes them one lane at a time.  With
+ * perm (at most 16 taps), the taps' indices are looked up in registers
+ * (t0: tidx[0..7], t1: tidx[8..15]) by a two-source permute, not gathered. */
 __attribute__((target("avx512f"), always_inline)) static inline void
 cp_wmax_idx16(int64_t *yi, __m512i k, const int64_t *tidx, ptrdiff_t i0, int64_t first,
-              const int64_t *firsts, int64_t lstep, __m512i liota)
+              const int64_t *firsts, int64_t lstep, __m512i liota, int perm, __m512i t0,
+              __m512i t1, int nt)
 {
     const __m512i z = _mm512_setzero_si512();
     __mmask16 none = _mm512_cmplt_epi32_mask(k, z);
     __m512i kc = _mm512_max_epi32(k, z);
     for (int h = 0; h < 2; h++) {
         __m256i kh = h ? _mm512_extracti64x4_epi64(kc, 1) : _mm512_castsi512_si256(kc);
-        __m512i g = _mm512_i32gather_epi64(kh, (const void *)tidx, 8);
+        __m512i g = perm ? _mm512_permutex2var_epi64(t0, _mm512_cvtepi32_epi64(kh), t1)
+                         : _mm512_i32gather_epi64(kh, (const void *)tidx, 8);
         g = _mm512_add_epi64(g, _mm512_add_epi64(_mm512_set1_epi64(lstep * (i0 + 8 * h)),
                                                  liota));
         __m512i f = firsts ? _mm512_loadu_si512((const void *)(firsts + i0 + 8 * h))
                            : _mm512_set1_epi64(first);
         g = _mm512_mask_blend_epi64((__mmask8)(none >> (8 * h)), g, f);
-        _mm512_storeu_si512((void *)(yi + i0 + 8 * h), g);
+        if (nt && ((uintptr_t)(yi + i0 + 8 * h) & 63) == 0)
+            _mm512_stream_si512((void *)(yi + i0 + 8 * h), g);
+        else
+            _mm512_storeu_si512((void *)(yi + i0 + 8 * h), g);
     }
 }
 
 /* cp_wmax512_f32's lanes 32 at a time (two chains of compares in flight,
- * the indices made with vector gathers), while 32 remain; returns the lanes
- * done.  The same taps win: each lane's scan is unchanged. */
+ * the indices looked up in registers or gathered), while 32 remain; returns
+ * the lanes done.  The same taps win: each lane's scan is unchanged.  nt:
+ * whole cache lines of y and yi are written with non-temporal stores (an
+ * output larger than the caches; the caller fences). */
 __attribute__((target("avx512f"))) static ptrdiff_t
 cp_wmax512x2_f32(float *y, int64_t *yi, const float *x, ptrdiff_t n, const ptrdiff_t *offs,
                  const int64_t *tidx, ptrdiff_t taps, float init, int64_t first,
-                 const int64_t *firsts, int64_t lstep)
+                 const int64_t *firsts, int64_t lstep, int nt)
 {
     const __m512i one = _mm512_set1_epi32(1);
     const __m512i liota = _mm512_set_epi64(7 * lstep, 6 * lstep, 5 * lstep, 4 * lstep,
                                            3 * lstep, 2 * lstep, lstep, 0);
     ptrdiff_t i0 = 0;
+    const int perm = taps <= 16;
+    const __m512i t0 = perm ? _mm512_maskz_loadu_epi64(cp_mask8(taps), (const void *)tidx)
+                            : _mm512_setzero_si512();
+    const __m512i t1 = perm ? _mm512_maskz_loadu_epi64(cp_mask8(taps - 8),
+                                                       (const void *)(tidx + 8))
+                            : _mm512_setzero_si512();
     for (; i0 + 32 <= n; i0 += 32) {
         __m512 m0 = _mm512_set1_ps(init), m1 = m0;
         __m512i k0 = _mm512_set1_epi32(-1), k1 = k0, tt = _mm512_setzero_si512();
@@ -435,11 +457,16 @@ cp_wmax512x2_f32(float *y, int64_t *yi, const float *x, ptrdiff_t n, const ptrdi
             k1 = _mm512_mask_mov_epi32(k1, take1, tt);
             tt = _mm512_add_epi32(tt, one);
         }
-        _mm512_storeu_ps(y + i0, m0);
-        _mm512_storeu_ps(y + i0 + 16, m1);
+        if (nt && ((uintptr_t)(y + i0) & 63) == 0) {
+            _mm512_stream_ps(y + i0, m0);
+            _mm512_stream_ps(y + i0 + 16, m1);
+        } else {
+            _mm512_storeu_ps(y + i0, m0);
+            _mm512_storeu_ps(y + i0 + 16, m1);
+        }
         if (yi) {
-            cp_wmax_idx16(yi, k0, tidx, i0, first, firsts, lstep, liota);
-            cp_wmax_idx16(yi, k1, tidx, i0 + 16, first, firsts, lstep, liota);
+            cp_wmax_idx16(yi, k0, tidx, i0, first, firsts, lstep, liota, perm, t0, t1, nt);
+            cp_wmax_idx16(yi, k1, tidx, i0 + 16, first, firsts, lstep, liota, perm, t0, t1, nt);
         }
     }
     return i0;
@@ -448,10 +475,10 @@ cp_wmax512x2_f32(float *y, int64_t *yi, const float *x, ptrdiff_t n, const ptrdi
 static inline ptrdiff_t cp_wmax512x2_f64(double *y, int64_t *yi, const double *x, ptrdiff_t n,
                                          const ptrdiff_t *offs, const int64_t *tidx,
                                          ptrdiff_t taps, double init, int64_t first,
-                                         const int64_t *firsts, int64_t lstep)
+                                         const int64_t *firsts, int64_t lstep, int nt)
 {
     (void)y; (void)yi; (void)x; (void)n; (void)offs; (void)tidx; (void)taps; (void)init;
-    (void)first; (void)firsts; (void)lstep;
+    (void)first; (void)firsts; (void)lstep; (void)nt;
     return 0;
 }
 
@@ -463,13 +490,13 @@ CP_DEFINE_WMAX256(double, f64, 4, __m256d, d, int64_t, _mm256_set1_epi64x, _mm25
 #define CP_WMAX_DISPATCH(SUFFIX)                                                          \
     switch (cp_window_isa()) {                                                            \
     case 2: return cp_wmax512_##SUFFIX(y, yi, x, n, offs, tidx, taps, init, first, firsts,  \
-                                       lstep);                                            \
+                                       lstep, nt);                                        \
     case 1: return cp_wmax256_##SUFFIX(y, yi, x, n, offs, tidx, taps, init, first, firsts,  \
-                                       lstep);                                            \
+                                       lstep, nt);                                        \
     default: return 0;                                                                    \
     }
 #else
-#define CP_WMAX_DISPATCH(SUFFIX) return 0;
+#define CP_WMAX_DISPATCH(SUFFIX) (void)nt; return 0;
 static int cp_window_limit_isa(int level) { (void)level; return 0; }
 #endif
 
@@ -477,7 +504,7 @@ static int cp_window_limit_isa(int level) { (void)level; return 0; }
     static ptrdiff_t cp_window_max_v_##SUFFIX(T *y, int64_t *yi, const T *x, ptrdiff_t n, \
                                               const ptrdiff_t *offs, const int64_t *tidx, \
                                               ptrdiff_t taps, T init, int64_t first,      \
-                                              const int64_t *firsts, int64_t lstep)       \
+                                              const int64_t *firsts, int64_t lstep, int nt) \
     {                                                                                     \
         CP_WMAX_DISPATCH(SUFFIX)                                                          \
     }                                                                                     \
@@ -487,6 +514,7 @@ static int cp_window_limit_isa(int level) { (void)level; return 0; }
     {                                                                                     \
         const int64_t *tidx = NULL, *firsts = NULL;                                       \
         int64_t *yi = NULL, first = 0, lstep = 0;                                         \
+        int nt = 0;                                                                       \
         CP_WMAX_DISPATCH(SUFFIX)                                                          \
     }
 
@@ -527,14 +555,15 @@ CP_DEFINE_WINDOW_MAX(double, f64)
             }                                                                             \
     }                                                                                     \
     /* lane i of tap t has index tidx[t] + lstep * i; a lane starts from      */        \
-    /* index firsts[i] (or first, when firsts is NULL)                         */        \
+    /* index firsts[i] (or first, when firsts is NULL); nt: whole lines of    */        \
+    /* the vector part may be written with non-temporal stores (fence after)  */        \
     static void cp_window_max_##SUFFIX(T *y, int64_t *yi, const T *x, ptrdiff_t n,        \
                                        const ptrdiff_t *offs, const int64_t *tidx,        \
                                        ptrdiff_t taps, T init, int64_t first,             \
-                                       const int64_t *firsts, int64_t lstep)              \
+                                       const int64_t *firsts, int64_t lstep, int nt)      \
     {                                                                                     \
         ptrdiff_t i0 = cp_window_max_v_##SUFFIX(y, yi, x, n, offs, tidx, taps, init,      \
-                                                first, firsts, lstep), i, t;              \
+                                                first, firsts, lstep, nt), i, t;          \
         for (i = i0; i < n; i++) {                                                        \
             y[i] = init;                                                                  \
             yi[i] = firsts ? firsts[i] : first;                                           \

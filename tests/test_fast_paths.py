@@ -91,6 +91,46 @@ def test_avg_backward_streamed_paths_match_plain_and_torch(monkeypatch, rank, sh
     assert streamed_cl.tobytes() == want_cl.tobytes()
 
 
+@pytest.mark.parametrize("rank, shape, kw", [
+    (3, (2, 4, 6, 10, 32), dict(kernel_size=2)),
+    (3, (1, 5, 7, 6, 48), dict(kernel_size=3, stride=2, padding=1)),
+    (2, (3, 9, 14, 33), dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)),
+    (2, (2, 8, 11, 64), dict(kernel_size=(2, 3), stride=1, dilation=(2, 1))),
+    (2, (1, 20, 4, 32), dict(kernel_size=(17, 1), stride=(3, 1))),
+    (2, (1, 20, 4, 32), dict(kernel_size=(16, 1), stride=(3, 1)))])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("level", [2, 1])
+def test_channels_last_max_streamed_outputs_match_plain_and_torch(monkeypatch, rank, shape, kw,
+                                                                  threads, level):
+    # outputs larger than the caches (STREAM_BYTES): the channel lanes' values
+    # and indices written by non-temporal stores where whole lines are
+    # aligned (32 channels a pixel: every line; 48: every other; 33: some);
+    # the winning taps' indices looked up in registers (up to 16 taps) or
+    # gathered (17)
+    rng = np.random.default_rng(sum(shape))
+    x = rng.standard_normal(shape).astype(np.float32)
+    x.reshape(-1)[::7] = np.nan
+    x.reshape(-1)[3::11] = x.reshape(-1)[2::11][: x.reshape(-1)[3::11].size]   # ties
+    perm = (0, rank + 1, *range(1, rank + 1))
+    t = torch.from_numpy(np.ascontiguousarray(x.transpose(perm)))
+    want, want_i = getattr(F, f"max_pool{rank}d")(t, return_indices=True, **kw)
+    pool = getattr(cypool, f"max_pool{rank}d")
+    before = cypool.get_num_threads()
+    monkeypatch.setattr(_cpu, "SERIAL_WORK", 0)
+    try:
+        cypool.set_num_threads(threads)
+        _kernels.limit_window_isa(level)
+        plain = pool(x, return_indices=True, channels_last=True, **kw)
+        monkeypatch.setattr(_cpu, "STREAM_BYTES", 0)    # every output "large": streamed
+        streamed = pool(x, return_indices=True, channels_last=True, **kw)
+    finally:
+        _kernels.limit_window_isa(2)
+        cypool.set_num_threads(before)
+    for y, yi in (plain, streamed):
+        assert y.transpose(perm).tobytes() == want.numpy().tobytes()
+        assert np.array_equal(yi.transpose(perm), want_i.numpy())
+
+
 def test_runs_table():
     # bins of 5 over 2: [0, 3) and [2, 5); positions 0-1 read bin 0 only,
     # 2 reads both, 3-4 read bin 1 only
