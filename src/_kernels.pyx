@@ -84,7 +84,7 @@ cdef extern from "cypool_lanes.h" nogil:
     bint cp_fmax2_ok()
     void cp_fmax_gather_f32(float *y, int64_t *yi, const float *x, Py_ssize_t p0, Py_ssize_t p1,
                             Py_ssize_t S, Py_ssize_t OS, const int32_t *base, const int32_t *poff,
-                            Py_ssize_t G, const int32_t *toff, Py_ssize_t T)
+                            Py_ssize_t G, const int32_t *toff, Py_ssize_t T, int nt)
     int cp_cl_gather_row_f32(float *gr, const float *ring, const Py_ssize_t *slot,
                              Py_ssize_t nr, Py_ssize_t W, Py_ssize_t C, const int64_t *pw,
                              const int64_t *ow)
@@ -97,7 +97,8 @@ cdef extern from "cypool_lanes.h" nogil:
                            const int64_t *hs, const int64_t *hc, Py_ssize_t hstep,
                            Py_ssize_t oh0, Py_ssize_t oh1, const int64_t *ws, const int64_t *wc,
                            Py_ssize_t kw, Py_ssize_t ulo, Py_ssize_t uhi, float *rv,
-                           int32_t *ri, Py_ssize_t *tags, Py_ssize_t RS, Py_ssize_t ahead)
+                           int32_t *ri, Py_ssize_t *tags, Py_ssize_t RS, Py_ssize_t ahead,
+                           int nt)
     float cp_sum_f32(const float *x, Py_ssize_t n)
     double cp_sum_f64(const double *x, Py_ssize_t n)
     void cp_finish_row_f32(float *y, Py_ssize_t n, int mode, double a, double b,
@@ -1247,7 +1248,7 @@ cdef bint _full_windows(const Geom *g) noexcept nogil:
 
 
 cdef void _fmax_gather(const float *x, float *y, int64_t *yi, const Geom *g,   # IN, OUT, OUT
-                       int nthreads) noexcept nogil:
+                       int nthreads, bint nt) noexcept nogil:
     # Channels-first float32 max of planes whose windows are all whole
     # (cp_fmax_gather_f32): the windows' first taps and the taps' offsets
     # (PyTorch's order) for a group of G planes whose outputs fill whole
@@ -1281,7 +1282,7 @@ cdef void _fmax_gather(const float *x, float *y, int64_t *yi, const Geom *g,   #
     chunk = (chunk + G - 1) // G * G
     for it in prange((g.N + chunk - 1) // chunk, schedule="static", num_threads=nthreads):
         cp_fmax_gather_f32(y, yi, x, it * chunk, min(g.N, it * chunk + chunk), S, OS, base,
-                           poff, G, toff, t)
+                           poff, G, toff, t, nt)
 
 
 cdef void _shift_item(const value_t *x, value_t *y, int64_t *yi,       # IN, OUT, OUT
@@ -1676,7 +1677,7 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
                     and OS <= FMAX_GATHER_OUTPUTS:
                 # small planes, every window whole: one gather a tap
                 with nogil:
-                    _fmax_gather(&x[0], &y[0], yp, &g, nthreads)
+                    _fmax_gather(&x[0], &y[0], yp, &g, nthreads, stream and yp != NULL)
                 return
             if is_max and uhi - ulo >= FMAX_ROW_MIN_OUT:
                 # channels-first max, windows 2 apart along W: from the rows
@@ -1708,7 +1709,8 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
                                 g.win[1], g.win[1] + OH, g.step[1],
                                 oh0, (it % nfch + 1) * OH // nfch,
                                 g.win[2], g.win[2] + g.osize[2], g.max_count_w, ulo, uhi,
-                                frv, fri, ftags, RS, FMAX_AHEAD_ROWS * g.size[2])
+                                frv, fri, ftags, RS, FMAX_AHEAD_ROWS * g.size[2],
+                                stream and yp != NULL)
                     cp_afree(frv)
                     free(fri)
                     free(ftags)

@@ -1205,16 +1205,26 @@ cp_take16(__m512 *best, __m512i *bi, __m512 v, __m512i vi)
     *bi = _mm512_mask_mov_epi32(*bi, take, vi);
 }
 
-/* the lanes of best at y, and of bi widened to int64 at yi (if not NULL) */
+/* the lanes of best at y, and of bi widened to int64 at yi (if not NULL);
+ * nt: whole aligned lines with non-temporal stores (the caller fences) */
 __attribute__((target("avx512f"), always_inline)) static inline void
-cp_store16_max(float *y, int64_t *yi, __mmask16 lanes, __m512 best, __m512i bi)
+cp_store16_max(float *y, int64_t *yi, __mmask16 lanes, __m512 best, __m512i bi, int nt)
 {
-    _mm512_mask_storeu_ps(y, lanes, best);
+    nt = nt && lanes == 0xFFFF;
+    if (nt && ((uintptr_t)y & 63) == 0)
+        _mm512_stream_ps(y, best);
+    else
+        _mm512_mask_storeu_ps(y, lanes, best);
     if (yi) {
         __m512i lo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(bi));
         __m512i hi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(bi, 1));
-        _mm512_mask_storeu_epi64(yi, (__mmask8)(lanes & 0xFF), lo);
-        _mm512_mask_storeu_epi64(yi + 8, (__mmask8)(lanes >> 8), hi);
+        if (nt && ((uintptr_t)yi & 63) == 0) {
+            _mm512_stream_si512((void *)yi, lo);
+            _mm512_stream_si512((void *)(yi + 8), hi);
+        } else {
+            _mm512_mask_storeu_epi64(yi, (__mmask8)(lanes & 0xFF), lo);
+            _mm512_mask_storeu_epi64(yi + 8, (__mmask8)(lanes >> 8), hi);
+        }
     }
 }
 #endif
@@ -1233,7 +1243,7 @@ cp_store16_max(float *y, int64_t *yi, __mmask16 lanes, __m512 best, __m512i bi)
 __attribute__((target("avx512f"))) static void
 cp_fmax_gather_f32(float *y, int64_t *yi, const float *x, ptrdiff_t p0, ptrdiff_t p1,
                    ptrdiff_t S, ptrdiff_t OS, const int32_t *base, const int32_t *poff,
-                   ptrdiff_t G, const int32_t *toff, ptrdiff_t T)
+                   ptrdiff_t G, const int32_t *toff, ptrdiff_t T, int nt)
 {
     for (ptrdiff_t p = p0; p < p1; p += G) {
         const float *xp = x + p * S;
@@ -1252,18 +1262,20 @@ cp_fmax_gather_f32(float *y, int64_t *yi, const float *x, ptrdiff_t p0, ptrdiff_
             }
             if (ip)
                 bi = _mm512_sub_epi32(bi, _mm512_maskz_loadu_epi32(lanes, poff + o));
-            cp_store16_max(yp + o, ip ? ip + o : NULL, lanes, best, bi);
+            cp_store16_max(yp + o, ip ? ip + o : NULL, lanes, best, bi, nt);
         }
     }
+    if (nt)
+        _mm_sfence();
 }
 #else
 static void cp_fmax_gather_f32(float *y, int64_t *yi, const float *x, ptrdiff_t p0,
                                ptrdiff_t p1, ptrdiff_t S, ptrdiff_t OS, const int32_t *base,
                                const int32_t *poff, ptrdiff_t G, const int32_t *toff,
-                               ptrdiff_t T)
+                               ptrdiff_t T, int nt)
 {
     (void)y; (void)yi; (void)x; (void)p0; (void)p1; (void)S; (void)OS; (void)base;
-    (void)poff; (void)G; (void)toff; (void)T;
+    (void)poff; (void)G; (void)toff; (void)T; (void)nt;
 }
 #endif
 
@@ -1373,7 +1385,7 @@ cp_fmax2_blk(const float *q, __m512i idx, ptrdiff_t kw, ptrdiff_t m, __m512 *rb,
 __attribute__((target("avx512f"), always_inline)) static inline void
 cp_fmax2_vec(float *y, int64_t *yi, const float *const *rows, const ptrdiff_t *roff,
              const int *fresh, float *const *sv, int32_t *const *si, ptrdiff_t nr,
-             __m512i col, ptrdiff_t o, ptrdiff_t m, ptrdiff_t KW, ptrdiff_t ahead)
+             __m512i col, ptrdiff_t o, ptrdiff_t m, ptrdiff_t KW, ptrdiff_t ahead, int nt)
 {
     __mmask16 lanes = (__mmask16)((1u << m) - 1);
     __m512 best = _mm512_setzero_ps(), rb;
@@ -1402,7 +1414,7 @@ cp_fmax2_vec(float *y, int64_t *yi, const float *const *rows, const ptrdiff_t *r
             cp_take16(&best, &bi, rb, rbi);
         }
     }
-    cp_store16_max(y + o, yi ? yi + o : NULL, lanes, best, bi);
+    cp_store16_max(y + o, yi ? yi + o : NULL, lanes, best, bi, nt);
 }
 
 /* Output rows oh0 .. oh1 - 1 of one plane (xp: H x W floats, per depth
@@ -1420,7 +1432,7 @@ cp_fmax2_item_body(float *y, int64_t *yi, const float *xp, ptrdiff_t H, ptrdiff_
                    const int64_t *hs, const int64_t *hc, ptrdiff_t hstep, ptrdiff_t oh0,
                    ptrdiff_t oh1, const int64_t *ws, const int64_t *wc, ptrdiff_t ulo,
                    ptrdiff_t uhi, float *rv, int32_t *ri, ptrdiff_t *tags, ptrdiff_t RS,
-                   ptrdiff_t ahead, ptrdiff_t KW)
+                   ptrdiff_t ahead, ptrdiff_t KW, int nt)
 {
     const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24,
                                          26, 28, 30);
@@ -1464,10 +1476,10 @@ cp_fmax2_item_body(float *y, int64_t *yi, const float *xp, ptrdiff_t H, ptrdiff_
         const __m512i step = _mm512_set1_epi32(32);
         for (o = 0; o + 16 <= n; o += 16, col = _mm512_add_epi32(col, step))
             cp_fmax2_vec(y + ulo, yi ? yi + ulo : NULL, rows, roff, fresh, RS ? sv : NULL,
-                         si, nr, col, o, 16, KW, ahead);
+                         si, nr, col, o, 16, KW, ahead, nt);
         if (o < n)
             cp_fmax2_vec(y + ulo, yi ? yi + ulo : NULL, rows, roff, fresh, RS ? sv : NULL,
-                         si, nr, col, o, n - o, KW, ahead);
+                         si, nr, col, o, n - o, KW, ahead, nt);
         for (o = 0; o < ulo; o++)
             cp_fmax_one_f32(y + o, yi ? yi + o : NULL, erows, roff, nr, ws[o], wc[o]);
         for (o = uhi; o < OW; o++)
@@ -1483,10 +1495,12 @@ cp_fmax2_item_body(float *y, int64_t *yi, const float *xp, ptrdiff_t H, ptrdiff_
                             ptrdiff_t hstep, ptrdiff_t oh0, ptrdiff_t oh1,                \
                             const int64_t *ws, const int64_t *wc, ptrdiff_t ulo,          \
                             ptrdiff_t uhi, float *rv, int32_t *ri, ptrdiff_t *tags,       \
-                            ptrdiff_t RS, ptrdiff_t ahead)                                \
+                            ptrdiff_t RS, ptrdiff_t ahead, int nt)                        \
     {                                                                                     \
         cp_fmax2_item_body(y, yi, xp, H, W, OW, d0, nd, dstep, hs, hc, hstep, oh0, oh1,   \
-                           ws, wc, ulo, uhi, rv, ri, tags, RS, ahead, KW);                \
+                           ws, wc, ulo, uhi, rv, ri, tags, RS, ahead, KW, nt);            \
+        if (nt)                                                                           \
+            _mm_sfence();                                                                 \
     }
 
 CP_DEFINE_FMAX2_ITEM(1)
@@ -1562,12 +1576,12 @@ static void cp_fmax2_item_f32(float *y, int64_t *yi, const float *xp, ptrdiff_t 
                               ptrdiff_t hstep, ptrdiff_t oh0, ptrdiff_t oh1,
                               const int64_t *ws, const int64_t *wc, ptrdiff_t kw,
                               ptrdiff_t ulo, ptrdiff_t uhi, float *rv, int32_t *ri,
-                              ptrdiff_t *tags, ptrdiff_t RS, ptrdiff_t ahead)
+                              ptrdiff_t *tags, ptrdiff_t RS, ptrdiff_t ahead, int nt)
 {
 #ifdef CP_HAVE_WINDOW_MAX
 #define CP_FMAX2_CALL(KW)                                                                 \
     cp_fmax2_item##KW##_f32(y, yi, xp, H, W, OW, d0, nd, dstep, hs, hc, hstep, oh0, oh1,  \
-                            ws, wc, ulo, uhi, rv, ri, tags, RS, ahead)
+                            ws, wc, ulo, uhi, rv, ri, tags, RS, ahead, nt)
     switch (kw) {
     case 1: CP_FMAX2_CALL(1); break;
     case 2: CP_FMAX2_CALL(2); break;
@@ -1579,7 +1593,7 @@ static void cp_fmax2_item_f32(float *y, int64_t *yi, const float *xp, ptrdiff_t 
     (void)y; (void)yi; (void)xp; (void)H; (void)W; (void)OW; (void)d0; (void)nd;
     (void)dstep; (void)hs; (void)hc; (void)hstep; (void)oh0; (void)oh1; (void)ws;
     (void)wc; (void)kw; (void)ulo; (void)uhi; (void)rv; (void)ri; (void)tags; (void)RS;
-    (void)ahead;
+    (void)ahead; (void)nt;
 #endif
 }
 

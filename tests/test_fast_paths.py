@@ -131,6 +131,48 @@ def test_channels_last_max_streamed_outputs_match_plain_and_torch(monkeypatch, r
         assert np.array_equal(yi.transpose(perm), want_i.numpy())
 
 
+@pytest.mark.parametrize("rank, shape, kw", [
+    (2, (2, 3, 9, 70), dict(kernel_size=2)),
+    (2, (1, 4, 8, 64), dict(kernel_size=3, stride=2)),
+    (3, (2, 2, 4, 6, 64), dict(kernel_size=2)),
+    (2, (2, 16, 14, 14), dict(kernel_size=2)),          # small planes: gathered
+    (2, (3, 7, 14, 14), None)])                         # ... adaptive, 7 x 7
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("level", [2, 1])
+def test_channels_first_max_streamed_outputs_match_plain_and_torch(monkeypatch, rank, shape, kw,
+                                                                   threads, level):
+    # outputs larger than the caches (STREAM_BYTES): the row and gather
+    # kernels' whole aligned lines of values and indices written with
+    # non-temporal stores
+    rng = np.random.default_rng(sum(shape) + 5)
+    x = rng.standard_normal(shape).astype(np.float32)
+    x.reshape(-1)[::9] = np.nan
+    x.reshape(-1)[1::13] = x.reshape(-1)[::13][: x.reshape(-1)[1::13].size]     # ties
+    t = torch.from_numpy(x)
+    if kw is None:
+        want, want_i = F.adaptive_max_pool2d(t, 7, return_indices=True)
+        def pool(a):
+            return cypool.adaptive_max_pool2d(a, 7, return_indices=True)
+    else:
+        want, want_i = getattr(F, f"max_pool{rank}d")(t, return_indices=True, **kw)
+        def pool(a):
+            return getattr(cypool, f"max_pool{rank}d")(a, return_indices=True, **kw)
+    before = cypool.get_num_threads()
+    monkeypatch.setattr(_cpu, "SERIAL_WORK", 0)
+    try:
+        cypool.set_num_threads(threads)
+        _kernels.limit_window_isa(level)
+        plain = pool(x)
+        monkeypatch.setattr(_cpu, "STREAM_BYTES", 0)    # every output "large": streamed
+        streamed = pool(x)
+    finally:
+        _kernels.limit_window_isa(2)
+        cypool.set_num_threads(before)
+    for y, yi in (plain, streamed):
+        assert y.tobytes() == want.numpy().tobytes()
+        assert np.array_equal(yi, want_i.numpy())
+
+
 def test_runs_table():
     # bins of 5 over 2: [0, 3) and [2, 5); positions 0-1 read bin 0 only,
     # 2 reads both, 3-4 read bin 1 only
