@@ -1601,6 +1601,7 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
     if items == 0:
         return
     cdef Py_ssize_t ulo = 0, uhi = 0, ahead, rowb = g.size[2] * g.C * sizeof(value_t)
+    cdef bint nt
     if not (value_t is float or value_t is double) and is_max and yp == NULL:
         # integers, values only: rows reduced first, any layout (_int_max_row)
         _pair_range(&g, &ulo, &uhi)
@@ -1690,6 +1691,10 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
                         RS = 2 * _max_rows(&g)
                 nout = uhi - ulo
                 nfch = min(OH, max(1, (4 * nthreads + g.N * OD - 1) // (g.N * OD)))
+                # streamed only rows of whole lines, every output a vector's:
+                # rows that start mid-line (56 outputs) measured 5-15% slower
+                nt = (stream and yp != NULL and ulo == 0 and uhi == g.osize[2]
+                      and g.osize[2] % 16 == 0)
                 with nogil, parallel(num_threads=nthreads):
                     frv = <float *> cp_amalloc(max(RS, 1) * nout * sizeof(float), 0)
                     fri = <int32_t *> malloc(max(RS, 1) * nout * sizeof(int32_t))
@@ -1709,8 +1714,7 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
                                 g.win[1], g.win[1] + OH, g.step[1],
                                 oh0, (it % nfch + 1) * OH // nfch,
                                 g.win[2], g.win[2] + g.osize[2], g.max_count_w, ulo, uhi,
-                                frv, fri, ftags, RS, FMAX_AHEAD_ROWS * g.size[2],
-                                stream and yp != NULL)
+                                frv, fri, ftags, RS, FMAX_AHEAD_ROWS * g.size[2], nt)
                     cp_afree(frv)
                     free(fri)
                     free(ftags)

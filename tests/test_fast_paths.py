@@ -132,8 +132,8 @@ def test_channels_last_max_streamed_outputs_match_plain_and_torch(monkeypatch, r
 
 
 @pytest.mark.parametrize("rank, shape, kw", [
-    (2, (2, 3, 9, 70), dict(kernel_size=2)),
-    (2, (1, 4, 8, 64), dict(kernel_size=3, stride=2)),
+    (2, (2, 3, 9, 70), dict(kernel_size=2)),             # rows of 35: not streamed
+    (2, (1, 4, 9, 65), dict(kernel_size=3, stride=2)),   # rows of 32, sharing input rows
     (3, (2, 2, 4, 6, 64), dict(kernel_size=2)),
     (2, (2, 16, 14, 14), dict(kernel_size=2)),          # small planes: gathered
     (2, (3, 7, 14, 14), None)])                         # ... adaptive, 7 x 7
@@ -141,9 +141,9 @@ def test_channels_last_max_streamed_outputs_match_plain_and_torch(monkeypatch, r
 @pytest.mark.parametrize("level", [2, 1])
 def test_channels_first_max_streamed_outputs_match_plain_and_torch(monkeypatch, rank, shape, kw,
                                                                    threads, level):
-    # outputs larger than the caches (STREAM_BYTES): the row and gather
-    # kernels' whole aligned lines of values and indices written with
-    # non-temporal stores
+    # outputs larger than the caches (STREAM_BYTES): the gather kernel's and
+    # (rows of whole lines) the row kernel's aligned lines of values and
+    # indices written with non-temporal stores
     rng = np.random.default_rng(sum(shape) + 5)
     x = rng.standard_normal(shape).astype(np.float32)
     x.reshape(-1)[::9] = np.nan
