@@ -22,8 +22,136 @@
 #define CP_CLONES
 #endif
 
+/* The instruction set the hand-picked kernels use, chosen at run time:
+ * 2: AVX-512F, 1: AVX2, 0: neither (the baseline; also every non-x86-64
+ * machine).  cp_window_limit_isa lowers it, so that tests run each level's
+ * code on one machine and compare the results. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) \
+    && !defined(CYPOOL_NO_MULTIVERSION)
+#define CP_ISA_LEVELS 1
+static int cp_window_isa_level = -1;
+
+static int cp_window_isa(void)
+{
+    if (cp_window_isa_level < 0)
+        cp_window_isa_level = __builtin_cpu_supports("avx512f") ? 2
+                              : __builtin_cpu_supports("avx2") ? 1 : 0;
+    return cp_window_isa_level;
+}
+
+/* Use at most ISA level `level` from now on; returns the level in force. */
+static int cp_window_limit_isa(int level)
+{
+    int best = __builtin_cpu_supports("avx512f") ? 2 : __builtin_cpu_supports("avx2") ? 1 : 0;
+    cp_window_isa_level = level < best ? level : best;
+    return cp_window_isa_level;
+}
+#else
+static int cp_window_limit_isa(int level) { (void)level; return 0; }
+#endif
+
+/* Loops written once with GCC/clang vector types, compiled once a level:
+ * VT is T in vectors of the level's register width (64 bytes with
+ * AVX-512F, 32 with AVX2, 16 otherwise), HT half of one, VN the lanes of
+ * a VT; CP_VLD / CP_VST load and store one unaligned.  Vector types wider
+ * than the target's registers (64 bytes in an AVX2 clone) are not kept in
+ * registers by GCC: each operation goes through the stack (measured 3-5x
+ * slower than the 32-byte loop), so the width is chosen a clone, not fixed.
+ * Each lane's operations do not depend on the width: every level gives the
+ * same bits.  CP_VCLONES(T, RET, RETKW, NAME, PARAMS, ARGS, BODY) defines
+ * NAME PARAMS, whose body BODY(T) runs at the level in force (RETKW: return
+ * for a value, empty for void). */
+#if defined(__GNUC__) || defined(__clang__)
+#define CP_VTYPES(T, B)                                                                   \
+    typedef T VT __attribute__((vector_size(B)));                                         \
+    typedef T HT __attribute__((vector_size((B) / 2)));                                   \
+    enum { VN = (B) / sizeof(T) };
+#else
+#define CP_VTYPES(T, B) enum { VN = 1 };   /* (the plain loops use no vectors) */
+#endif
+#define CP_VLD_AS(TYPE, p)                                                                \
+    __extension__({                                                                       \
+        TYPE v_;                                                                          \
+        memcpy(&v_, (p), sizeof v_);                                                      \
+        v_;                                                                               \
+    })
+#define CP_VLD(p) CP_VLD_AS(VT, p)
+#define CP_VST(p, v)                                                                      \
+    do {                                                                                  \
+        __typeof__(v) s_ = (v);                                                           \
+        memcpy((p), &s_, sizeof s_);                                                      \
+    } while (0)
+/* Lanes [i0, n) of a sum over taps t < taps, in tap order, in steps of 256,
+ * 64 and 32 bytes while whole steps remain (each step as many of the
+ * level's vectors, at most 8 at a time, kept in registers); i0 ends at the
+ * first lane left.  INIT(TYPE, l): a vector's start at lane l; TAP(t): tap
+ * t's lane 0; OUT(a, l): what is done with the sum a of lanes from l.  The
+ * steps are the same at every level, so that each lane is summed by the
+ * same kind of code at every level: where a sum meets two different NaNs,
+ * which one it passes on depends on the code's operand order (vector or
+ * scalar), and every level then still gives the same bits. */
+#define CP_LANE_STEP(T, BYTES, TYPE, INIT, TAP, OUT)                                      \
+    for (; i0 + (ptrdiff_t)((BYTES) / sizeof(T)) <= n; i0 += (BYTES) / sizeof(T)) {      \
+        enum { V_ = (BYTES) / sizeof(TYPE) ? (BYTES) / sizeof(TYPE) : 1,                  \
+               K_ = V_ < 8 ? V_ : 8, L_ = sizeof(TYPE) / sizeof(T) };                      \
+        for (int b = 0; b < V_; b += K_) {                                                \
+            const ptrdiff_t l0 = i0 + b * L_;                                             \
+            TYPE a[K_];                                                                   \
+            _Pragma("GCC unroll 8") for (int q = 0; q < K_; q++) a[q] = INIT(TYPE, l0 + q * L_);\
+            for (ptrdiff_t t = 0; t < taps; t++) {                                        \
+                const T *p = TAP(t) + l0;                                                 \
+                _Pragma("GCC unroll 8") for (int q = 0; q < K_; q++)                      \
+                    a[q] = a[q] + CP_VLD_AS(TYPE, p + q * L_);                            \
+            }                                                                             \
+            _Pragma("GCC unroll 8") for (int q = 0; q < K_; q++) OUT(a[q], l0 + q * L_)   \
+        }                                                                                 \
+    }
+#define CP_LANE_STEPS(T, INIT, TAP, OUT)                                                  \
+    CP_LANE_STEP(T, 256, VT, INIT, TAP, OUT)                                              \
+    CP_LANE_STEP(T, 64, VT, INIT, TAP, OUT)                                               \
+    if (sizeof(VT) > 32) {      /* 32 bytes: half a 64-byte vector */                     \
+        CP_LANE_STEP(T, 32, HT, INIT, TAP, OUT)                                           \
+    } else {                                                                              \
+        CP_LANE_STEP(T, 32, VT, INIT, TAP, OUT)                                           \
+    }
+#ifdef CP_ISA_LEVELS
+#define CP_VCLONES(T, RET, RETKW, NAME, PARAMS, ARGS, BODY)                               \
+    __attribute__((target("avx512f"))) static RET NAME##_v64 PARAMS                       \
+    {                                                                                     \
+        CP_VTYPES(T, 64)                                                                  \
+        BODY(T)                                                                           \
+    }                                                                                     \
+    __attribute__((target("avx2"))) static RET NAME##_v32 PARAMS                          \
+    {                                                                                     \
+        CP_VTYPES(T, 32)                                                                  \
+        BODY(T)                                                                           \
+    }                                                                                     \
+    static RET NAME##_v16 PARAMS                                                          \
+    {                                                                                     \
+        CP_VTYPES(T, 16)                                                                  \
+        BODY(T)                                                                           \
+    }                                                                                     \
+    static RET NAME PARAMS                                                                \
+    {                                                                                     \
+        switch (cp_window_isa()) {                                                        \
+        case 2: RETKW NAME##_v64 ARGS; break;                                             \
+        case 1: RETKW NAME##_v32 ARGS; break;                                             \
+        default: RETKW NAME##_v16 ARGS; break;                                            \
+        }                                                                                 \
+    }
+#else
+#define CP_VCLONES(T, RET, RETKW, NAME, PARAMS, ARGS, BODY)                               \
+    static RET NAME PARAMS                                                                \
+    {                                                                                     \
+        CP_VTYPES(T, 16)                                                                  \
+        BODY(T)                                                                           \
+    }
+#endif
+
 #define CP_DEFINE_LANES(T, SUFFIX)                                                        \
-    /* acc[i] += x[t*xstep + i] for each tap t < taps, in tap order */                    \
+    /* acc[i] += x[t*xstep + i] for each tap t < taps, in tap order (all lanes a     */   \
+    /* tap: the input is read in its order; accumulators kept in registers over the */   \
+    /* taps, a block of lanes at a time, measured 1.1-1.2x slower for 1 KiB pixels) */   \
     CP_CLONES static void cp_lanes_add_##SUFFIX(T *restrict acc, const T *restrict x,     \
                                                 ptrdiff_t n, ptrdiff_t taps,              \
                                                 ptrdiff_t xstep)                          \
@@ -198,13 +326,13 @@ CP_DEFINE_SPREAD(double, f64)
 
 /* A whole window at once, for n channel lanes: lane i of the result is the
  * sum (or running max) of x[offs[t] + i] over the taps t < taps, in tap
- * order, kept in registers (two 64-byte vectors of lanes at a time) and
+ * order, kept in registers (four vectors of lanes at a time) and
  * stored once.  The same additions (comparisons) in the same order as the
  * per-tap loops above, so the same bits; what changes is that the output is
  * not read and written back once per window row.  For max, tap t has index
  * tidx[t], and a window starts from (init, first) as the per-tap loops do.
- * Written with GCC/clang vector types (each target_clones clone lowers them
- * to its own ISA); other compilers get the plain loops. */
+ * Written with GCC/clang vector types, one copy a level (CP_VCLONES); other
+ * compilers get the plain loops. */
 /* A window sum a (vector or scalar) made an average, as _finish_avg in
  * _kernels.pyx divides: mode 0 by t1, t2, t3 in turn (adaptive extents),
  * modes 1 and 2 once by d1 (0 for a window with no divisor), the quotient
@@ -223,59 +351,50 @@ CP_DEFINE_SPREAD(double, f64)
     }
 
 #if defined(__GNUC__) || defined(__clang__)
-#define CP_DEFINE_WINDOW(T, SUFFIX, I, N)                                                 \
-    typedef T cp_vec_##SUFFIX __attribute__((vector_size(64)));                           \
-    typedef T cp_hvec_##SUFFIX __attribute__((vector_size(32)));                          \
-    static inline cp_vec_##SUFFIX cp_ld_##SUFFIX(const T *p)                              \
+/* cp_window_add_v: returns the lanes done.  Lanes of CP_TAP_MAJOR_BYTES and
+ * more (1 KiB pixels: 256 float32 channels) are summed a tap at a time over
+ * all of them (in y, which stays in the L1 cache), so that the input is
+ * read in its order: where it comes from memory, 1.4x faster than the
+ * steps of CP_LANE_STEPS, which read each tap's pixel in 256-byte pieces
+ * (global pooling of (64, 7, 7, 2048), k=2 s=2 of (32, 56, 56, 256)); for
+ * smaller pixels, mostly in the caches, the steps are 1.15x faster (k=3 s=1
+ * of 512-byte pixels).  The same additions in the same order either way;
+ * the first 256-byte multiple of lanes the one way, the rest the other, at
+ * every level. */
+#define CP_TAP_MAJOR_BYTES 1024
+#define CP_ZERO_INIT(TYPE, l) ((TYPE){0})
+#define CP_WINDOW_TAP(t) (x + offs[t])
+#define CP_WINDOW_OUT(a, l)                                                               \
     {                                                                                     \
-        cp_vec_##SUFFIX v;                                                                \
-        memcpy(&v, p, sizeof v);                                                          \
-        return v;                                                                         \
-    }                                                                                     \
-    CP_CLONES static ptrdiff_t cp_window_add_v_##SUFFIX(T *y, const T *x, ptrdiff_t n,    \
-                                                        const ptrdiff_t *offs,            \
-                                                        ptrdiff_t taps, int mode,         \
-                                                        double d1, double d2, double d3)  \
-    {                                                                                     \
-        ptrdiff_t i0 = 0;                                                                 \
-        const T t1 = (T)d1, t2 = (T)d2, t3 = (T)d3;                                       \
-        for (; i0 + 4 * N <= n; i0 += 4 * N) {   /* whole 256-byte lines per tap */       \
-            cp_vec_##SUFFIX a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                       \
-            for (ptrdiff_t t = 0; t < taps; t++) {                                        \
-                const T *p = x + offs[t] + i0;                                            \
-                a0 = a0 + cp_ld_##SUFFIX(p);                                              \
-                a1 = a1 + cp_ld_##SUFFIX(p + N);                                          \
-                a2 = a2 + cp_ld_##SUFFIX(p + 2 * N);                                      \
-                a3 = a3 + cp_ld_##SUFFIX(p + 3 * N);                                      \
-            }                                                                             \
-            CP_AVG_DIVIDE(a0) CP_AVG_DIVIDE(a1) CP_AVG_DIVIDE(a2) CP_AVG_DIVIDE(a3)      \
-            memcpy(y + i0, &a0, sizeof a0);                                               \
-            memcpy(y + i0 + N, &a1, sizeof a1);                                           \
-            memcpy(y + i0 + 2 * N, &a2, sizeof a2);                                       \
-            memcpy(y + i0 + 3 * N, &a3, sizeof a3);                                       \
-        }                                                                                 \
-        for (; i0 + 2 * N <= n; i0 += 2 * N) {                                            \
-            cp_vec_##SUFFIX a0 = {0}, a1 = {0};                                           \
-            for (ptrdiff_t t = 0; t < taps; t++) {                                        \
-                const T *p = x + offs[t] + i0;                                            \
-                a0 = a0 + cp_ld_##SUFFIX(p);                                              \
-                a1 = a1 + cp_ld_##SUFFIX(p + N);                                          \
-            }                                                                             \
-            CP_AVG_DIVIDE(a0) CP_AVG_DIVIDE(a1)                                           \
-            memcpy(y + i0, &a0, sizeof a0);                                               \
-            memcpy(y + i0 + N, &a1, sizeof a1);                                           \
-        }                                                                                 \
-        for (; i0 + N / 2 <= n; i0 += N / 2) {   /* half vectors: 8 float lanes */        \
-            cp_hvec_##SUFFIX a0 = {0}, v;                                                 \
-            for (ptrdiff_t t = 0; t < taps; t++) {                                        \
-                memcpy(&v, x + offs[t] + i0, sizeof v);                                   \
-                a0 = a0 + v;                                                              \
-            }                                                                             \
-            CP_AVG_DIVIDE(a0)                                                             \
-            memcpy(y + i0, &a0, sizeof a0);                                               \
-        }                                                                                 \
-        return i0;                                                                        \
+        CP_AVG_DIVIDE(a)                                                                  \
+        CP_VST(y + (l), a);                                                               \
     }
+#define CP_WINDOW_ADD_BODY(T)                                                             \
+    ptrdiff_t i0 = 0;                                                                     \
+    const T t1 = (T)d1, t2 = (T)d2, t3 = (T)d3;                                           \
+    if (n * sizeof(T) >= CP_TAP_MAJOR_BYTES) {                                            \
+        const ptrdiff_t m = n / (256 / sizeof(T)) * (256 / sizeof(T));                    \
+        for (ptrdiff_t t = 0; t < taps; t++) {                                            \
+            const T *p = x + offs[t];                                                     \
+            if (t == 0)                                                                   \
+                for (ptrdiff_t i = 0; i < m; i += VN) CP_VST(y + i, (VT){0} + CP_VLD(p + i));\
+            else                                                                          \
+                for (ptrdiff_t i = 0; i < m; i += VN) CP_VST(y + i, CP_VLD(y + i) + CP_VLD(p + i));\
+        }                                                                                 \
+        for (ptrdiff_t i = 0; i < m; i += VN) {                                           \
+            VT a = CP_VLD(y + i);                                                         \
+            CP_AVG_DIVIDE(a)                                                              \
+            CP_VST(y + i, a);                                                             \
+        }                                                                                 \
+        i0 = m;                                                                           \
+    }                                                                                     \
+    CP_LANE_STEPS(T, CP_ZERO_INIT, CP_WINDOW_TAP, CP_WINDOW_OUT)                          \
+    return i0;
+#define CP_DEFINE_WINDOW(T, SUFFIX, I, N)                                                 \
+    CP_VCLONES(T, ptrdiff_t, return, cp_window_add_v_##SUFFIX,                            \
+               (T *y, const T *x, ptrdiff_t n, const ptrdiff_t *offs, ptrdiff_t taps,     \
+                int mode, double d1, double d2, double d3),                               \
+               (y, x, n, offs, taps, mode, d1, d2, d3), CP_WINDOW_ADD_BODY)
 #else
 #define CP_DEFINE_WINDOW(T, SUFFIX, I, N)                                                 \
     static ptrdiff_t cp_window_add_v_##SUFFIX(T *y, const T *x, ptrdiff_t n,              \
@@ -296,24 +415,6 @@ CP_DEFINE_SPREAD(double, f64)
 #include <immintrin.h>
 #define CP_HAVE_WINDOW_MAX 1
 
-static int cp_window_isa_level = -1;  /* 2: AVX-512F, 1: AVX2, 0: neither */
-
-static int cp_window_isa(void)
-{
-    if (cp_window_isa_level < 0)
-        cp_window_isa_level = __builtin_cpu_supports("avx512f") ? 2
-                              : __builtin_cpu_supports("avx2") ? 1 : 0;
-    return cp_window_isa_level;
-}
-
-/* Use at most ISA level `level` from now on (tests compare the levels);
- * returns the level in force. */
-static int cp_window_limit_isa(int level)
-{
-    int best = __builtin_cpu_supports("avx512f") ? 2 : __builtin_cpu_supports("avx2") ? 1 : 0;
-    cp_window_isa_level = level < best ? level : best;
-    return cp_window_isa_level;
-}
 
 /* AVX-512F, L lanes a vector (16 float, 8 double), masked loads and stores
  * for the last lanes; yi == NULL: values only.  V, P (s/d) and the index width
@@ -497,7 +598,6 @@ CP_DEFINE_WMAX256(double, f64, 4, __m256d, d, int64_t, _mm256_set1_epi64x, _mm25
     }
 #else
 #define CP_WMAX_DISPATCH(SUFFIX) (void)nt; return 0;
-static int cp_window_limit_isa(int level) { (void)level; return 0; }
 #endif
 
 #define CP_DEFINE_WINDOW_MAX(T, SUFFIX)                                                   \
@@ -592,7 +692,7 @@ CP_DEFINE_WINDOW_TAIL(double, f64)
 #if defined(__GNUC__) || defined(__clang__)
 /* output o's G lanes divided (the quotient added to 0, as cp_finish_row) */
 #define CP_ROWLANES_DIVIDE(T, SUFFIX)                                                     \
-            cp_vec_##SUFFIX q = cp_ld_##SUFFIX(y + o * G);                                \
+            VT q = CP_VLD(y + o * G + h);                                   \
             if (mode == 0) {                                                              \
                 q = ((q / ta) / tb) / (T)w[o];                                            \
             } else if (mode == 1) {                                                       \
@@ -604,7 +704,7 @@ CP_DEFINE_WINDOW_TAIL(double, f64)
             } else {                                                                      \
                 q = 0 + q / tk;                                                           \
             }                                                                             \
-            memcpy(y + o * G, &q, sizeof q);
+            CP_VST(y + o * G + h, q);
 #else
 #define CP_ROWLANES_DIVIDE(T, SUFFIX)                                                     \
             for (ptrdiff_t i = 0; i < G; i++) {                                           \
@@ -619,10 +719,24 @@ CP_DEFINE_WINDOW_TAIL(double, f64)
                 }                                                                         \
             }
 #endif
+/* cp_finish_row's divisions for a row of n outputs of G lanes each */
+#if defined(__GNUC__) || defined(__clang__)
+#define CP_ROWLANES_FINISH_BODY(T)                                                        \
+    enum { G = 64 / sizeof(T) };                                                          \
+    const T ta = (T)a, tb = (T)b, tk = (T)k;                                              \
+    for (ptrdiff_t o = 0; o < n; o++)                                                     \
+        for (ptrdiff_t h = 0; h < G; h += VN) {                                           \
+            CP_ROWLANES_DIVIDE(T, SUFFIX)                                                 \
+        }
 #define CP_DEFINE_ROWLANES(T, SUFFIX, NAME)                                               \
-    /* cp_finish_row's divisions for a row of n outputs of G lanes each */               \
-    CP_CLONES static void NAME(T *restrict y, ptrdiff_t n, int mode, double a, double b,  \
-                               const double *restrict w, double k)                        \
+    CP_VCLONES(T, void, , NAME,                                                           \
+               (T *restrict y, ptrdiff_t n, int mode, double a, double b,                 \
+                const double *restrict w, double k),                                      \
+               (y, n, mode, a, b, w, k), CP_ROWLANES_FINISH_BODY)
+#else
+#define CP_DEFINE_ROWLANES(T, SUFFIX, NAME)                                               \
+    static void NAME(T *restrict y, ptrdiff_t n, int mode, double a, double b,            \
+                     const double *restrict w, double k)                                  \
     {                                                                                     \
         enum { G = 64 / sizeof(T) };                                                      \
         const T ta = (T)a, tb = (T)b, tk = (T)k;                                          \
@@ -630,6 +744,7 @@ CP_DEFINE_WINDOW_TAIL(double, f64)
             CP_ROWLANES_DIVIDE(T, SUFFIX)                                                 \
         }                                                                                 \
     }
+#endif
 
 CP_DEFINE_ROWLANES(float, f32, cp_rowlanes_finish_f32_any)
 CP_DEFINE_ROWLANES(double, f64, cp_rowlanes_finish_f64)
@@ -642,44 +757,46 @@ CP_DEFINE_ROWLANES(double, f64, cp_rowlanes_finish_f64)
  * time), each lane adds its plane's taps in the row-major order. */
 #if defined(__GNUC__) || defined(__clang__)
 #define CP_ROWLANES_SUMW_BODY(T, SUFFIX)                                                  \
+    for (ptrdiff_t h = 0; h < G; h += VN) {   /* the G lanes a vector at a time */       \
         ptrdiff_t o = 0;                                                                  \
         while (o < n) {                                                                   \
             const ptrdiff_t c = count[o];                                                 \
             if (o + 4 <= n && count[o + 1] == c && count[o + 2] == c && count[o + 3] == c) {\
-                cp_vec_##SUFFIX a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                   \
+                VT a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                \
                 if (!first) {                                                             \
-                    a0 = cp_ld_##SUFFIX(acc + o * G);                                     \
-                    a1 = cp_ld_##SUFFIX(acc + (o + 1) * G);                               \
-                    a2 = cp_ld_##SUFFIX(acc + (o + 2) * G);                               \
-                    a3 = cp_ld_##SUFFIX(acc + (o + 3) * G);                               \
+                    a0 = CP_VLD(acc + o * G + h);                                         \
+                    a1 = CP_VLD(acc + (o + 1) * G + h);                                   \
+                    a2 = CP_VLD(acc + (o + 2) * G + h);                                   \
+                    a3 = CP_VLD(acc + (o + 3) * G + h);                                   \
                 }                                                                         \
-                const ptrdiff_t s0 = start[o] * G, s1 = start[o + 1] * G;                 \
-                const ptrdiff_t s2 = start[o + 2] * G, s3 = start[o + 3] * G;             \
+                const ptrdiff_t s0 = start[o] * G + h, s1 = start[o + 1] * G + h;         \
+                const ptrdiff_t s2 = start[o + 2] * G + h, s3 = start[o + 3] * G + h;     \
                 for (ptrdiff_t r = 0; r < nr; r++) {                                      \
                     const T *t = rows[r];                                                 \
                     for (ptrdiff_t k = 0; k < c; k++) {                                   \
-                        a0 = a0 + cp_ld_##SUFFIX(t + s0 + k * sw * G);                    \
-                        a1 = a1 + cp_ld_##SUFFIX(t + s1 + k * sw * G);                    \
-                        a2 = a2 + cp_ld_##SUFFIX(t + s2 + k * sw * G);                    \
-                        a3 = a3 + cp_ld_##SUFFIX(t + s3 + k * sw * G);                    \
+                        a0 = a0 + CP_VLD(t + s0 + k * sw * G);                            \
+                        a1 = a1 + CP_VLD(t + s1 + k * sw * G);                            \
+                        a2 = a2 + CP_VLD(t + s2 + k * sw * G);                            \
+                        a3 = a3 + CP_VLD(t + s3 + k * sw * G);                            \
                     }                                                                     \
                 }                                                                         \
-                memcpy(acc + o * G, &a0, sizeof a0);                                      \
-                memcpy(acc + (o + 1) * G, &a1, sizeof a1);                                \
-                memcpy(acc + (o + 2) * G, &a2, sizeof a2);                                \
-                memcpy(acc + (o + 3) * G, &a3, sizeof a3);                                \
+                CP_VST(acc + o * G + h, a0);                                              \
+                CP_VST(acc + (o + 1) * G + h, a1);                                        \
+                CP_VST(acc + (o + 2) * G + h, a2);                                        \
+                CP_VST(acc + (o + 3) * G + h, a3);                                        \
                 o += 4;                                                                   \
                 continue;                                                                 \
             }                                                                             \
-            cp_vec_##SUFFIX a = {0};                                                      \
+            VT a = {0};                                                                   \
             if (!first)                                                                   \
-                a = cp_ld_##SUFFIX(acc + o * G);                                          \
+                a = CP_VLD(acc + o * G + h);                                              \
             for (ptrdiff_t r = 0; r < nr; r++)                                            \
                 for (ptrdiff_t k = 0; k < c; k++)                                         \
-                    a = a + cp_ld_##SUFFIX(rows[r] + (start[o] + k * sw) * G);            \
-            memcpy(acc + o * G, &a, sizeof a);                                            \
+                    a = a + CP_VLD(rows[r] + (start[o] + k * sw) * G + h);                \
+            CP_VST(acc + o * G + h, a);                                                   \
             o += 1;                                                                       \
-        }
+        }                                                                                 \
+    }
 #else
 #define CP_ROWLANES_SUMW_BODY(T, SUFFIX)                                                  \
         for (ptrdiff_t o = 0; o < n; o++)                                                 \
@@ -691,16 +808,14 @@ CP_DEFINE_ROWLANES(double, f64, cp_rowlanes_finish_f64)
                 acc[o * G + i] = a;                                                       \
             }
 #endif
+#define CP_ROWLANES_SUMW_G(T)                                                             \
+    enum { G = 64 / sizeof(T) };                                                          \
+    CP_ROWLANES_SUMW_BODY(T, SUFFIX)
 #define CP_DEFINE_ROWLANES_SUMW(T, SUFFIX)                                                \
-    CP_CLONES static void cp_rowlanes_sumw_##SUFFIX(T *restrict acc, T *const *rows,      \
-                                                    ptrdiff_t nr, ptrdiff_t n,            \
-                                                    const int64_t *start,                 \
-                                                    const int64_t *count, ptrdiff_t sw,   \
-                                                    int first)                            \
-    {                                                                                     \
-        enum { G = 64 / sizeof(T) };                                                      \
-        CP_ROWLANES_SUMW_BODY(T, SUFFIX)                                                  \
-    }
+    CP_VCLONES(T, void, , cp_rowlanes_sumw_##SUFFIX,                                      \
+               (T *restrict acc, T *const *rows, ptrdiff_t nr, ptrdiff_t n,               \
+                const int64_t *start, const int64_t *count, ptrdiff_t sw, int first),     \
+               (acc, rows, nr, n, start, count, sw, first), CP_ROWLANES_SUMW_G)
 CP_DEFINE_ROWLANES_SUMW(float, f32)
 CP_DEFINE_ROWLANES_SUMW(double, f64)
 
@@ -712,15 +827,16 @@ CP_DEFINE_ROWLANES_SUMW(double, f64)
  * registers: each lane in the order of PyTorch's scatter. */
 #if defined(__GNUC__) || defined(__clang__)
 #define CP_ROWLANES_GATHERW_BODY(T, SUFFIX)                                               \
-        for (ptrdiff_t w = 0; w < W; w++) {                                               \
-            cp_vec_##SUFFIX a = {0};                                                      \
-            for (ptrdiff_t r = 0; r < nr; r++) {                                          \
-                const T *t = rows[r];                                                     \
-                for (int64_t j = ptr[w]; j < ptr[w + 1]; j++)                             \
-                    a = a + cp_ld_##SUFFIX(t + outs[j] * G);                              \
-            }                                                                             \
-            memcpy(acc + w * G, &a, sizeof a);                                            \
-        }
+        for (ptrdiff_t w = 0; w < W; w++)                                                 \
+            for (ptrdiff_t h = 0; h < G; h += VN) {                                       \
+                VT a = {0};                                                               \
+                for (ptrdiff_t r = 0; r < nr; r++) {                                      \
+                    const T *t = rows[r] + h;                                             \
+                    for (int64_t j = ptr[w]; j < ptr[w + 1]; j++)                         \
+                        a = a + CP_VLD(t + outs[j] * G);                                  \
+                }                                                                         \
+                CP_VST(acc + w * G + h, a);                                               \
+            }
 #else
 #define CP_ROWLANES_GATHERW_BODY(T, SUFFIX)                                               \
         for (ptrdiff_t w = 0; w < W; w++)                                                 \
@@ -732,15 +848,14 @@ CP_DEFINE_ROWLANES_SUMW(double, f64)
                 acc[w * G + i] = a;                                                       \
             }
 #endif
+#define CP_ROWLANES_GATHERW_G(T)                                                          \
+    enum { G = 64 / sizeof(T) };                                                          \
+    CP_ROWLANES_GATHERW_BODY(T, SUFFIX)
 #define CP_DEFINE_ROWLANES_GATHERW(T, SUFFIX)                                             \
-    CP_CLONES static void cp_rowlanes_gatherw_##SUFFIX(T *restrict acc, T *const *rows,   \
-                                                       ptrdiff_t nr, ptrdiff_t W,         \
-                                                       const int64_t *ptr,                \
-                                                       const int64_t *outs)               \
-    {                                                                                     \
-        enum { G = 64 / sizeof(T) };                                                      \
-        CP_ROWLANES_GATHERW_BODY(T, SUFFIX)                                               \
-    }
+    CP_VCLONES(T, void, , cp_rowlanes_gatherw_##SUFFIX,                                   \
+               (T *restrict acc, T *const *rows, ptrdiff_t nr, ptrdiff_t W,               \
+                const int64_t *ptr, const int64_t *outs),                                 \
+               (acc, rows, nr, W, ptr, outs), CP_ROWLANES_GATHERW_G)
 CP_DEFINE_ROWLANES_GATHERW(float, f32)
 CP_DEFINE_ROWLANES_GATHERW(double, f64)
 

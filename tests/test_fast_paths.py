@@ -1347,3 +1347,42 @@ def test_max_indices_of_windows_of_minus_infinity_only(kw, channels_last):
         v, i = cypool.max_pool2d(x, return_indices=True, **kw)
     assert np.isneginf(want_v.numpy()).any()
     assert np.array_equal(v, want_v.numpy()) and np.array_equal(i, want_i.numpy())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("lanes", [256, 300, 333])
+def test_wide_channels_last_window_sums_agree_with_torch_at_every_isa_level(dtype, lanes):
+    # pixels of 1 KiB and more: the first multiple of 256 bytes of lanes is
+    # summed a tap at a time over all of them, the rest in register steps
+    # (cp_window_add_v); both must give torch's bits, at every ISA level
+    rng = np.random.default_rng(lanes)
+    x = rng.standard_normal((2, 7, 9, lanes)).astype(dtype)
+    x[0, 1, 2, ::5] = -0.0
+    x[1, 3, 3, ::7] = 1e30
+    nasty = _nasty(rng, x.shape, dtype)
+    tx = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    want = {k: np.ascontiguousarray(v.numpy().transpose(0, 2, 3, 1)) for k, v in (
+        ("adaptive", F.adaptive_avg_pool2d(tx, (3, 4))),
+        ("fixed", F.avg_pool2d(tx, 3, 2, 1, count_include_pad=False)))}
+    # torch's global average is mean(), in an order of its own: the
+    # row-major sum, divided by each extent in turn, in NumPy
+    total = np.zeros((2, lanes), dtype)
+    for h in range(7):
+        for w in range(9):
+            total = total + x[:, h, w]
+    want["global"] = (total / dtype(7) / dtype(9)).reshape(2, 1, 1, lanes)
+    results = []
+    try:
+        for level in (2, 1, 0):
+            _kernels.limit_window_isa(level)
+            got = {"adaptive": cypool.adaptive_avg_pool2d(x, (3, 4), channels_last=True),
+                   "fixed": cypool.avg_pool2d(x, 3, 2, 1, count_include_pad=False,
+                                              channels_last=True),
+                   "global": cypool.global_avg_pool2d(x, channels_last=True)}
+            for k, v in got.items():
+                assert v.tobytes() == want[k].tobytes(), (level, k)
+            results.append([cypool.adaptive_avg_pool2d(nasty, (3, 4), channels_last=True).tobytes(),
+                            cypool.avg_pool2d(nasty, 3, 2, 1, channels_last=True).tobytes()])
+    finally:
+        _kernels.limit_window_isa(2)
+    assert results[0] == results[1] == results[2]
