@@ -1834,8 +1834,8 @@ static int cp_scatter_lanes_f32(float *gp, const float *op, const int64_t *ip, p
 
 /* cp_sum_planes: cp_sum of each of np planes of n contiguous values.  For
  * float32 planes of fewer than 256 values (global pooling of 7 x 7 and the
- * like) an AVX-512F version does cp_sum16's additions with one register of
- * partial sums and the tree spelt out in halves: the same additions in the
+ * like) AVX-512F and AVX2 versions do cp_sum16's additions with one (two)
+ * registers of partial sums and the tree spelt out in halves: the same additions in the
  * same order, so the same bits, without the generic loop's overhead. */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) \
     && !defined(CYPOOL_NO_MULTIVERSION)
@@ -1862,9 +1862,37 @@ cp_sum16_planes512_f32(const float *x, ptrdiff_t n, ptrdiff_t np, float *out)
         out[p] = s;
     }
 }
+/* the same with AVX2: the 16 partial sums in two registers */
+__attribute__((target("avx2"))) static void
+cp_sum16_planes256_f32(const float *x, ptrdiff_t n, ptrdiff_t np, float *out)
+{
+    ptrdiff_t full = n / 16 * 16;
+    for (ptrdiff_t p = 0; p < np; p++) {
+        const float *q = x + p * n;
+        for (ptrdiff_t i = 0; i < n; i += 16)
+            __builtin_prefetch(q + CP_PLANES_AHEAD / sizeof(float) + i, 0, 3);
+        __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+        for (ptrdiff_t i = 0; i < full; i += 16) {
+            lo = _mm256_add_ps(lo, _mm256_loadu_ps(q + i));
+            hi = _mm256_add_ps(hi, _mm256_loadu_ps(q + i + 8));
+        }
+        __m256 a8 = _mm256_add_ps(lo, hi);                               /* [j] + [j+8] */
+        __m128 a4 = _mm_add_ps(_mm256_castps256_ps128(a8), _mm256_extractf128_ps(a8, 1));
+        __m128 a2 = _mm_add_ps(a4, _mm_movehl_ps(a4, a4));           /* [0]+[2], [1]+[3] */
+        __m128 a1 = _mm_add_ss(a2, _mm_shuffle_ps(a2, a2, 1));        /* [0]+[1] */
+        float s = _mm_cvtss_f32(a1);
+        for (ptrdiff_t i = full; i < n; i++)
+            s = s + q[i];
+        out[p] = s;
+    }
+}
 #define CP_SUM_PLANES_F32_FAST(x, n, np, out)                                            \
     if ((n) < 256 && cp_window_isa() == 2) {                                              \
         cp_sum16_planes512_f32(x, n, np, out);                                            \
+        return;                                                                           \
+    }                                                                                     \
+    if ((n) < 256 && cp_window_isa() == 1) {                                              \
+        cp_sum16_planes256_f32(x, n, np, out);                                            \
         return;                                                                           \
     }
 #else
