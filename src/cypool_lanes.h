@@ -453,6 +453,57 @@ CP_DEFINE_SPREAD(double, f64)
         return n;                                                                         \
     }
 
+/* cp_wmax256_f32 for 32 lanes at a time from lane 0 (four chains of blends
+ * in flight, where one is bound by its latency), the indices of each 4
+ * lanes by a masked gather of tidx; returns the lanes done. */
+__attribute__((target("avx2"))) static ptrdiff_t
+cp_wmax256x4_f32(float *y, int64_t *yi, const float *x, ptrdiff_t n, const ptrdiff_t *offs,
+                 const int64_t *tidx, ptrdiff_t taps, float init, int64_t first,
+                 const int64_t *firsts, int64_t lstep)
+{
+    ptrdiff_t i0 = 0;
+    const __m256i one = _mm256_set1_epi32(1);
+    for (; i0 + 32 <= n; i0 += 32) {
+        __m256 m[4];
+        __m256i k[4], tt = _mm256_setzero_si256();
+        for (int q = 0; q < 4; q++) {
+            m[q] = _mm256_set1_ps(init);
+            k[q] = _mm256_set1_epi32(-1);
+        }
+        for (ptrdiff_t t = 0; t < taps; t++) {
+            const float *p = x + offs[t] + i0;
+            for (int q = 0; q < 4; q++) {
+                __m256 v = _mm256_loadu_ps(p + 8 * q);
+                __m256 take = _mm256_or_ps(_mm256_cmp_ps(v, m[q], _CMP_GT_OQ),
+                                           _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+                m[q] = _mm256_blendv_ps(m[q], v, take);
+                k[q] = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(k[q]),
+                                                            _mm256_castsi256_ps(tt), take));
+            }
+            tt = _mm256_add_epi32(tt, one);
+        }
+        for (int q = 0; q < 4; q++)
+            _mm256_storeu_ps(y + i0 + 8 * q, m[q]);
+        if (!yi)
+            continue;
+        for (int q = 0; q < 8; q++) {       /* 4 lanes: tidx[k] + lstep * lane, or the start */
+            const ptrdiff_t i = i0 + 4 * q;
+            __m128i kk = q & 1 ? _mm256_extracti128_si256(k[q / 2], 1)
+                               : _mm256_castsi256_si128(k[q / 2]);
+            __m256i none = _mm256_cvtepi32_epi64(_mm_cmpgt_epi32(_mm_setzero_si128(), kk));
+            __m256i src = firsts ? _mm256_loadu_si256((const __m256i *)(firsts + i))
+                                 : _mm256_set1_epi64x(first);
+            __m256i got = _mm256_mask_i32gather_epi64(src, (const long long *)tidx, kk,
+                                                      _mm256_xor_si256(none, _mm256_set1_epi64x(-1)), 8);
+            __m256i step = _mm256_set_epi64x(lstep * (i + 3), lstep * (i + 2), lstep * (i + 1),
+                                             lstep * i);
+            _mm256_storeu_si256((__m256i *)(yi + i),
+                                _mm256_add_epi64(got, _mm256_andnot_si256(none, step)));
+        }
+    }
+    return i0;
+}
+
 /* AVX2, L lanes a vector (8 float, 4 double), whole vectors only: compare,
  * then blend values and (as the same bits) winning tap numbers. */
 #define CP_DEFINE_WMAX256(T, SUFFIX, L, V, P, IT, SET1, ADD)                              \
@@ -461,9 +512,12 @@ CP_DEFINE_SPREAD(double, f64)
                         const int64_t *tidx, ptrdiff_t taps, T init, int64_t first,       \
                         const int64_t *firsts, int64_t lstep, int nt)                     \
     {                                                                                     \
-        ptrdiff_t i0;                                                                     \
+        ptrdiff_t i0 = 0;                                                                 \
         (void)nt;                       /* (plain stores) */                             \
-        for (i0 = 0; i0 + L <= n; i0 += L) {                                              \
+        if (sizeof(T) == 4)                                                               \
+            i0 = cp_wmax256x4_f32((float *)y, yi, (const float *)x, n, offs, tidx, taps,  \
+                                  (float)init, first, firsts, lstep);                     \
+        for (; i0 + L <= n; i0 += L) {                                                    \
             V m = _mm256_set1_p##P(init);                                                 \
             __m256i k = SET1(-1), tt = _mm256_setzero_si256();                            \
             const __m256i one = SET1(1);                                                  \
