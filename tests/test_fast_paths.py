@@ -1386,3 +1386,25 @@ def test_wide_channels_last_window_sums_agree_with_torch_at_every_isa_level(dtyp
     finally:
         _kernels.limit_window_isa(2)
     assert results[0] == results[1] == results[2]
+
+
+@pytest.mark.parametrize("lanes", [256, 300, 512])
+def test_wide_channels_last_averages_by_one_divisor_match_torch(lanes):
+    # float32 pixels of 1 KiB and more, one divisor a window (cp_window_avg_by512:
+    # 256 lanes in registers; a power-of-two divisor multiplies by its
+    # reciprocal, others take the exact reciprocal division): torch's bits
+    # for tiny sums (below 2^-40, subnormal quotients), huge ones, -0.0,
+    # NaN and infinities, divisors 1, 2, 3, 4, 6 and 9
+    rng = np.random.default_rng(lanes)
+    x = _nasty(rng, (2, 7, 9, lanes), np.float32)
+    x[0, :3] *= np.float32(2.0 ** -126)                      # subnormal and tiny sums
+    x[1, :2, :, ::3] = -0.0
+    x[1, 4:, :, 1::4] = np.float32(3e38)                     # sums overflow to inf
+    tx = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    for args in [(2, 2), (3, 2, 1), (3, 1, 1), ((1, 3), (1, 2), (0, 1))]:
+        got = cypool.avg_pool2d(x, *args, count_include_pad=False, channels_last=True)
+        want = F.avg_pool2d(tx, *args, count_include_pad=False).numpy().transpose(0, 2, 3, 1)
+        assert got.shape == want.shape
+        assert np.array_equal(got, want, equal_nan=True), args
+        finite = np.isfinite(want)
+        assert got[finite].tobytes() == want[finite].tobytes(), args
