@@ -82,6 +82,8 @@ cdef extern from "cypool_lanes.h" nogil:
                        Py_ssize_t k, Py_ssize_t sw, const void *init, Py_ssize_t ulo,
                        Py_ssize_t uhi)
     bint cp_fmax2_ok()
+    bint cp_gather_ok()
+    int cp_use_gathers(int flag)
     void cp_fmax_gather_f32(float *y, int64_t *yi, const float *x, Py_ssize_t p0, Py_ssize_t p1,
                             Py_ssize_t S, Py_ssize_t OS, const int32_t *base, const int32_t *poff,
                             Py_ssize_t G, const int32_t *toff, Py_ssize_t T, int nt)
@@ -1690,7 +1692,7 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
                     for it in prange(g.N * OD * OH, schedule="static", num_threads=nthreads):
                         _favg_row(&x[0], &y[0], &g, it, ulo, uhi)
                 return
-            if is_max and uhi - ulo < FMAX_ROW_MIN_OUT and _full_windows(&g) \
+            if is_max and uhi - ulo < FMAX_ROW_MIN_OUT and _full_windows(&g) and cp_gather_ok() \
                     and _max_rows(&g) * g.max_count_w <= FMAX_GATHER_TAPS \
                     and OS <= FMAX_GATHER_OUTPUTS:
                 # small planes, every window whole: one gather a tap
@@ -2741,6 +2743,14 @@ def limit_window_isa(int level):
     """Run the max-window lane loops with at most this instruction set (2:
     AVX-512F, 1: AVX2, 0: plain loops), for tests; returns the level in force."""
     return cp_window_limit_isa(level)
+
+
+def use_gathers(int flag):
+    """Let the kernels built on 16-lane AVX-512 gathers and scatters run (1),
+    not run (0), or run where the CPU makes them pay (-1, the default: not
+    on AMD's cores, which run them as microcode), for tests; returns whether
+    they run now (0 without AVX-512 support in the build)."""
+    return cp_use_gathers(flag)
 
 
 def openmp_enabled():

@@ -281,7 +281,7 @@ MAX_CASES = [
 
 @pytest.mark.parametrize("rank,shape,kw", MAX_CASES)
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_max_backward_bands_match_torch(monkeypatch, rank, shape, kw, threads):
+def test_max_backward_bands_match_torch(monkeypatch, rank, shape, kw, threads, gathers):
     rng = np.random.default_rng(sum(shape))
     x = rng.standard_normal(shape).astype(np.float32)
     x.reshape(-1)[::5] = 0.0                               # ties
@@ -828,12 +828,21 @@ FMAX_GATHER_CASES = [
 ]
 
 
+@pytest.fixture(params=[True, False], ids=["gathers", "no-gathers"])
+def gathers(request):
+    # the AVX-512 gather and scatter kernels run (as on Intel's cores) or
+    # not (as on AMD's, where the CPU's default skips them), on any machine
+    _kernels.use_gathers(int(request.param))
+    yield request.param
+    _kernels.use_gathers(-1)
+
+
 @pytest.mark.parametrize("rank,shape,kind,kw", FMAX_GATHER_CASES)
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_channels_first_max_of_whole_windows_by_gathers(monkeypatch, rank, shape, kind, kw,
-                                                        threads):
+                                                        threads, gathers):
     # small planes whose windows are all whole: one gather a tap (ISA level
-    # 2), row lanes otherwise; both PyTorch's bits
+    # 2, where gathers pay), row lanes otherwise; both PyTorch's bits
     _max_like_torch(monkeypatch, rank, kind, _fmax_zoo(shape, sum(shape) + threads), kw, threads,
                     levels=(2, 1))
 
