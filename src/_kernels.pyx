@@ -48,7 +48,8 @@ cdef extern from "cypool_lanes.h" nogil:
     void cp_lanes_maxv_f64(double *m, const double *x, Py_ssize_t n, Py_ssize_t taps,
                            Py_ssize_t xstep)
     void cp_window_avg_by_f32(float *y, const float *x, Py_ssize_t n, const Py_ssize_t *offs,
-                              Py_ssize_t taps, float d, float r)
+                              Py_ssize_t taps, float d, float r, int nt,
+                              Py_ssize_t count, Py_ssize_t xstep, Py_ssize_t ystep)
     bint cp_window_avg_by4_f32(float *y, const float *x, Py_ssize_t n, Py_ssize_t C,
                                const Py_ssize_t *ro, Py_ssize_t rows, Py_ssize_t nw,
                                float d, float r)
@@ -566,7 +567,8 @@ cdef inline void _sum8(const value_t *xr, value_t *y, const Geom *g,      # IN, 
 
 
 cdef void _avg_cl_row_f32(const float *xr, float *yr, const Geom *g,    # IN, OUT
-                          Py_ssize_t od, Py_ssize_t oh, Py_ssize_t n) noexcept nogil:
+                          Py_ssize_t od, Py_ssize_t oh, Py_ssize_t n,
+                          bint stream) noexcept nogil:
     # _forward_item's channels-last float32 averages of fixed windows (one
     # divisor per output, div_mode 1) of output row (od, oh), n lanes from
     # xr and yr (at the item's first channel): the taps of each window as
@@ -618,8 +620,22 @@ cdef void _avg_cl_row_f32(const float *xr, float *yr, const Geom *g,    # IN, OU
             ow += 4
             continue
         if cp_rdiv_ok(da):
+            # with no row to prefetch, the run of outputs whose windows are
+            # this one moved the same columns at a time, by this divisor, in
+            # one call
+            p = 1
+            if below == NULL and ow + 1 < g.ow_hi:
+                a = _start(g, 2, ow + 1) - _start(g, 2, ow)
+                while (ow + p < g.ow_hi and _count(g, 2, ow + p) == nw
+                       and _start(g, 2, ow + p) == _start(g, 2, ow) + p * a
+                       and _factor(g, 2, ow + p) == _factor(g, 2, ow)):
+                    p = p + 1
+            else:
+                a = 0
             cp_window_avg_by_f32(yr + ow * C, xr + _start(g, 2, ow) * C, n, offs, k,
-                                 <float> da, <float> 1 / <float> da)
+                                 <float> da, <float> 1 / <float> da, stream, p, a * C, C)
+            ow += p
+            continue
         else:
             cp_window_add_f32(yr + ow * C, xr + _start(g, 2, ow) * C, n, offs, k, 1, da, 0, 0)
         ow += 1
@@ -656,7 +672,11 @@ cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OU
         ahead = g.N * g.size[0] * H * W * C * <Py_ssize_t> sizeof(value_t) >= PREFETCH_BYTES
         if value_t is float:
             if not is_max and g.div_mode == 1:
-                _avg_cl_row_f32(xr, yr + c0, g, od, oh, c1 - c0)
+                # (stream: whole aligned lines of 1 KiB blocks of lanes written
+                # with non-temporal stores)
+                _avg_cl_row_f32(xr, yr + c0, g, od, oh, c1 - c0, stream)
+                if stream:
+                    cp_stream_fence()
                 return
         for ow in range(g.ow_lo, g.ow_hi):
             w0 = _start(g, 2, ow)
