@@ -1958,26 +1958,40 @@ static int cp_scatter_lanes_f32(float *gp, const float *op, const int64_t *ip, p
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) \
     && !defined(CYPOOL_NO_MULTIVERSION)
 #define CP_PLANES_AHEAD 8192   /* bytes: each plane prefetches the planes this far on */
+/* the plane at q: prefetch the planes CP_PLANES_AHEAD bytes on */
+static inline void cp_planes_prefetch(const float *q, ptrdiff_t n)
+{
+    for (ptrdiff_t i = 0; i < n; i += 16)
+        __builtin_prefetch(q + CP_PLANES_AHEAD / sizeof(float) + i, 0, 3);
+}
+
+/* cp_sum16's last steps from the sums of partial sums j and j + 8 (a8):
+ * the tree in halves, then the values from full to n in order */
+__attribute__((target("avx2"), always_inline)) static inline float
+cp_sum16_finish(__m256 a8, const float *q, ptrdiff_t full, ptrdiff_t n)
+{
+    __m128 a4 = _mm_add_ps(_mm256_castps256_ps128(a8), _mm256_extractf128_ps(a8, 1));
+    __m128 a2 = _mm_add_ps(a4, _mm_movehl_ps(a4, a4));           /* [0]+[2], [1]+[3] */
+    __m128 a1 = _mm_add_ss(a2, _mm_shuffle_ps(a2, a2, 1));        /* [0]+[1] */
+    float s = _mm_cvtss_f32(a1);
+    for (ptrdiff_t i = full; i < n; i++)
+        s = s + q[i];
+    return s;
+}
+
 __attribute__((target("avx512f"))) static void
 cp_sum16_planes512_f32(const float *x, ptrdiff_t n, ptrdiff_t np, float *out)
 {
     ptrdiff_t full = n / 16 * 16;
     for (ptrdiff_t p = 0; p < np; p++) {
         const float *q = x + p * n;
-        for (ptrdiff_t i = 0; i < n; i += 16)
-            __builtin_prefetch(q + CP_PLANES_AHEAD / sizeof(float) + i, 0, 3);
+        cp_planes_prefetch(q, n);
         __m512 acc = _mm512_setzero_ps();
         for (ptrdiff_t i = 0; i < full; i += 16)
             acc = _mm512_add_ps(acc, _mm512_loadu_ps(q + i));
         __m256 a8 = _mm256_add_ps(_mm512_castps512_ps256(acc),
                                   _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)));
-        __m128 a4 = _mm_add_ps(_mm256_castps256_ps128(a8), _mm256_extractf128_ps(a8, 1));
-        __m128 a2 = _mm_add_ps(a4, _mm_movehl_ps(a4, a4));           /* [0]+[2], [1]+[3] */
-        __m128 a1 = _mm_add_ss(a2, _mm_shuffle_ps(a2, a2, 1));        /* [0]+[1] */
-        float s = _mm_cvtss_f32(a1);
-        for (ptrdiff_t i = full; i < n; i++)
-            s = s + q[i];
-        out[p] = s;
+        out[p] = cp_sum16_finish(a8, q, full, n);
     }
 }
 /* the same with AVX2: the 16 partial sums in two registers */
@@ -1987,21 +2001,13 @@ cp_sum16_planes256_f32(const float *x, ptrdiff_t n, ptrdiff_t np, float *out)
     ptrdiff_t full = n / 16 * 16;
     for (ptrdiff_t p = 0; p < np; p++) {
         const float *q = x + p * n;
-        for (ptrdiff_t i = 0; i < n; i += 16)
-            __builtin_prefetch(q + CP_PLANES_AHEAD / sizeof(float) + i, 0, 3);
+        cp_planes_prefetch(q, n);
         __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
         for (ptrdiff_t i = 0; i < full; i += 16) {
             lo = _mm256_add_ps(lo, _mm256_loadu_ps(q + i));
             hi = _mm256_add_ps(hi, _mm256_loadu_ps(q + i + 8));
         }
-        __m256 a8 = _mm256_add_ps(lo, hi);                               /* [j] + [j+8] */
-        __m128 a4 = _mm_add_ps(_mm256_castps256_ps128(a8), _mm256_extractf128_ps(a8, 1));
-        __m128 a2 = _mm_add_ps(a4, _mm_movehl_ps(a4, a4));           /* [0]+[2], [1]+[3] */
-        __m128 a1 = _mm_add_ss(a2, _mm_shuffle_ps(a2, a2, 1));        /* [0]+[1] */
-        float s = _mm_cvtss_f32(a1);
-        for (ptrdiff_t i = full; i < n; i++)
-            s = s + q[i];
-        out[p] = s;
+        out[p] = cp_sum16_finish(_mm256_add_ps(lo, hi), q, full, n);   /* [j] + [j+8] */
     }
 }
 #define CP_SUM_PLANES_F32_FAST(x, n, np, out)                                            \
