@@ -143,14 +143,21 @@ def test_global_average_channels_first_order(hw, dtype, monkeypatch):
     """Whole-plane averages of channels-first arrays use a vectorised sum in an
     order fixed by the plane size alone: same bits at any thread count and on
     any CPU, and within rounding of the float64 reference."""
+    from cypool import _kernels
+
     monkeypatch.setattr(_cpu, "SERIAL_WORK", 0)
     rng = np.random.default_rng(11)
     x = rng.standard_normal((3, 5) + hw).astype(dtype)
-    y = cypool.global_avg_pool2d(x)
     n = hw[0] * hw[1]
-    for b, c in np.ndindex(3, 5):
-        s = _fixed_order_sum(x[b, c].reshape(-1))
-        assert y[b, c, 0, 0] == s / dtype(hw[0]) / dtype(hw[1]), (b, c, n)
+    try:
+        for level in (0, 1, 2):         # each ISA level's version (AVX2, AVX-512)
+            _kernels.limit_window_isa(level)
+            y = cypool.global_avg_pool2d(x)
+            for b, c in np.ndindex(3, 5):
+                s = _fixed_order_sum(x[b, c].reshape(-1))
+                assert y[b, c, 0, 0] == s / dtype(hw[0]) / dtype(hw[1]), (level, b, c, n)
+    finally:
+        _kernels.limit_window_isa(2)
     ref = reference.global_pool(x, "avg", 2)
     tol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(y, ref, rtol=tol, atol=tol)
