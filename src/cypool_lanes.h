@@ -2229,7 +2229,7 @@ cp_window_avg_by512_one(float *y, const float *x, ptrdiff_t n, const ptrdiff_t *
     const int pow2 = (db & 0x807FFFFFu) == 0 && d != 0;   /* +2^k (d is a normal count) */
     ptrdiff_t i = 0;
     /* 1 KiB of lanes in 16 registers, each tap's 1 KiB loaded in its order:
-     * where the input comes from memory, 2x faster on Zen 5 than the steps
+     * where the input comes from memory, 1.5x faster on Zen 5 than the steps
      * of 64 lanes below (which read four taps' pieces in turn); a divisor
      * that is a power of two is a multiplication by r, exact as the
      * division is (the same real number, rounded once) */
