@@ -248,6 +248,11 @@ def max_backward(plan: Plan, grad_output: np.ndarray, indices: np.ndarray, *,
             gk, ik = np.zeros(1, comp), np.full(1, -1, np.int64)
         rows = kshape[1] * kshape[2]
         bad = 2
+        if c == 1 and comp == np.float32:
+            # 2 x 2 windows 2 apart: rows written densely (None: other windows)
+            done = K.max_backward_pairs(gk, ik, gi.reshape(-1), _geometry(plan),
+                                        min(threads, max(1, n * koshape[2])))
+            bad = 2 if done is None else done
         if c > 1 and n < 4 * threads and rows > 1:
             # channels-last, too few samples for the threads: bands of rows,
             # 8 a thread, or more where that keeps them in the L2 cache

@@ -83,6 +83,12 @@ cdef extern from "cypool_lanes.h" nogil:
                        Py_ssize_t k, Py_ssize_t sw, const void *init, Py_ssize_t ulo,
                        Py_ssize_t uhi)
     bint cp_fmax2_ok()
+    void cp_fmax22_rows_f32(float *y, int64_t *yi, const float *x, Py_ssize_t P,
+                            Py_ssize_t m0, Py_ssize_t m1, Py_ssize_t H, Py_ssize_t W,
+                            Py_ssize_t OH, Py_ssize_t OW)
+    int cp_fmax22_back_f32(float *gi, const float *go, const int64_t *idx, Py_ssize_t m0,
+                           Py_ssize_t m1, Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH,
+                           Py_ssize_t OW)
     bint cp_gather_ok()
     int cp_use_gathers(int flag)
     void cp_fmax_gather_f32(float *y, int64_t *yi, const float *x, Py_ssize_t p0, Py_ssize_t p1,
@@ -1286,6 +1292,23 @@ cdef bint _full_windows(const Geom *g) noexcept nogil:
     return True
 
 
+cdef bint _pairs22(const Geom *g) noexcept nogil:
+    # channels-first 2-d windows of 2 x 2 taps 2 apart, all whole (max_pool2d(2),
+    # adaptive halvings): cp_fmax22_rows_f32 and its gradient
+    cdef Py_ssize_t o
+    if (g.C != 1 or g.size[0] != 1 or g.osize[0] != 1 or _count(g, 0, 0) != 1
+            or g.osize[1] == 0 or g.osize[2] == 0
+            or g.step[1] != 1 or g.step[2] != 1 or g.size[1] * g.size[2] >= 2147483647):
+        return False
+    for o in range(g.osize[1]):
+        if _start(g, 1, o) != 2 * o or _count(g, 1, o) != 2:
+            return False
+    for o in range(g.osize[2]):
+        if _start(g, 2, o) != 2 * o or _count(g, 2, o) != 2:
+            return False
+    return True
+
+
 cdef void _fmax_gather(const float *x, float *y, int64_t *yi, const Geom *g,   # IN, OUT, OUT
                        int nthreads, bint nt) noexcept nogil:
     # Channels-first float32 max of planes whose windows are all whole
@@ -1696,11 +1719,22 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
         if failed:
             raise MemoryError("cypool: no memory for the kernels' scratch buffers")
         return
-    cdef Py_ssize_t RS, nout, nfch, n0, od0, oh0, row0
+    cdef Py_ssize_t RS, nout, nfch, n0, od0, oh0, row0, M
     cdef float *frv
     cdef int32_t *fri
     cdef Py_ssize_t *ftags
     if value_t is float:
+        if is_max and cp_fmax2_ok() and _pairs22(&g):
+            # channels-first 2 x 2 windows 2 apart: rows of 8 outputs a vector,
+            # however short (cp_fmax22_rows_f32), chunks of output rows
+            M = g.N * OH
+            nfch = min(M, 8 * nthreads)
+            with nogil:
+                for it in prange(nfch, schedule="static", num_threads=nthreads):
+                    cp_fmax22_rows_f32(&y[0], yp, &x[0], g.N, it * M // nfch,
+                                       (it + 1) * M // nfch, g.size[1], g.size[2], OH,
+                                       g.osize[2])
+            return
         if g.C == 1 and g.step[2] == 1 and S < 2**31 - 1 and cp_fmax2_ok() \
                 and g.max_count_w <= FMAX_ROW_COLUMNS and _max_rows(&g) <= FMAX_ROW_ROWS:
             _pair_range(&g, &ulo, &uhi)
@@ -2684,6 +2718,28 @@ def max_backward(const real_t[::1] go, const int64_t[::1] idx, real_t[::1] gi,
             c1 = min(c0 + cblock, C)
             bad |= _scatter_item(&go[0], &idx[0], &gi[0], it // nblk, C, plane, oplane, c0, c1)
     return bad
+
+
+def max_backward_pairs(const float[::1] go, const int64_t[::1] idx, float[::1] gi,
+                       Geometry geo, int nthreads):
+    """Channels-first float32 max backward of 2 x 2 windows 2 apart, written
+    densely (cp_fmax22_back_f32).  go, idx: IN; gi: OUT.  Returns 0, or 2
+    when an index is neither -1 nor inside its window (gi is then incomplete:
+    use max_backward); None when the geometry is not such windows."""
+    cdef Geom g = geo.g
+    cdef Py_ssize_t M = g.N * g.osize[1], nch, it
+    cdef int bad = 0
+    if not (cp_fmax2_ok() and _pairs22(&g)):
+        return None
+    if M == 0:
+        return 0
+    nch = min(M, 8 * nthreads)
+    with nogil:
+        for it in prange(nch, schedule="static", num_threads=nthreads):
+            bad |= cp_fmax22_back_f32(&gi[0], &go[0], &idx[0], it * M // nch,
+                                      (it + 1) * M // nch, g.size[1], g.size[2],
+                                      g.osize[1], g.osize[2])
+    return 2 if bad else 0
 
 
 def max_backward_bands(const real_t[::1] go, const int64_t[::1] idx, real_t[::1] gi,

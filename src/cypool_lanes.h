@@ -1736,6 +1736,167 @@ CP_DEFINE_FMAX2_ITEM(2)
 CP_DEFINE_FMAX2_ITEM(3)
 CP_DEFINE_FMAX2_ITEM(4)
 
+/* Channels-first float32 max of 2 x 2 windows 2 apart, every window whole
+ * (max_pool2d(2), adaptive halvings such as 14 -> 7): super-rows [m0, m1)
+ * of P planes of H x W inputs and OH x OW outputs (2 OH <= H, 2 OW <= W);
+ * super-row m is output row oh = m % OH of plane m / OH, reading input
+ * rows 2 oh and 2 oh + 1.  8 outputs a vector: the two rows' 16 columns
+ * give, in the vector's halves, each row's even columns (tap 0) and odd
+ * ones (tap 1); the odd are taken into the even where greater or NaN, then
+ * the second row's half into the first.  Over PyTorch's order (row by row,
+ * column by column) that is its scan (see cp_fmax2 above): values and
+ * indices (2 oh W + 2 ow + tap, in the plane) are its bits.  No row state:
+ * short rows (OW = 7) cost little more than their loads and stores. */
+
+/* 8 outputs (the first cnt kept) of the rows at a and a + W, column c0 =
+ * 2 o at flat index base; k2: the columns loaded (all 16 where the input
+ * goes on: the spare lanes are ignored), k1: the outputs stored (all 8
+ * where the outputs they reach past the row are rewritten later) */
+__attribute__((target("avx512f"), always_inline)) static inline void
+cp_fmax22_chunk(float *y, int64_t *yi, const float *a, ptrdiff_t W, int32_t base,
+                __mmask16 k2, __mmask8 k1, __m512i col)
+{
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24,
+                                         26, 28, 30);
+    const __m512i odd = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
+    __m512 za = CP_LD16(k2, a), zb = CP_LD16(k2, a + W);
+    __m512 best = _mm512_permutex2var_ps(za, ev, zb);
+    __m512i bi = _mm512_add_epi32(col, _mm512_set1_epi32(base));
+    cp_take16(&best, &bi, _mm512_permutex2var_ps(za, odd, zb),
+              _mm512_add_epi32(bi, _mm512_set1_epi32(1)));
+    cp_take16(&best, &bi, _mm512_shuffle_f32x4(best, best, _MM_SHUFFLE(3, 2, 3, 2)),
+              _mm512_shuffle_i32x4(bi, bi, _MM_SHUFFLE(3, 2, 3, 2)));
+    if (k1 == 0xFF)
+        _mm256_storeu_ps(y, _mm512_castps512_ps256(best));
+    else
+        _mm512_mask_storeu_ps(y, k1, best);
+    if (yi)
+        CP_ST8Q(yi, k1, _mm512_cvtepi32_epi64(_mm512_castsi512_si256(bi)));
+}
+
+__attribute__((target("avx512f"))) static void
+cp_fmax22_rows_f32(float *y, int64_t *yi, const float *x, ptrdiff_t P, ptrdiff_t m0,
+                   ptrdiff_t m1, ptrdiff_t H, ptrdiff_t W, ptrdiff_t OH, ptrdiff_t OW)
+{
+    const float *xend = x + P * H * W;
+    /* a lane's tap-0 index past its chunk's first: 2 l (first row), W + 2 l (second) */
+    const __m512i col = _mm512_add_epi32(
+        _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14),
+        _mm512_maskz_set1_epi32(0xFF00, (int32_t)W));
+    const ptrdiff_t safe = m1 * OW - 8;     /* outputs from which 8 stay in the range */
+    const __mmask16 k2t = (__mmask16)((1u << (2 * ((OW - 1) % 8 + 1))) - 1);
+    const __mmask8 k1t = (__mmask8)((1u << ((OW - 1) % 8 + 1)) - 1);
+    ptrdiff_t oh = m0 % OH;
+    const float *a = x + (m0 / OH * H + 2 * oh) * W;
+    int32_t base = (int32_t)(2 * oh * W);
+    for (ptrdiff_t m = m0; m < m1; m++) {
+        float *yr = y + m * OW;
+        int64_t *ir = yi ? yi + m * OW : NULL;
+        ptrdiff_t o = 0;
+        for (; o + 8 < OW; o += 8)              /* whole chunks */
+            cp_fmax22_chunk(yr + o, ir ? ir + o : NULL, a + 2 * o, W, base + (int32_t)(2 * o),
+                            0xFFFF, 0xFF, col);
+        cp_fmax22_chunk(yr + o, ir ? ir + o : NULL, a + 2 * o, W, base + (int32_t)(2 * o),
+                        a + W + 2 * o + 16 <= xend ? 0xFFFF : k2t,
+                        m * OW + o <= safe ? 0xFF : k1t, col);
+        a += 2 * W;
+        base += (int32_t)(2 * W);
+        if (++oh == OH) {
+            oh = 0;
+            base = 0;
+            a += (H - 2 * OH) * W;
+        }
+    }
+}
+
+/* The gradient of cp_fmax22_rows_f32 given its indices, for the input rows
+ * of super-rows [m0, m1) (the last super-row of a plane also zeroes the
+ * rows past 2 OH): with disjoint windows and every index inside its own
+ * window, each input element gets at most one term, 0 + go (PyTorch's
+ * scatter from +0), so the rows are written densely, 8 windows a vector,
+ * without zeroing them first.  Returns 1 (at the first window whose index
+ * is not one of its taps: -1 or any other; rows written so far) so that
+ * the caller falls back to the scatter, which takes any index as PyTorch
+ * does. */
+
+/* 8 windows (the first cnt kept) at column 2 o of the rows at a and a + W,
+ * flat index base; their gradients gr and indices ir (all 8 loaded where
+ * full_ld, only cnt otherwise); ka, kb: the lanes stored in each row */
+__attribute__((target("avx512f"), always_inline)) static inline int
+cp_fmax22_back_chunk(float *a, ptrdiff_t W, const float *gr, const int64_t *ir, int32_t base,
+                     ptrdiff_t cnt, int full_ld, __mmask16 ka, __mmask16 kb)
+{
+    const __m512i dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,
+                                           15);
+    __mmask8 k1 = (__mmask8)((1u << cnt) - 1);
+    __m512i iq = full_ld ? _mm512_loadu_si512((const void *)ir)
+                         : _mm512_maskz_loadu_epi64(k1, (const void *)ir);
+    __m512 gv = full_ld ? _mm512_castps256_ps512(_mm256_loadu_ps(gr))
+                        : _mm512_maskz_loadu_ps(k1, gr);
+    /* (saturated to int32: no index past 2^31 meets a tap's) */
+    __m512i i16 = _mm512_permutexvar_epi32(dup,
+                                           _mm512_castsi256_si512(_mm512_cvtsepi64_epi32(iq)));
+    __m512 g = _mm512_add_ps(_mm512_setzero_ps(), _mm512_permutexvar_ps(dup, gv));
+    __m512i pa = _mm512_add_epi32(lane, _mm512_set1_epi32(base));
+    __mmask16 ma = _mm512_cmpeq_epi32_mask(i16, pa);
+    __mmask16 mb = _mm512_cmpeq_epi32_mask(i16,
+                                           _mm512_add_epi32(pa, _mm512_set1_epi32((int32_t)W)));
+    unsigned hit = (unsigned)(ma | mb);
+    if (((hit | hit >> 1) & 0x5555u & ((1u << (2 * cnt)) - 1)) !=
+        (0x5555u & ((1u << (2 * cnt)) - 1)))
+        return 1;
+    CP_ST16(a, ka, _mm512_maskz_mov_ps(ma, g));
+    CP_ST16(a + W, kb, _mm512_maskz_mov_ps(mb, g));
+    return 0;
+}
+
+__attribute__((target("avx512f"))) static int
+cp_fmax22_back_f32(float *gi, const float *go, const int64_t *idx, ptrdiff_t m0,
+                   ptrdiff_t m1, ptrdiff_t H, ptrdiff_t W, ptrdiff_t OH, ptrdiff_t OW)
+{
+    /* the end of the range's inputs, past which nothing may be written */
+    const float *lim = gi + (((m1 - 1) / OH * H + 2 * ((m1 - 1) % OH) + 2) * W);
+    const ptrdiff_t safe = m1 * OW - 8, ct = (OW - 1) % 8 + 1;
+    const __mmask16 k2t = (__mmask16)((1u << (2 * ct)) - 1);
+    ptrdiff_t oh = m0 % OH;
+    float *a = gi + (m0 / OH * H + 2 * oh) * W;
+    int32_t base = (int32_t)(2 * oh * W);
+    for (ptrdiff_t m = m0; m < m1; m++) {
+        const float *gr = go + m * OW;
+        const int64_t *ir = idx + m * OW;
+        ptrdiff_t o = 0;
+        /* whole vectors where they stay in the range: a short chunk's spare
+         * lanes read the next rows' gradients, and its stores reach past
+         * the row into inputs written after it (the second row, the spare
+         * columns and rows, the next rows); the first row's spill reaches
+         * the second row's start, written after it only by a row's first
+         * chunk */
+        for (; o + 8 < OW; o += 8)
+            if (cp_fmax22_back_chunk(a + 2 * o, W, gr + o, ir + o, base + (int32_t)(2 * o), 8,
+                                     1, 0xFFFF, 0xFFFF))
+                return 1;
+        if (cp_fmax22_back_chunk(a + 2 * o, W, gr + o, ir + o, base + (int32_t)(2 * o), ct,
+                                 m * OW + o <= safe,
+                                 ct == 8 || (o == 0 && a + 16 <= lim) ? 0xFFFF : k2t,
+                                 a + W + 2 * o + 16 <= lim ? 0xFFFF : k2t))
+            return 1;
+        if (W > 2 * OW) {                       /* columns no window reads */
+            memset(a + 2 * OW, 0, (size_t)(W - 2 * OW) * sizeof(float));
+            memset(a + W + 2 * OW, 0, (size_t)(W - 2 * OW) * sizeof(float));
+        }
+        a += 2 * W;
+        base += (int32_t)(2 * W);
+        if (++oh == OH) {                       /* rows no window reads */
+            memset(a, 0, (size_t)((H - 2 * OH) * W) * sizeof(float));
+            a += (H - 2 * OH) * W;
+            oh = 0;
+            base = 0;
+        }
+    }
+    return 0;
+}
+
 /* Channels-first float32 window sums of kw <= 4 columns starting 2 apart,
  * 16 outputs a vector straight from the rows (even and odd columns as for
  * the max): y[o] (o < n) = 0 + each tap of output o's window in PyTorch's
@@ -1783,6 +1944,19 @@ CP_DEFINE_FSUM2_ROW(4)
 static int cp_fmax2_ok(void) { return 0; }
 static int cp_gather_ok(void) { return 0; }
 static int cp_use_gathers(int flag) { (void)flag; return 0; }
+static void cp_fmax22_rows_f32(float *y, int64_t *yi, const float *x, ptrdiff_t P,
+                               ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t H, ptrdiff_t W,
+                               ptrdiff_t OH, ptrdiff_t OW)
+{
+    (void)y; (void)yi; (void)x; (void)P; (void)m0; (void)m1; (void)H; (void)W; (void)OH; (void)OW;
+}
+static int cp_fmax22_back_f32(float *gi, const float *go, const int64_t *idx, ptrdiff_t m0,
+                              ptrdiff_t m1, ptrdiff_t H, ptrdiff_t W, ptrdiff_t OH,
+                              ptrdiff_t OW)
+{
+    (void)gi; (void)go; (void)idx; (void)m0; (void)m1; (void)H; (void)W; (void)OH; (void)OW;
+    return 1;
+}
 #endif
 
 static void cp_fsum2_row_f32(float *y, const float *const *rows, ptrdiff_t nr, ptrdiff_t n,

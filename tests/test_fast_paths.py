@@ -847,6 +847,96 @@ def test_channels_first_max_of_whole_windows_by_gathers(monkeypatch, rank, shape
                     levels=(2, 1))
 
 
+# ---------------------------------------------------------------------------
+# Channels-first float32 2 x 2 windows 2 apart (max_pool2d(2), adaptive
+# halvings): 8 outputs a vector however short the rows (cp_fmax22_rows_f32),
+# the gradient written densely (cp_fmax22_back_f32).  Short rows read and
+# write whole vectors except in a thread's last row: 1 to 3 threads move
+# that row around; odd H and W leave rows and columns no window reads.
+# ---------------------------------------------------------------------------
+
+PAIR_CASES = [
+    ((3, 37, 14, 14), "adaptive", dict(output_size=7)),           # the ResNet head's 7 a row
+    ((2, 5, 15, 17), "fixed", dict(kernel_size=2)),               # a spare row and column
+    ((2, 3, 6, 16), "fixed", dict(kernel_size=2)),                # 8 a row: one whole vector
+    ((1, 4, 10, 18), "fixed", dict(kernel_size=2, stride=2)),     # 9: a vector and 1
+    ((2, 3, 8, 35), "fixed", dict(kernel_size=2)),                # 17, and a spare column
+    ((1, 2, 4, 64), "adaptive", dict(output_size=(2, 32))),
+    ((5, 2, 2, 2), "fixed", dict(kernel_size=2)),                 # 1 output a plane
+    ((1, 3, 1, 8), "fixed", dict(kernel_size=(1, 2))),            # not 2 x 2: other kernels
+    ((7, 3, 4, 2), "fixed", dict(kernel_size=2)),                 # rows shorter than a vector's
+    ((3, 5, 7, 6), "fixed", dict(kernel_size=2)),                 # ... spill: many rows on
+    ((4, 3, 5, 5), "fixed", dict(kernel_size=2)),
+]
+
+
+@pytest.mark.parametrize("shape,kind,kw", PAIR_CASES)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_channels_first_pair_windows_match_torch(monkeypatch, shape, kind, kw, threads):
+    x = _fmax_zoo(shape, sum(shape) + threads)
+    _max_like_torch(monkeypatch, 2, kind, x, kw, threads, levels=(2, 1))
+    name = f"adaptive_max_pool2d" if kind == "adaptive" else "max_pool2d"
+    t = torch.from_numpy(x).requires_grad_(True)
+    tv, ti = getattr(F, name)(t, return_indices=True, **kw)
+    g = np.random.default_rng(threads).standard_normal(tv.shape).astype(np.float32)
+    g.reshape(-1)[::5] = -0.0                   # 0 + -0 is +0, as the scatter from +0
+    g.reshape(-1)[3::7] = np.nan
+    tv.backward(torch.from_numpy(g))
+    bk = {k: v for k, v in kw.items() if k != "output_size"}
+    back = (lambda i: cypool.adaptive_max_pool2d_backward(g, i, x.shape)) \
+        if kind == "adaptive" else (lambda i: cypool.max_pool2d_backward(g, i, x.shape, **bk))
+    before = cypool.get_num_threads()
+    monkeypatch.setattr(_cpu, "SERIAL_WORK", 0)
+    try:
+        cypool.set_num_threads(threads)
+        for level in (2, 1):
+            _kernels.limit_window_isa(level)
+            assert back(ti.numpy()).tobytes() == t.grad.numpy().tobytes()
+            # indices outside their windows (any position in the plane, as
+            # PyTorch's scatter takes them) and -1 (no input): the scatter's sums
+            i2 = ti.numpy().copy()
+            i2.reshape(-1)[-1] = 0
+            i2.reshape(-1)[0] = -1
+            i2.reshape(-1)[len(i2.reshape(-1)) // 2] = shape[2] * shape[3] - 1
+            want = np.zeros((shape[0] * shape[1], shape[2] * shape[3]), np.float32)
+            for p, (gr, ir) in enumerate(zip(g.reshape(len(want), -1),
+                                             i2.reshape(len(want), -1))):
+                for gv, j in zip(gr, ir):
+                    if j >= 0:
+                        want[p, j] += gv
+            assert back(i2).tobytes() == want.tobytes()
+    finally:
+        _kernels.limit_window_isa(2)
+        cypool.set_num_threads(before)
+
+
+@pytest.mark.parametrize("shape", [(7, 3, 4, 2), (3, 5, 7, 6), (2, 3, 14, 14), (2, 2, 6, 35)])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_pair_windows_write_nothing_past_their_results(monkeypatch, shape, threads):
+    # whole-vector stores of short rows stay inside the results: out= views
+    # of longer buffers keep the sentinels that follow them
+    x = _fmax_zoo(shape, threads)
+    osh = shape[:2] + (shape[2] // 2, shape[3] // 2)
+    n, isz = int(np.prod(osh)), int(np.prod(shape))
+    vb, ib, gb = np.full(n + 64, 7.0, np.float32), np.full(n + 64, 7, np.int64), \
+        np.full(isz + 64, 7.0, np.float32)
+    before = cypool.get_num_threads()
+    monkeypatch.setattr(_cpu, "SERIAL_WORK", 0)
+    try:
+        cypool.set_num_threads(threads)
+        v, i = cypool.max_pool2d(x, 2, return_indices=True,
+                                 out=(vb[:n].reshape(osh), ib[:n].reshape(osh)))
+        gi = cypool.max_pool2d_backward(np.ones(osh, np.float32), i, x.shape, kernel_size=2,
+                                        out=gb[:isz].reshape(shape))
+    finally:
+        cypool.set_num_threads(before)
+    assert np.shares_memory(v, vb) and np.shares_memory(i, ib) and np.shares_memory(gi, gb)
+    tv, ti = F.max_pool2d(torch.from_numpy(x), 2, return_indices=True)
+    assert v.tobytes() == tv.numpy().tobytes() and np.array_equal(i, ti.numpy())
+    assert gi.sum() == n
+    assert (vb[n:] == 7).all() and (ib[n:] == 7).all() and (gb[isz:] == 7).all()
+
+
 def test_windows_wholly_in_the_padding_are_not_gathered():
     # every window along H in the padding: the lowest value and index -1 (the
     # reference's convention; torch's index there is a position outside the
