@@ -86,6 +86,11 @@ cdef extern from "cypool_lanes.h" nogil:
     void cp_fmax22_rows_f32(float *y, int64_t *yi, const float *x, Py_ssize_t P,
                             Py_ssize_t m0, Py_ssize_t m1, Py_ssize_t H, Py_ssize_t W,
                             Py_ssize_t OH, Py_ssize_t OW)
+    int64_t cp_cl_max_back_row_f32(float *gr, const float *go, const int64_t *idx,
+                                   const Py_ssize_t *orow, Py_ssize_t nrow, int64_t pbase,
+                                   Py_ssize_t W, Py_ssize_t C, const int64_t *wptr,
+                                   const int64_t *wouts, Py_ssize_t *off, int nt)
+    int64_t cp_count_not_none(const int64_t *ip, Py_ssize_t n)
     int cp_fmax22_back_f32(float *gi, const float *go, const int64_t *idx, Py_ssize_t m0,
                            Py_ssize_t m1, Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH,
                            Py_ssize_t OW)
@@ -2740,6 +2745,81 @@ def max_backward_pairs(const float[::1] go, const int64_t[::1] idx, float[::1] g
                                       (it + 1) * M // nch, g.size[1], g.size[2],
                                       g.osize[1], g.osize[2])
     return 2 if bad else 0
+
+
+def max_backward_dense(const float[::1] go, const int64_t[::1] idx, float[::1] gi,
+                       Geometry geo, Py_ssize_t nbands, int nthreads, bint overlap=False,
+                       bint stream=False):
+    """Channels-last float32 max backward, each input row written once from
+    the windows that read it (cp_cl_max_back_row_f32): no zeroing pass, no
+    scatter.  Items: nbands bands of input rows (of D x H) per sample.
+    go, idx: IN; gi: OUT.  Returns 0; 2 when some index other than -1 is
+    not one of its window's taps (gi is then incomplete: use max_backward,
+    which takes any index as PyTorch does); None where this kernel does not
+    run (no AVX-512F, a geometry without inverse tables, or windows that
+    overlap without ``overlap``: with every input read by several windows,
+    re-reading their indices costs more than one scatter of them, unless
+    the samples are too few for the scatter's threads).  stream: write with
+    non-temporal stores."""
+    cdef Geom g = geo.g
+    if not geo.inverse or not cp_fmax2_ok():
+        return None
+    cdef Py_ssize_t D = g.size[0], H = g.size[1], W = g.size[2], C = g.C
+    cdef Py_ssize_t OD = g.osize[0], OH = g.osize[1], OW = g.osize[2]
+    cdef Py_ssize_t R = D * H, bw = (R + nbands - 1) // nbands
+    cdef Py_ssize_t items = g.N * nbands, it, n, r, r0, r1, a, b, nr, od, oh, first
+    cdef Py_ssize_t md = 1, mh = 1, mw = 1
+    cdef const int64_t *p0 = geo.ptr[0]
+    cdef const int64_t *p1 = geo.ptr[1]
+    cdef const int64_t *o0 = geo.outs[0]
+    cdef const int64_t *o1 = geo.outs[1]
+    cdef Py_ssize_t *orow
+    cdef int64_t taken = 0, expected = 0
+    cdef int failed = 0
+    if items == 0 or R == 0 or W == 0:
+        return 0
+    for r in range(D):
+        md = max(md, p0[r + 1] - p0[r])
+    for r in range(H):
+        mh = max(mh, p1[r + 1] - p1[r])
+    for r in range(W):
+        mw = max(mw, geo.ptr[2][r + 1] - geo.ptr[2][r])
+    if md * mh * mw > 1 and not overlap:
+        return None
+    with nogil, parallel(num_threads=nthreads):
+        orow = <Py_ssize_t *> malloc(md * mh * (1 + mw) * sizeof(Py_ssize_t))
+        for it in prange(items, schedule="static"):
+            if orow == NULL:
+                failed |= 1
+                continue
+            n = it // nbands
+            r0 = (it % nbands) * bw
+            r1 = min(r0 + bw, R)
+            for r in range(r0, r1):
+                # the output rows (od, oh) whose windows read input row r, in order
+                nr = 0
+                for a in range(p0[r // H], p0[r // H + 1]):
+                    for b in range(p1[r % H], p1[r % H + 1]):
+                        orow[nr] = ((n * OD + o0[a]) * OH + o1[b]) * OW
+                        nr = nr + 1
+                taken += cp_cl_max_back_row_f32(&gi[0] + (n * R + r) * W * C, &go[0], &idx[0],
+                                                orow, nr, r * W, W, C, geo.ptr[2], geo.outs[2],
+                                                orow + md * mh, stream)
+            # the indices this band answers for: those of the output rows
+            # whose windows start in it (band 0: windows wholly in the padding)
+            for od in range(OD):
+                for oh in range(OH):
+                    if _count(&g, 0, od) == 0 or _count(&g, 1, oh) == 0:
+                        first = 0
+                    else:
+                        first = _start(&g, 0, od) * H + _start(&g, 1, oh)
+                    if r0 <= first < r1:
+                        expected += cp_count_not_none(
+                            &idx[0] + ((n * OD + od) * OH + oh) * OW * C, OW * C)
+        free(orow)
+    if failed:
+        raise MemoryError("cypool: no memory for the kernels' scratch buffers")
+    return 0 if taken == expected else 2
 
 
 def max_backward_bands(const real_t[::1] go, const int64_t[::1] idx, real_t[::1] gi,

@@ -1736,6 +1736,90 @@ CP_DEFINE_FMAX2_ITEM(2)
 CP_DEFINE_FMAX2_ITEM(3)
 CP_DEFINE_FMAX2_ITEM(4)
 
+/* Channels-last float32 max backward, one input row written densely: for
+ * each column w and 16 lanes, the terms of the windows that read (row, w),
+ * in output order (the output rows orow[r] (offsets in outputs), then the
+ * columns wouts[wptr[w] ..] of each), each taken where its index is the
+ * position pbase + w: PyTorch's scatter order, from +0, so the same bits.
+ * An index that is not one of its window's taps is never taken: the call
+ * returns the number of lanes taken, which the caller checks against the
+ * indices that are not -1 (cp_count_not_none).  off: scratch for the
+ * windows of a column (nrow x the most a column has). */
+#define CP_CL_MAX_BACK_STEP(LD16, LDQ0, LDQ1)                                               \
+    do {                                                                                  \
+        __m512 acc = _mm512_setzero_ps();                                                 \
+        for (ptrdiff_t k = 0; k < nk; k++) {                                              \
+            const int64_t *ip = idx + off[k] + c;                                         \
+            __mmask16 m = (__mmask16)(_mm512_cmpeq_epi64_mask(LDQ0(ip), p) |               \
+                                      (unsigned)_mm512_cmpeq_epi64_mask(LDQ1(ip + 8), p) << 8); \
+            acc = _mm512_mask_add_ps(acc, m, acc, LD16(go + off[k] + c));                 \
+            taken = _mm512_mask_add_epi32(taken, m, taken, one);                          \
+        }                                                                                 \
+        ST16(gr + c, acc);                                                                \
+    } while (0)
+
+__attribute__((target("avx512f"))) static int64_t
+cp_cl_max_back_row_f32(float *gr, const float *go, const int64_t *idx, const ptrdiff_t *orow,
+                       ptrdiff_t nrow, int64_t pbase, ptrdiff_t W, ptrdiff_t C,
+                       const int64_t *wptr, const int64_t *wouts, ptrdiff_t *off, int nt)
+{
+    __m512i taken = _mm512_setzero_si512();
+    nt = nt && (C & 15) == 0 && ((uintptr_t)gr & 63) == 0;
+    const __m512i one = _mm512_set1_epi32(1);
+    const ptrdiff_t cf = C & ~(ptrdiff_t)15;
+    const __mmask16 tl = (__mmask16)((1u << (C - cf)) - 1);
+    for (ptrdiff_t w = 0; w < W; w++, gr += C) {
+        const __m512i p = _mm512_set1_epi64(pbase + w);
+        ptrdiff_t nk = 0, c;
+        for (ptrdiff_t r = 0; r < nrow; r++)
+            for (int64_t t = wptr[w]; t < wptr[w + 1]; t++)
+                off[nk++] = (orow[r] + wouts[t]) * C;
+#define LD16(q) _mm512_loadu_ps(q)
+#define LDQ(q) _mm512_loadu_si512((const void *)(q))
+#define ST16(q, v) _mm512_storeu_ps((q), (v))
+        if (!nt)
+            for (c = 0; c < cf; c += 16)
+                CP_CL_MAX_BACK_STEP(LD16, LDQ, LDQ);
+#undef ST16
+#define ST16(q, v) _mm512_stream_ps((q), (v))
+        else
+            for (c = 0; c < cf; c += 16)
+                CP_CL_MAX_BACK_STEP(LD16, LDQ, LDQ);
+#undef LD16
+#undef LDQ
+#undef ST16
+        if (c < C) {
+#define LD16(q) _mm512_maskz_loadu_ps(tl, (q))
+#define LDQ0(q) _mm512_maskz_loadu_epi64((__mmask8)tl, (const void *)(q))
+#define LDQ1(q) _mm512_maskz_loadu_epi64((__mmask8)(tl >> 8), (const void *)(q))
+#define ST16(q, v) _mm512_mask_storeu_ps((q), tl, (v))
+            CP_CL_MAX_BACK_STEP(LD16, LDQ0, LDQ1);
+#undef LD16
+#undef LDQ0
+#undef LDQ1
+#undef ST16
+        }
+    }
+    if (nt)
+        _mm_sfence();
+    return _mm512_reduce_add_epi32(taken);
+}
+
+/* how many of n indices are not -1 */
+__attribute__((target("avx512f"))) static int64_t
+cp_count_not_none(const int64_t *ip, ptrdiff_t n)
+{
+    const __m512i none = _mm512_set1_epi64(-1);
+    int64_t k = 0;
+    ptrdiff_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        k += __builtin_popcount((unsigned)_mm512_cmpneq_epi64_mask(
+            _mm512_loadu_si512((const void *)(ip + i)), none));
+    for (; i < n; i++)
+        k += ip[i] != -1;
+    return k;
+}
+
 /* Channels-first float32 max of 2 x 2 windows 2 apart, every window whole
  * (max_pool2d(2), adaptive halvings such as 14 -> 7): super-rows [m0, m1)
  * of P planes of H x W inputs and OH x OW outputs (2 OH <= H, 2 OW <= W);
@@ -1949,6 +2033,20 @@ static void cp_fmax22_rows_f32(float *y, int64_t *yi, const float *x, ptrdiff_t 
                                ptrdiff_t OH, ptrdiff_t OW)
 {
     (void)y; (void)yi; (void)x; (void)P; (void)m0; (void)m1; (void)H; (void)W; (void)OH; (void)OW;
+}
+static int64_t cp_cl_max_back_row_f32(float *gr, const float *go, const int64_t *idx,
+                                      const ptrdiff_t *orow, ptrdiff_t nrow, int64_t pbase,
+                                      ptrdiff_t W, ptrdiff_t C, const int64_t *wptr,
+                                      const int64_t *wouts, ptrdiff_t *off, int nt)
+{
+    (void)gr; (void)go; (void)idx; (void)orow; (void)nrow; (void)pbase; (void)W; (void)C;
+    (void)wptr; (void)wouts; (void)off; (void)nt;
+    return -1;
+}
+static int64_t cp_count_not_none(const int64_t *ip, ptrdiff_t n)
+{
+    (void)ip; (void)n;
+    return -1;
 }
 static int cp_fmax22_back_f32(float *gi, const float *go, const int64_t *idx, ptrdiff_t m0,
                               ptrdiff_t m1, ptrdiff_t H, ptrdiff_t W, ptrdiff_t OH,

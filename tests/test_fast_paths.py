@@ -305,6 +305,66 @@ def test_max_backward_bands_match_torch(monkeypatch, rank, shape, kw, threads, g
     assert got.tobytes() == want.tobytes()
 
 
+DENSE_CASES = [
+    # rank, channels-first shape, arguments: windows that overlap (written
+    # densely only with fewer samples than 4 a thread) and windows that do not
+    (2, (1, 24, 15, 13), dict(kernel_size=3, stride=2, padding=1)),
+    (2, (9, 37, 14, 14), dict(kernel_size=2)),                     # 37: a 5-lane tail
+    (2, (2, 16, 11, 9), dict(kernel_size=(3, 2), stride=(3, 2), padding=(1, 0),
+                             ceil_mode=True)),
+    (2, (1, 19, 10, 12), dict(kernel_size=3, stride=1, dilation=2, padding=1)),
+    (3, (9, 16, 4, 6, 5), dict(kernel_size=2, ceil_mode=True)),
+    (3, (1, 33, 5, 6, 7), dict(kernel_size=2, stride=(1, 2, 2), padding=1)),
+    (1, (9, 20, 29), dict(kernel_size=4, stride=4, padding=2)),
+]
+
+
+@pytest.mark.parametrize("rank,shape,kw", DENSE_CASES)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("level", [2, 1])
+def test_channels_last_max_backward_written_densely(monkeypatch, rank, shape, kw, threads,
+                                                    stream, level):
+    # each input written once from the windows reading it, in output order
+    # (cp_cl_max_back_row_f32), streamed or not; level 1: the scatter.
+    # torch's bits, -0 and NaN gradients included; then indices that are
+    # not their window's taps (-1, elsewhere in the plane): the scatter's sums
+    rng = np.random.default_rng(sum(shape) + threads)
+    x = _fmax_zoo(shape, sum(shape))
+    tx = torch.from_numpy(x).requires_grad_(True)
+    tv, ti = getattr(F, f"max_pool{rank}d")(tx, return_indices=True, **kw)
+    g = rng.standard_normal(tuple(tv.shape)).astype(np.float32)
+    g.reshape(-1)[::7] = -0.0
+    g.reshape(-1)[3::11] = np.nan
+    tv.backward(torch.from_numpy(g))
+    perm = (0, *range(2, rank + 2), 1)
+    cl = lambda a: np.ascontiguousarray(a.transpose(perm))   # noqa: E731
+    back = getattr(cypool, f"max_pool{rank}d_backward")
+    plane = int(np.prod(shape[2:]))
+    i2 = ti.numpy().copy()
+    i2.reshape(-1)[::13] = -1
+    i2.reshape(-1)[len(i2.reshape(-1)) // 2] = plane - 1 - i2.reshape(-1)[len(i2.reshape(-1)) // 2]
+    want2 = np.zeros((shape[0] * shape[1], plane), np.float32)
+    for p, (gr, ir) in enumerate(zip(g.reshape(len(want2), -1), i2.reshape(len(want2), -1))):
+        for gv, j in zip(gr, ir):
+            if j >= 0:
+                want2[p, j] += gv
+    want2 = want2.reshape(shape)
+    before = cypool.get_num_threads()
+    monkeypatch.setattr(_cpu, "SERIAL_WORK", 0)
+    monkeypatch.setattr(_cpu, "DENSE_STREAM_BYTES", 0 if stream else 1 << 60)
+    try:
+        cypool.set_num_threads(threads)
+        _kernels.limit_window_isa(level)
+        got = back(cl(g), cl(ti.numpy()), cl(x).shape, channels_last=True, **kw)
+        got2 = back(cl(g), cl(i2), cl(x).shape, channels_last=True, **kw)
+    finally:
+        _kernels.limit_window_isa(2)
+        cypool.set_num_threads(before)
+    assert got.tobytes() == cl(tx.grad.numpy()).tobytes()
+    assert got2.tobytes() == cl(want2).tobytes()
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_max_backward_takes_any_index_in_the_plane(channels_last):
     # indices that no forward call gives (outside their windows) still go
