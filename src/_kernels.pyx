@@ -91,6 +91,10 @@ cdef extern from "cypool_lanes.h" nogil:
                                    Py_ssize_t W, Py_ssize_t C, const int64_t *wptr,
                                    const int64_t *wouts, Py_ssize_t *off, int nt)
     int64_t cp_count_not_none(const int64_t *ip, Py_ssize_t n)
+    void cp_fmax32_rows_f32(float *yp, int64_t *ip, const float *xp, const float *x,
+                            const float *xend, Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH,
+                            Py_ssize_t OW, Py_ssize_t oh0, Py_ssize_t oh1, float *hv,
+                            int32_t *hi, float *yend, int nt)
     int cp_fmax22_back_f32(float *gi, const float *go, const int64_t *idx, Py_ssize_t m0,
                            Py_ssize_t m1, Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH,
                            Py_ssize_t OW)
@@ -1314,6 +1318,27 @@ cdef bint _pairs22(const Geom *g) noexcept nogil:
     return True
 
 
+cdef bint _stem32(const Geom *g) noexcept nogil:
+    # channels-first 2-d windows of 3 x 3 taps 2 apart, padded by 1 (the
+    # ResNet stem): rows and columns 2 j - 1 .. 2 j + 1 clipped to the input,
+    # only the last row of windows clipped at the bottom (cp_fmax32_rows_f32)
+    cdef Py_ssize_t o, H = g.size[1], W = g.size[2]
+    if (g.C != 1 or g.size[0] != 1 or g.osize[0] != 1 or _count(g, 0, 0) != 1
+            or g.osize[1] == 0 or g.osize[2] == 0
+            or g.step[1] != 1 or g.step[2] != 1 or H * W >= 2147483647 - 64):
+        return False
+    for o in range(g.osize[1]):
+        if (_start(g, 1, o) != max(2 * o - 1, 0)
+                or _count(g, 1, o) != min(2 * o + 1, H - 1) - max(2 * o - 1, 0) + 1):
+            return False
+    if _start(g, 2, 0) != 0 or _count(g, 2, 0) != min(2, W):
+        return False
+    for o in range(1, g.osize[2]):
+        if _start(g, 2, o) != 2 * o - 1 or _count(g, 2, o) != 3:
+            return False
+    return True
+
+
 cdef void _fmax_gather(const float *x, float *y, int64_t *yi, const Geom *g,   # IN, OUT, OUT
                        int nthreads, bint nt) noexcept nogil:
     # Channels-first float32 max of planes whose windows are all whole
@@ -1724,7 +1749,8 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
         if failed:
             raise MemoryError("cypool: no memory for the kernels' scratch buffers")
         return
-    cdef Py_ssize_t RS, nout, nfch, n0, od0, oh0, row0, M
+    cdef Py_ssize_t RS, nout, nfch, n0, od0, oh0, row0, M, OWr
+    cdef void *hbuf
     cdef float *frv
     cdef int32_t *fri
     cdef Py_ssize_t *ftags
@@ -1739,6 +1765,31 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
                     cp_fmax22_rows_f32(&y[0], yp, &x[0], g.N, it * M // nfch,
                                        (it + 1) * M // nfch, g.size[1], g.size[2], OH,
                                        g.osize[2])
+            return
+        if is_max and cp_fmax2_ok() and _stem32(&g):
+            # channels-first 3 x 3 windows 2 apart, padded by 1: each input row
+            # reduced once (cp_fmax32_rows_f32), items of output rows of a
+            # plane, enough of them for every thread
+            nfch = min(OH, max(1, (4 * nthreads + g.N - 1) // g.N))
+            OWr = (g.osize[2] + 15) // 16 * 16
+            nt = stream and yp != NULL
+            with nogil, parallel(num_threads=nthreads):
+                hbuf = cp_amalloc(OWr * (sizeof(float) + sizeof(int32_t)), 0)
+                for it in prange(g.N * nfch, schedule="static"):
+                    if hbuf == NULL:
+                        failed |= 1
+                    else:
+                        n0 = it // nfch
+                        oh0 = (it % nfch) * OH // nfch
+                        row0 = (it % nfch + 1) * OH // nfch
+                        cp_fmax32_rows_f32(&y[0] + n0 * OS, yp + n0 * OS if yp != NULL else NULL,
+                                           &x[0] + n0 * S, &x[0], &x[0] + g.N * S,
+                                           g.size[1], g.size[2], OH, g.osize[2], oh0, row0,
+                                           <float *> hbuf, <int32_t *> hbuf + OWr,
+                                           &y[0] + n0 * OS + row0 * g.osize[2], nt)
+                cp_afree(hbuf)
+            if failed:
+                raise MemoryError("cypool: no memory for the kernels' scratch buffers")
             return
         if g.C == 1 and g.step[2] == 1 and S < 2**31 - 1 and cp_fmax2_ok() \
                 and g.max_count_w <= FMAX_ROW_COLUMNS and _max_rows(&g) <= FMAX_ROW_ROWS:

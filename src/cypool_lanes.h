@@ -1736,6 +1736,124 @@ CP_DEFINE_FMAX2_ITEM(2)
 CP_DEFINE_FMAX2_ITEM(3)
 CP_DEFINE_FMAX2_ITEM(4)
 
+/* Channels-first float32 max of 3 x 3 windows 2 apart, padded by 1 (the
+ * ResNet stem): windows start at rows and columns 2 j - 1, the first clipped
+ * to 2 taps by the padding, every other whole.  Output rows [oh0, oh1) of
+ * one plane (xp: H x W, yp, ip: OH x OW, at row 0).  Each input row's
+ * columns are reduced once, 16 outputs a vector: columns 2 j - 1, 2 j and
+ * 2 j + 1 are the even and odd lanes of 32 columns from 2 j - 1 and the
+ * even lanes of 32 from 2 j + 1, taken in that order; then the window's rows
+ * in order, the last kept (hv, hi: OW + 16 slots) as the next output row's
+ * first.  Taking the later of two runs of taps where it is greater or NaN
+ * is PyTorch's scan over both (see cp_fmax2), so values and indices are its
+ * bits.  Output 0 of each row (its window clipped) is scanned tap by tap
+ * first and put in lane 0, so that rows are stored in whole vectors (where
+ * they stay before yend, the range's end: spare lanes rewritten later by the
+ * next row), whole blocks streamed when nt.  The first row of the first
+ * plane is loaded masked (nothing before x is read), and so are rows whose
+ * loads reach past xend. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+cp_fmax32_hrow(const float *q, const float *x, const float *xend, int32_t base, ptrdiff_t o,
+               __m512 *hv, __m512i *hi)
+{
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24,
+                                         26, 28, 30);
+    const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
+    const float *c = q + 2 * o - 1;             /* column 2 o - 1, tap 0 of output o */
+    __m512 a, b, a2, b2;
+    if (c >= x && c + 34 <= xend) {
+        a = _mm512_loadu_ps(c);
+        b = _mm512_loadu_ps(c + 16);
+        a2 = _mm512_loadu_ps(c + 2);
+        b2 = _mm512_loadu_ps(c + 18);
+    } else {                                    /* (the lanes outside x: 0, unused) */
+        ptrdiff_t lo = x - c > 0 ? x - c : 0, hi = xend - c;
+#define CP_LDR(off)                                                                         \
+    _mm512_maskz_loadu_ps((__mmask16)(((off) + 16 <= hi ? 0xFFFFu                           \
+                                       : (off) >= hi ? 0u : (1u << (hi - (off))) - 1) &     \
+                                      ((off) >= lo ? 0xFFFFu                                \
+                                       : (off) + 16 <= lo ? 0u : ~((1u << (lo - (off))) - 1))), \
+                          c + (off))
+        a = CP_LDR(0);
+        b = CP_LDR(16);
+        a2 = CP_LDR(2);
+        b2 = CP_LDR(18);
+#undef CP_LDR
+    }
+    __m512i col = _mm512_add_epi32(ev, _mm512_set1_epi32(base + (int32_t)(2 * o - 1)));
+    __m512 best = _mm512_permutex2var_ps(a, ev, b);
+    __m512i bi = col;
+    cp_take16(&best, &bi, _mm512_permutex2var_ps(a, od, b),
+              _mm512_add_epi32(col, _mm512_set1_epi32(1)));
+    cp_take16(&best, &bi, _mm512_permutex2var_ps(a2, ev, b2),
+              _mm512_add_epi32(col, _mm512_set1_epi32(2)));
+    *hv = best;
+    *hi = bi;
+}
+
+__attribute__((target("avx512f"))) static void
+cp_fmax32_rows_f32(float *yp, int64_t *ip, const float *xp, const float *x, const float *xend,
+                   ptrdiff_t H, ptrdiff_t W, ptrdiff_t OH, ptrdiff_t OW, ptrdiff_t oh0,
+                   ptrdiff_t oh1, float *hv, int32_t *hi, float *yend, int nt)
+{
+    for (ptrdiff_t oh = oh0 > 0 ? oh0 - 1 : 0; oh < oh1; oh++) {
+        /* the window's rows: 2 oh - 1 (kept, oh > 0), 2 oh, 2 oh + 1 (if any) */
+        ptrdiff_t r1 = 2 * oh, nr = 2 * oh + 1 < H ? 2 : 1;
+        int out = oh >= oh0;                    /* (oh0 - 1: only its last row kept) */
+        float *yr = yp + oh * OW;
+        int64_t *irow = ip ? ip + oh * OW : NULL;
+        float v0 = 0;
+        int64_t i0 = 0;
+        if (out) {                              /* output 0: columns 0 and 1, by taps */
+            const float *rows[3];
+            ptrdiff_t roff[3], n = 0;
+            if (oh > 0) {
+                rows[n] = xp + (r1 - 1) * W;
+                roff[n++] = (r1 - 1) * W;
+            }
+            for (ptrdiff_t r = r1; r < r1 + nr; r++) {
+                rows[n] = xp + r * W;
+                roff[n++] = r * W;
+            }
+            cp_fmax_one_f32(&v0, &i0, rows, roff, n, 0, W > 1 ? 2 : 1);
+        }
+        for (ptrdiff_t o = 0; o < OW; o += 16) {
+            __m512 best, v;
+            __m512i bi, vi;
+            cp_fmax32_hrow(xp + r1 * W, x, xend, (int32_t)(r1 * W), o, &best, &bi);
+            if (nr == 2) {
+                cp_fmax32_hrow(xp + (r1 + 1) * W, x, xend, (int32_t)((r1 + 1) * W), o, &v, &vi);
+                if (out)
+                    cp_take16(&best, &bi, v, vi);
+            } else {
+                v = best;
+                vi = bi;
+            }
+            if (out && oh > 0) {                /* the kept row first */
+                __m512 kv = _mm512_loadu_ps(hv + o);
+                __m512i ki = _mm512_loadu_si512((const void *)(hi + o));
+                cp_take16(&kv, &ki, best, bi);
+                best = kv;
+                bi = ki;
+            }
+            _mm512_storeu_ps(hv + o, v);
+            _mm512_storeu_si512((void *)(hi + o), vi);
+            if (!out)
+                continue;
+            if (o == 0) {
+                best = _mm512_mask_mov_ps(best, 1, _mm512_set1_ps(v0));
+                bi = _mm512_mask_mov_epi32(bi, 1, _mm512_set1_epi32((int32_t)i0));
+            }
+            ptrdiff_t m = OW - o < 16 ? OW - o : 16;
+            __mmask16 lanes = (__mmask16)(m == 16 || yr + o + 16 <= yend ? 0xFFFF
+                                                                        : (1u << m) - 1);
+            cp_store16_max(yr + o, irow ? irow + o : NULL, lanes, best, bi, nt && m == 16);
+        }
+    }
+    if (nt)
+        _mm_sfence();
+}
+
 /* Channels-last float32 max backward, one input row written densely: for
  * each column w and 16 lanes, the terms of the windows that read (row, w),
  * in output order (the output rows orow[r] (offsets in outputs), then the
@@ -2047,6 +2165,14 @@ static int64_t cp_count_not_none(const int64_t *ip, ptrdiff_t n)
 {
     (void)ip; (void)n;
     return -1;
+}
+static void cp_fmax32_rows_f32(float *yp, int64_t *ip, const float *xp, const float *x,
+                               const float *xend, ptrdiff_t H, ptrdiff_t W, ptrdiff_t OH,
+                               ptrdiff_t OW, ptrdiff_t oh0, ptrdiff_t oh1, float *hv,
+                               int32_t *hi, float *yend, int nt)
+{
+    (void)yp; (void)ip; (void)xp; (void)x; (void)xend; (void)H; (void)W; (void)OH; (void)OW;
+    (void)oh0; (void)oh1; (void)hv; (void)hi; (void)yend; (void)nt;
 }
 static int cp_fmax22_back_f32(float *gi, const float *go, const int64_t *idx, ptrdiff_t m0,
                               ptrdiff_t m1, ptrdiff_t H, ptrdiff_t W, ptrdiff_t OH,

@@ -997,6 +997,59 @@ def test_pair_windows_write_nothing_past_their_results(monkeypatch, shape, threa
     assert (vb[n:] == 7).all() and (ib[n:] == 7).all() and (gb[isz:] == 7).all()
 
 
+# ---------------------------------------------------------------------------
+# Channels-first float32 3 x 3 windows 2 apart, padded by 1 (the ResNet
+# stem): each input row reduced once (cp_fmax32_rows_f32), the first output
+# of each row scanned tap by tap, items of output rows (1-3 threads move
+# their edges), rows stored in whole vectors inside the items
+# ---------------------------------------------------------------------------
+
+STEM = dict(kernel_size=3, stride=2, padding=1)
+STEM_CASES = [
+    (2, 5, 20, 20),
+    (1, 3, 21, 20),         # a bottom row of windows clipped to 2 rows
+    (1, 2, 20, 21),         # the last column's window clipped: other kernels
+    (2, 3, 9, 40),          # 20 a row: a whole vector and 4
+    (3, 4, 2, 2),
+    (2, 3, 1, 1),
+    (1, 2, 2, 64),          # 32 a row, 1 output row
+    (1, 7, 33, 34),
+]
+
+
+@pytest.mark.parametrize("shape", STEM_CASES)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_channels_first_stem_windows_match_torch(monkeypatch, shape, threads):
+    x = _fmax_zoo(shape, sum(shape) + threads) if shape[1] > 1 else \
+        np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    _max_like_torch(monkeypatch, 2, "fixed", x, STEM, threads, levels=(2, 1))
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 21, 20), (2, 3, 9, 40), (3, 4, 2, 2), (1, 7, 33, 34)])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("stream", [False, True])
+def test_stem_windows_write_nothing_past_their_results(monkeypatch, shape, threads, stream):
+    # out= views of longer buffers keep the sentinels that follow them;
+    # streamed (non-temporal) whole rows give the same bits
+    x = _fmax_zoo(shape, threads)
+    tv, ti = F.max_pool2d(torch.from_numpy(x), return_indices=True, **STEM)
+    osh = tuple(tv.shape)
+    n = int(np.prod(osh))
+    vb, ib = np.full(n + 64, 7.0, np.float32), np.full(n + 64, 7, np.int64)
+    before = cypool.get_num_threads()
+    monkeypatch.setattr(_cpu, "SERIAL_WORK", 0)
+    monkeypatch.setattr(_cpu, "STREAM_BYTES", 0 if stream else 1 << 60)
+    try:
+        cypool.set_num_threads(threads)
+        v, i = cypool.max_pool2d(x, return_indices=True,
+                                 out=(vb[:n].reshape(osh), ib[:n].reshape(osh)), **STEM)
+    finally:
+        cypool.set_num_threads(before)
+    assert np.shares_memory(v, vb) and np.shares_memory(i, ib)
+    assert v.tobytes() == tv.numpy().tobytes() and np.array_equal(i, ti.numpy())
+    assert (vb[n:] == 7).all() and (ib[n:] == 7).all()
+
+
 def test_windows_wholly_in_the_padding_are_not_gathered():
     # every window along H in the padding: the lowest value and index -1 (the
     # reference's convention; torch's index there is a position outside the
