@@ -91,6 +91,9 @@ cdef extern from "cypool_lanes.h" nogil:
                                    Py_ssize_t W, Py_ssize_t C, const int64_t *wptr,
                                    const int64_t *wouts, Py_ssize_t *off, int nt)
     int64_t cp_count_not_none(const int64_t *ip, Py_ssize_t n)
+    void cp_avg22_back_f32(float *gi, const float *go, Py_ssize_t m0, Py_ssize_t m1,
+                           Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW, int mode,
+                           float d, float *stage, int nt)
     void cp_fmax32_rows_f32(float *yp, int64_t *ip, const float *xp, const float *x,
                             const float *xend, Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH,
                             Py_ssize_t OW, Py_ssize_t oh0, Py_ssize_t oh1, float *hv,
@@ -1318,6 +1321,26 @@ cdef bint _pairs22(const Geom *g) noexcept nogil:
     return True
 
 
+cdef int _avg22_mode(const Geom *g) noexcept nogil:
+    # the divisor of _pairs22 windows' averages as cp_avg22_back_f32 takes it:
+    # 0 adaptive, 1 fixed (every window's divisor 4), 2 divisor_override;
+    # -1 otherwise
+    cdef Py_ssize_t o
+    if g.div_mode == 0:             # DIV_PER_DIM
+        return 0
+    if g.div_mode == 2:             # DIV_CONSTANT
+        return 2
+    if g.div_mode != 1 or _factor(g, 0, 0) != 1:
+        return -1
+    for o in range(g.osize[1]):
+        if _factor(g, 1, o) != 2:
+            return -1
+    for o in range(g.osize[2]):
+        if _factor(g, 2, o) != 2:
+            return -1
+    return 1
+
+
 cdef bint _stem32(const Geom *g) noexcept nogil:
     # channels-first 2-d windows of 3 x 3 taps 2 apart, padded by 1 (the
     # ResNet stem): rows and columns 2 j - 1 .. 2 j + 1 clipped to the input,
@@ -2373,7 +2396,30 @@ def avg_backward(const real_t[::1] go, real_t[::1] gi, Geometry geo,
     # four input rows at once from rows of scaled gradients (_rows_back_f32)
     cdef void *bbuf
     cdef bint rows_back = False
+    cdef Py_ssize_t M, nch
+    cdef int mode
     if real_t is float:
+        mode = _avg22_mode(&g)
+        if g.C == 1 and cp_fmax2_ok() and _pairs22(&g) and mode >= 0:
+            # channels-first 2 x 2 windows 2 apart: each input one term, rows
+            # written densely (cp_avg22_back_f32), streamed whole lines
+            M = g.N * OH
+            nch = min(M, 8 * nthreads)
+            stream = stream and (2 * g.size[2]) % 16 == 0 and (<size_t> &gi[0]) % 64 == 0
+            with nogil, parallel(num_threads=nthreads):
+                bbuf = cp_amalloc(2 * g.size[2] * sizeof(float), 0)
+                for it in prange(nch, schedule="static"):
+                    if bbuf == NULL:
+                        failed |= 1
+                    else:
+                        cp_avg22_back_f32(<float *> &gi[0], <const float *> &go[0],
+                                          it * M // nch, (it + 1) * M // nch, g.size[1],
+                                          g.size[2], OH, g.osize[2], mode, <float> g.div_value,
+                                          <float *> bbuf, stream)
+                cp_afree(bbuf)
+            if failed:
+                raise MemoryError("cypool: no memory for the kernels' scratch buffers")
+            return
         rows_back = (g.C == 1 and _rows_back_ok(&g)
                      and _cover(ptr[0], g.size[0]) * g.hk * g.wk <= MAX_WINDOW_TAPS
                      and _rows_back_rows(&g) * _rows_back_cols(&g) * sizeof(float)

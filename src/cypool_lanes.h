@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include "cypool_stream.h"
 
 #if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__)) \
     && !defined(CYPOOL_NO_MULTIVERSION)
@@ -1736,6 +1737,62 @@ CP_DEFINE_FMAX2_ITEM(2)
 CP_DEFINE_FMAX2_ITEM(3)
 CP_DEFINE_FMAX2_ITEM(4)
 
+/* The gradient of a channels-first float32 average of 2 x 2 windows 2
+ * apart, every window whole (the geometry of cp_fmax22_rows_f32), for the
+ * input rows of super-rows [m0, m1) (a plane's last also zeroes the rows
+ * past 2 OH).  Each output's gradient is scaled as the forward divides its
+ * sum: mode 0 (adaptive) (g / 1) / 2 / 2, mode 1 0 + g / 4, mode 2 0 + g / d
+ * (+0 where d is 0); halving and quartering are multiplications by 1/2 and
+ * 1/4, exact as the divisions.  Each input then gets exactly one term,
+ * 0 + s, as PyTorch's scatter from +0.  nt: each super-row (2 W floats, a
+ * whole number of cache lines, 64-byte aligned) is built in stage and
+ * streamed out; the caller's (2 W) % 16 == 0 and aligned gi make it so. */
+__attribute__((target("avx512f"))) static void
+cp_avg22_back_f32(float *gi, const float *go, ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t H,
+                  ptrdiff_t W, ptrdiff_t OH, ptrdiff_t OW, int mode, float d, float *stage,
+                  int nt)
+{
+    const __m512i dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    const __m512 zero = _mm512_setzero_ps();
+    ptrdiff_t oh = m0 % OH;
+    float *a = gi + (m0 / OH * H + 2 * oh) * W;
+    for (ptrdiff_t m = m0; m < m1; m++) {
+        float *dst = nt ? stage : a;
+        const float *gr = go + m * OW;
+        for (ptrdiff_t o = 0; o < OW; o += 8) {
+            ptrdiff_t cnt = OW - o < 8 ? OW - o : 8;
+            __m512 v = cnt == 8 ? _mm512_castps256_ps512(_mm256_loadu_ps(gr + o))
+                                : _mm512_maskz_loadu_ps((__mmask16)((1u << cnt) - 1), gr + o);
+            if (mode == 0)
+                v = _mm512_mul_ps(_mm512_mul_ps(v, _mm512_set1_ps(0.5f)), _mm512_set1_ps(0.5f));
+            else if (mode == 1)
+                v = _mm512_mul_ps(v, _mm512_set1_ps(0.25f));
+            else
+                v = d != 0 ? _mm512_div_ps(v, _mm512_set1_ps(d)) : zero;
+            /* 0 + v: -0 becomes +0 (by a blend: an add after the multiply
+             * could be contracted into one fused multiply-add, whose exact
+             * product keeps the sign of a quotient that rounds to -0) */
+            v = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, zero, _CMP_EQ_OQ), v, zero);
+            v = _mm512_permutexvar_ps(dup, v);
+            __mmask16 k2 = (__mmask16)(cnt == 8 ? 0xFFFF : (1u << (2 * cnt)) - 1);
+            CP_ST16(dst + 2 * o, k2, v);
+            CP_ST16(dst + W + 2 * o, k2, v);
+        }
+        for (ptrdiff_t c = 2 * OW; c < W; c++)  /* columns no window reads */
+            dst[c] = dst[W + c] = 0;
+        if (nt)
+            cp_stream_copy(a, stage, (size_t)(2 * W) * sizeof(float));
+        a += 2 * W;
+        if (++oh == OH) {                       /* rows no window reads */
+            memset(a, 0, (size_t)((H - 2 * OH) * W) * sizeof(float));
+            a += (H - 2 * OH) * W;
+            oh = 0;
+        }
+    }
+    if (nt)
+        _mm_sfence();
+}
+
 /* Channels-first float32 max of 3 x 3 windows 2 apart, padded by 1 (the
  * ResNet stem): windows start at rows and columns 2 j - 1, the first clipped
  * to 2 taps by the padding, every other whole.  Output rows [oh0, oh1) of
@@ -2165,6 +2222,13 @@ static int64_t cp_count_not_none(const int64_t *ip, ptrdiff_t n)
 {
     (void)ip; (void)n;
     return -1;
+}
+static void cp_avg22_back_f32(float *gi, const float *go, ptrdiff_t m0, ptrdiff_t m1,
+                              ptrdiff_t H, ptrdiff_t W, ptrdiff_t OH, ptrdiff_t OW, int mode,
+                              float d, float *stage, int nt)
+{
+    (void)gi; (void)go; (void)m0; (void)m1; (void)H; (void)W; (void)OH; (void)OW; (void)mode;
+    (void)d; (void)stage; (void)nt;
 }
 static void cp_fmax32_rows_f32(float *yp, int64_t *ip, const float *xp, const float *x,
                                const float *xend, ptrdiff_t H, ptrdiff_t W, ptrdiff_t OH,

@@ -997,6 +997,63 @@ def test_pair_windows_write_nothing_past_their_results(monkeypatch, shape, threa
     assert (vb[n:] == 7).all() and (ib[n:] == 7).all() and (gb[isz:] == 7).all()
 
 
+AVG_PAIR_CASES = [
+    ((3, 37, 14, 14), "adaptive", dict(output_size=7)),           # (g / 2) / 2
+    ((2, 5, 15, 17), "fixed", dict(kernel_size=2)),               # 0 + g / 4
+    ((2, 3, 6, 16), "fixed", dict(kernel_size=2, count_include_pad=False)),
+    ((1, 4, 10, 18), "fixed", dict(kernel_size=2, divisor_override=3)),
+    ((2, 3, 8, 35), "fixed", dict(kernel_size=2, divisor_override=-4)),
+    ((1, 2, 4, 64), "adaptive", dict(output_size=(2, 32))),
+    ((7, 3, 4, 2), "fixed", dict(kernel_size=2)),
+    ((2, 4, 56, 56), "fixed", dict(kernel_size=2, stride=2)),     # rows of 14 lines: streamed
+]
+
+
+@pytest.mark.parametrize("shape,kind,kw", AVG_PAIR_CASES)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("level", [2, 1])
+def test_channels_first_pair_average_backward_matches_torch(monkeypatch, shape, kind, kw,
+                                                            threads, stream, level):
+    # one term an input, scaled as the forward divides (multiplying by 1/2
+    # and 1/4 is exact: subnormal gradients check it), written densely and
+    # streamed whole lines or not; level 1: the gathers.  Sentinels after an
+    # out= view stay.
+    rng = np.random.default_rng(sum(shape) + threads)
+    name = "adaptive_avg_pool2d" if kind == "adaptive" else "avg_pool2d"
+    t = torch.zeros(shape, dtype=torch.float32, requires_grad=True)
+    tv = getattr(F, name)(t, **kw)
+    g = rng.standard_normal(tuple(tv.shape)).astype(np.float32)
+    flat = g.reshape(-1)
+    flat[::5] = -0.0
+    flat[3::11] = np.nan
+    # subnormal, of either sign: quotients that round to -0 must come out +0
+    flat[1::7] = np.float32(1.4e-45) * rng.integers(-8, 9, size=flat[1::7].shape)
+    flat[2::13] = np.inf
+    tv.backward(torch.from_numpy(g))
+    want = t.grad.numpy()
+    bk = {k: v for k, v in kw.items() if k != "output_size"}
+    n = int(np.prod(shape))
+    raw = np.full(n + 96, 7.0, np.float32)          # buf: 64-byte aligned, as the cache's
+    buf = raw[(-raw.ctypes.data % 64) // 4:][:n + 64]
+    before = cypool.get_num_threads()
+    monkeypatch.setattr(_cpu, "SERIAL_WORK", 0)
+    monkeypatch.setattr(_cpu, "STREAM_BYTES", 0 if stream else 1 << 60)
+    try:
+        cypool.set_num_threads(threads)
+        _kernels.limit_window_isa(level)
+        if kind == "adaptive":
+            got = cypool.adaptive_avg_pool2d_backward(g, shape, out=buf[:n].reshape(shape))
+        else:
+            got = cypool.avg_pool2d_backward(g, shape, out=buf[:n].reshape(shape), **bk)
+    finally:
+        _kernels.limit_window_isa(2)
+        cypool.set_num_threads(before)
+    assert np.shares_memory(got, buf)
+    assert got.tobytes() == want.tobytes()
+    assert (buf[n:] == 7).all()
+
+
 # ---------------------------------------------------------------------------
 # Channels-first float32 3 x 3 windows 2 apart, padded by 1 (the ResNet
 # stem): each input row reduced once (cp_fmax32_rows_f32), the first output
