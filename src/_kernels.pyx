@@ -94,6 +94,9 @@ cdef extern from "cypool_lanes.h" nogil:
     void cp_avg22_back_f32(float *gi, const float *go, Py_ssize_t m0, Py_ssize_t m1,
                            Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW, int mode,
                            float d, float *stage, int nt)
+    void cp_avg22_back_cl_f32(float *gi, const float *go, Py_ssize_t m0, Py_ssize_t m1,
+                              Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
+                              Py_ssize_t C, int mode, float d, int nt)
     void cp_fmax32_rows_f32(float *yp, int64_t *ip, const float *xp, const float *x,
                             const float *xend, Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH,
                             Py_ssize_t OW, Py_ssize_t oh0, Py_ssize_t oh1, float *hv,
@@ -1307,8 +1310,13 @@ cdef bint _full_windows(const Geom *g) noexcept nogil:
 cdef bint _pairs22(const Geom *g) noexcept nogil:
     # channels-first 2-d windows of 2 x 2 taps 2 apart, all whole (max_pool2d(2),
     # adaptive halvings): cp_fmax22_rows_f32 and its gradient
+    return g.C == 1 and _pair_windows(g)
+
+
+cdef bint _pair_windows(const Geom *g) noexcept nogil:
+    # 2-d windows of 2 x 2 taps 2 apart, all whole, any lanes
     cdef Py_ssize_t o
-    if (g.C != 1 or g.size[0] != 1 or g.osize[0] != 1 or _count(g, 0, 0) != 1
+    if (g.size[0] != 1 or g.osize[0] != 1 or _count(g, 0, 0) != 1
             or g.osize[1] == 0 or g.osize[2] == 0
             or g.step[1] != 1 or g.step[2] != 1 or g.size[1] * g.size[2] >= 2147483647):
         return False
@@ -2400,6 +2408,19 @@ def avg_backward(const real_t[::1] go, real_t[::1] gi, Geometry geo,
     cdef int mode
     if real_t is float:
         mode = _avg22_mode(&g)
+        if g.C > 1 and cp_fmax2_ok() and _pair_windows(&g) and mode >= 0:
+            # channels-last 2 x 2 windows 2 apart: each output pixel's lanes
+            # to the four pixels of its window (cp_avg22_back_cl_f32)
+            M = g.N * OH
+            nch = min(M, 8 * nthreads)
+            stream = stream and g.C % 16 == 0 and (<size_t> &gi[0]) % 64 == 0
+            with nogil:
+                for it in prange(nch, schedule="static", num_threads=nthreads):
+                    cp_avg22_back_cl_f32(<float *> &gi[0], <const float *> &go[0],
+                                         it * M // nch, (it + 1) * M // nch, g.size[1],
+                                         g.size[2], OH, g.osize[2], g.C, mode,
+                                         <float> g.div_value, stream)
+            return
         if g.C == 1 and cp_fmax2_ok() and _pairs22(&g) and mode >= 0:
             # channels-first 2 x 2 windows 2 apart: each input one term, rows
             # written densely (cp_avg22_back_f32), streamed whole lines

@@ -1793,6 +1793,63 @@ cp_avg22_back_f32(float *gi, const float *go, ptrdiff_t m0, ptrdiff_t m1, ptrdif
         _mm_sfence();
 }
 
+/* The same for channels-last rows of W pixels of C lanes (C > 1): each
+ * output pixel's C scaled gradients go to the four pixels of its window,
+ * 16 lanes a store (the last C % 16 masked); nt: every store streamed (the
+ * caller's C % 16 == 0 and aligned gi make each a whole cache line). */
+__attribute__((target("avx512f"))) static void
+cp_avg22_back_cl_f32(float *gi, const float *go, ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t H,
+                     ptrdiff_t W, ptrdiff_t OH, ptrdiff_t OW, ptrdiff_t C, int mode, float d,
+                     int nt)
+{
+    const __m512 zero = _mm512_setzero_ps();
+    const ptrdiff_t R = W * C;                  /* floats a row */
+    ptrdiff_t oh = m0 % OH;
+    float *a = gi + (m0 / OH * H + 2 * oh) * R;
+    for (ptrdiff_t m = m0; m < m1; m++) {
+        const float *gr = go + m * OW * C;
+        for (ptrdiff_t ow = 0; ow < OW; ow++, gr += C) {
+            float *p = a + 2 * ow * C;
+            for (ptrdiff_t c = 0; c < C; c += 16) {
+                __mmask16 k = (__mmask16)(C - c >= 16 ? 0xFFFF : (1u << (C - c)) - 1);
+                __m512 v = CP_LD16(k, gr + c);
+                if (mode == 0)
+                    v = _mm512_mul_ps(_mm512_mul_ps(v, _mm512_set1_ps(0.5f)),
+                                      _mm512_set1_ps(0.5f));
+                else if (mode == 1)
+                    v = _mm512_mul_ps(v, _mm512_set1_ps(0.25f));
+                else
+                    v = d != 0 ? _mm512_div_ps(v, _mm512_set1_ps(d)) : zero;
+                /* 0 + v, by a blend (see cp_avg22_back_f32) */
+                v = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, zero, _CMP_EQ_OQ), v, zero);
+                if (nt) {
+                    _mm512_stream_ps(p + c, v);
+                    _mm512_stream_ps(p + C + c, v);
+                    _mm512_stream_ps(p + R + c, v);
+                    _mm512_stream_ps(p + R + C + c, v);
+                } else {
+                    CP_ST16(p + c, k, v);
+                    CP_ST16(p + C + c, k, v);
+                    CP_ST16(p + R + c, k, v);
+                    CP_ST16(p + R + C + c, k, v);
+                }
+            }
+        }
+        if (W > 2 * OW) {                       /* pixels no window reads */
+            memset(a + 2 * OW * C, 0, (size_t)((W - 2 * OW) * C) * sizeof(float));
+            memset(a + R + 2 * OW * C, 0, (size_t)((W - 2 * OW) * C) * sizeof(float));
+        }
+        a += 2 * R;
+        if (++oh == OH) {                       /* rows no window reads */
+            memset(a, 0, (size_t)((H - 2 * OH) * R) * sizeof(float));
+            a += (H - 2 * OH) * R;
+            oh = 0;
+        }
+    }
+    if (nt)
+        _mm_sfence();
+}
+
 /* Channels-first float32 max of 3 x 3 windows 2 apart, padded by 1 (the
  * ResNet stem): windows start at rows and columns 2 j - 1, the first clipped
  * to 2 taps by the padding, every other whole.  Output rows [oh0, oh1) of
@@ -2229,6 +2286,13 @@ static void cp_avg22_back_f32(float *gi, const float *go, ptrdiff_t m0, ptrdiff_
 {
     (void)gi; (void)go; (void)m0; (void)m1; (void)H; (void)W; (void)OH; (void)OW; (void)mode;
     (void)d; (void)stage; (void)nt;
+}
+static void cp_avg22_back_cl_f32(float *gi, const float *go, ptrdiff_t m0, ptrdiff_t m1,
+                                 ptrdiff_t H, ptrdiff_t W, ptrdiff_t OH, ptrdiff_t OW,
+                                 ptrdiff_t C, int mode, float d, int nt)
+{
+    (void)gi; (void)go; (void)m0; (void)m1; (void)H; (void)W; (void)OH; (void)OW; (void)C;
+    (void)mode; (void)d; (void)nt;
 }
 static void cp_fmax32_rows_f32(float *yp, int64_t *ip, const float *xp, const float *x,
                                const float *xend, ptrdiff_t H, ptrdiff_t W, ptrdiff_t OH,

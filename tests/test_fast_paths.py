@@ -1006,6 +1006,9 @@ AVG_PAIR_CASES = [
     ((1, 2, 4, 64), "adaptive", dict(output_size=(2, 32))),
     ((7, 3, 4, 2), "fixed", dict(kernel_size=2)),
     ((2, 4, 56, 56), "fixed", dict(kernel_size=2, stride=2)),     # rows of 14 lines: streamed
+    ((2, 32, 6, 8), "fixed", dict(kernel_size=2)),                # channels-last: whole lines
+    ((1, 64, 4, 6), "adaptive", dict(output_size=(2, 3))),
+    ((1, 48, 5, 7), "fixed", dict(kernel_size=2)),                # a spare row and column
 ]
 
 
@@ -1013,8 +1016,9 @@ AVG_PAIR_CASES = [
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("level", [2, 1])
-def test_channels_first_pair_average_backward_matches_torch(monkeypatch, shape, kind, kw,
-                                                            threads, stream, level):
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_pair_average_backward_matches_torch(monkeypatch, shape, kind, kw, threads, stream,
+                                             level, channels_last):
     # one term an input, scaled as the forward divides (multiplying by 1/2
     # and 1/4 is exact: subnormal gradients check it), written densely and
     # streamed whole lines or not; level 1: the gathers.  Sentinels after an
@@ -1033,6 +1037,10 @@ def test_channels_first_pair_average_backward_matches_torch(monkeypatch, shape, 
     tv.backward(torch.from_numpy(g))
     want = t.grad.numpy()
     bk = {k: v for k, v in kw.items() if k != "output_size"}
+    if channels_last:                                   # (N, H, W, C) arrays
+        g = np.ascontiguousarray(g.transpose(0, 2, 3, 1))
+        want = np.ascontiguousarray(want.transpose(0, 2, 3, 1))
+        shape = want.shape
     n = int(np.prod(shape))
     raw = np.full(n + 96, 7.0, np.float32)          # buf: 64-byte aligned, as the cache's
     buf = raw[(-raw.ctypes.data % 64) // 4:][:n + 64]
@@ -1043,9 +1051,11 @@ def test_channels_first_pair_average_backward_matches_torch(monkeypatch, shape, 
         cypool.set_num_threads(threads)
         _kernels.limit_window_isa(level)
         if kind == "adaptive":
-            got = cypool.adaptive_avg_pool2d_backward(g, shape, out=buf[:n].reshape(shape))
+            got = cypool.adaptive_avg_pool2d_backward(g, shape, out=buf[:n].reshape(shape),
+                                                      channels_last=channels_last)
         else:
-            got = cypool.avg_pool2d_backward(g, shape, out=buf[:n].reshape(shape), **bk)
+            got = cypool.avg_pool2d_backward(g, shape, out=buf[:n].reshape(shape),
+                                             channels_last=channels_last, **bk)
     finally:
         _kernels.limit_window_isa(2)
         cypool.set_num_threads(before)
