@@ -16,7 +16,7 @@ or scanned in PyTorch's order (depth, then row, then column).
 
 from cython.parallel cimport parallel, prange
 from libc.stdlib cimport calloc, free, malloc
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 from libc.stdint cimport (int8_t, uint8_t, int16_t, uint16_t, int32_t,
                           uint32_t, int64_t, uint64_t, uintptr_t)
 
@@ -94,6 +94,7 @@ cdef extern from "cypool_lanes.h" nogil:
     void cp_avg22_back_f32(float *gi, const float *go, Py_ssize_t m0, Py_ssize_t m1,
                            Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW, int mode,
                            float d, float *stage, int nt)
+    int cp_stream_lines(void *dst, const void *src, size_t n)
     void cp_avg22_back_cl_f32(float *gi, const float *go, Py_ssize_t m0, Py_ssize_t m1,
                               Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
                               Py_ssize_t C, int mode, float d, int nt)
@@ -2347,6 +2348,71 @@ cdef Py_ssize_t _back_shift_taps(const Geom *g, const int64_t **ptr) noexcept no
     return md * mh * g.wk
 
 
+DEF DISJOINT_PLANE_BYTES = 131072
+
+cdef bint _disjoint_windows(const Geom *g) noexcept nogil:
+    # 2-d windows that share no input (stride >= kernel, adaptive sizes that
+    # divide), none wholly in the padding: each input has at most one term
+    cdef int k
+    cdef Py_ssize_t o
+    if (g.size[0] != 1 or g.osize[0] != 1 or _count(g, 0, 0) != 1
+            or g.step[1] != 1 or g.step[2] != 1):
+        return False
+    for k in range(1, 3):
+        for o in range(g.osize[k]):
+            if _count(g, k, o) <= 0:
+                return False
+            if o > 0 and _start(g, k, o) < _start(g, k, o - 1) + _count(g, k, o - 1):
+                return False
+    return True
+
+
+cdef void _disjoint_back_item(const real_t *go, real_t *gi, const Geom *g,   # IN, OUT
+                              Py_ssize_t n, Py_ssize_t oh, Py_ssize_t part, Py_ssize_t parts,
+                              real_t *srow, real_t *xrow, bint stream) noexcept nogil:
+    # Part ``part`` of ``parts`` of the input rows of output row (n, oh) of
+    # disjoint windows: every input of a window gets one term, 0 + its
+    # output's scaled gradient (scaled as _scale_item does), so all the
+    # band's rows are the same row: built once (xrow) and copied, streamed
+    # when ``stream``; the last part zeroes the rows that no window reads
+    # after the band (and before the first).
+    cdef Py_ssize_t C = g.C, W = g.size[2], H = g.size[1], OW = g.osize[2], OH = g.osize[1]
+    cdef Py_ssize_t m = OW * C, i, ow, w, h, hs = _start(g, 1, oh), he, hc = _count(g, 1, oh)
+    cdef Py_ssize_t rowb = W * C * sizeof(real_t)
+    cdef real_t *dst
+    cdef real_t v
+    memcpy(srow, go + (n * OH + oh) * m, m * sizeof(real_t))
+    _finish_avg(srow, g, 0, oh, 0, C)
+    for i in range(m):
+        if srow[i] == 0:                # 0 + s: -0 becomes +0
+            srow[i] = 0
+    memset(xrow, 0, rowb)
+    for ow in range(OW):
+        if C == 1:
+            v = srow[ow]
+            for w in range(_start(g, 2, ow), _start(g, 2, ow) + _count(g, 2, ow)):
+                xrow[w] = v
+        else:
+            for w in range(_start(g, 2, ow), _start(g, 2, ow) + _count(g, 2, ow)):
+                memcpy(xrow + w * C, srow + ow * C, C * sizeof(real_t))
+    for h in range(hs + part * hc // parts, hs + (part + 1) * hc // parts):
+        dst = gi + (n * H + h) * W * C
+        if stream:
+            # whole aligned lines: 64-byte stores (16-byte ones measured slower)
+            if (<size_t> dst) % 64 != 0 or rowb % 64 != 0 or not cp_stream_lines(dst, xrow, rowb):
+                cp_stream_copy(dst, xrow, rowb)
+        else:
+            memcpy(dst, xrow, rowb)
+    if part < parts - 1:
+        return
+    he = _start(g, 1, oh + 1) if oh + 1 < OH else H
+    h = hs + hc
+    if he > h:
+        memset(gi + (n * H + h) * W * C, 0, (he - h) * rowb)
+    if oh == 0 and hs > 0:
+        memset(gi + n * H * W * C, 0, hs * rowb)
+
+
 def avg_backward(const real_t[::1] go, real_t[::1] gi, Geometry geo,
                  Py_ssize_t cblock, int nthreads, bint stream=False, real_t[::1] scratch=None):
     """Gradient of an average pool: gi (N, D, H, W, C) from go (N, OD, OH, OW, C).
@@ -2441,6 +2507,30 @@ def avg_backward(const real_t[::1] go, real_t[::1] gi, Geometry geo,
             if failed:
                 raise MemoryError("cypool: no memory for the kernels' scratch buffers")
             return
+    if _disjoint_windows(&g) and (g.C > 1 or (g.size[2] >= 16 and S * sizeof(real_t)
+                                                <= DISJOINT_PLANE_BYTES)):
+        # windows that share no input: each band of input rows one row, built
+        # once and copied (_disjoint_back_item), items of output rows.
+        # Channels-first planes larger than DISJOINT_PLANE_BYTES go to the
+        # whole-plane buffers below (streamed in one piece: 1.15x faster on
+        # 200 KB planes; 1.3-1.6x slower on 50-100 KB ones)
+        # (bands split in parts when they are too few for the threads)
+        nch = max(1, min(_count(&g, 1, 0), (4 * nthreads + g.N * OH - 1) // (g.N * OH)))
+        with nogil, parallel(num_threads=nthreads):
+            bbuf = cp_amalloc((g.osize[2] + g.size[2]) * g.C * sizeof(real_t), 0)
+            for it in prange(g.N * OH * nch, schedule="static"):
+                if bbuf == NULL:
+                    failed |= 1
+                else:
+                    _disjoint_back_item(&go[0], &gi[0], &g, it // (OH * nch), it // nch % OH,
+                                        it % nch, nch, <real_t *> bbuf,
+                                        <real_t *> bbuf + g.osize[2] * g.C, stream)
+            cp_afree(bbuf)
+            if stream:
+                cp_stream_fence()
+        if failed:
+            raise MemoryError("cypool: no memory for the kernels' scratch buffers")
+        return
         rows_back = (g.C == 1 and _rows_back_ok(&g)
                      and _cover(ptr[0], g.size[0]) * g.hk * g.wk <= MAX_WINDOW_TAPS
                      and _rows_back_rows(&g) * _rows_back_cols(&g) * sizeof(float)

@@ -1737,6 +1737,35 @@ CP_DEFINE_FMAX2_ITEM(2)
 CP_DEFINE_FMAX2_ITEM(3)
 CP_DEFINE_FMAX2_ITEM(4)
 
+/* n bytes from src to dst with 64-byte non-temporal stores, whole lines
+ * (dst 64-byte aligned and n a multiple of 64: the caller checks), no
+ * fence (the caller fences once), or from 64 KiB on with the string copy
+ * (rep movsb); 1, or 0 where there is no AVX-512F. */
+__attribute__((target("avx512f"))) static int
+cp_stream_lines(void *dst, const void *src, size_t n)
+{
+    char *d = (char *)dst;
+    const char *s = (const char *)src;
+    if (n >= 65536) {           /* long copies: the string copy (0.80 against 1.18 ms
+                                 * for 229 KB rows on Zen 5; slower on short rows) */
+        __asm__ volatile("rep movsb" : "+D"(d), "+S"(s), "+c"(n) : : "memory");
+        return 1;
+    }
+    for (; n >= 256; n -= 256, d += 256, s += 256) {
+        __m512i a = _mm512_loadu_si512((const void *)s);
+        __m512i b = _mm512_loadu_si512((const void *)(s + 64));
+        __m512i c = _mm512_loadu_si512((const void *)(s + 128));
+        __m512i e = _mm512_loadu_si512((const void *)(s + 192));
+        _mm512_stream_si512((void *)d, a);
+        _mm512_stream_si512((void *)(d + 64), b);
+        _mm512_stream_si512((void *)(d + 128), c);
+        _mm512_stream_si512((void *)(d + 192), e);
+    }
+    for (; n >= 64; n -= 64, d += 64, s += 64)
+        _mm512_stream_si512((void *)d, _mm512_loadu_si512((const void *)s));
+    return 1;
+}
+
 /* The gradient of a channels-first float32 average of 2 x 2 windows 2
  * apart, every window whole (the geometry of cp_fmax22_rows_f32), for the
  * input rows of super-rows [m0, m1) (a plane's last also zeroes the rows
@@ -2286,6 +2315,11 @@ static void cp_avg22_back_f32(float *gi, const float *go, ptrdiff_t m0, ptrdiff_
 {
     (void)gi; (void)go; (void)m0; (void)m1; (void)H; (void)W; (void)OH; (void)OW; (void)mode;
     (void)d; (void)stage; (void)nt;
+}
+static int cp_stream_lines(void *dst, const void *src, size_t n)
+{
+    (void)dst; (void)src; (void)n;
+    return 0;
 }
 static void cp_avg22_back_cl_f32(float *gi, const float *go, ptrdiff_t m0, ptrdiff_t m1,
                                  ptrdiff_t H, ptrdiff_t W, ptrdiff_t OH, ptrdiff_t OW,

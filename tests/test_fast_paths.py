@@ -1064,6 +1064,68 @@ def test_pair_average_backward_matches_torch(monkeypatch, shape, kind, kw, threa
     assert (buf[n:] == 7).all()
 
 
+DISJOINT_CASES = [
+    # channels-first shape, kind, arguments: windows that share no input
+    ((3, 5, 48, 32), "adaptive", dict(output_size=(3, 2))),       # 16 x 16 bins
+    ((2, 3, 21, 40), "fixed", dict(kernel_size=(3, 4))),           # floor: rows, columns spare
+    ((2, 4, 20, 33), "fixed", dict(kernel_size=3, stride=5)),      # gaps between windows
+    ((1, 6, 17, 34), "fixed", dict(kernel_size=4, padding=2)),     # clipped windows
+    ((1, 6, 17, 34), "fixed", dict(kernel_size=4, padding=2, count_include_pad=False)),
+    ((2, 3, 16, 48), "fixed", dict(kernel_size=4, divisor_override=3)),
+    ((1, 48, 12, 20), "adaptive", dict(output_size=(3, 4))),       # C = 48: whole lines
+    ((1, 256, 4, 64), "adaptive", dict(output_size=(2, 4))),       # 64 KiB rows
+]
+
+
+@pytest.mark.parametrize("shape,kind,kw", DISJOINT_CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_disjoint_average_backward_matches_torch(monkeypatch, shape, kind, kw, dtype, threads,
+                                                 stream, channels_last):
+    # each band of input rows one row, built once and copied (streamed or
+    # not), batch 1 split in parts of bands; torch autograd's bits with -0,
+    # NaN, inf and subnormal gradients; sentinels after an out= view stay
+    rng = np.random.default_rng(sum(shape) + threads)
+    name = "adaptive_avg_pool2d" if kind == "adaptive" else "avg_pool2d"
+    t = torch.zeros(shape, dtype=torch.from_numpy(np.zeros(1, dtype)).dtype,
+                    requires_grad=True)
+    tv = getattr(F, name)(t, **kw)
+    g = rng.standard_normal(tuple(tv.shape)).astype(dtype)
+    flat = g.reshape(-1)
+    flat[::5] = -0.0
+    flat[3::11] = np.nan
+    flat[2::13] = np.inf
+    flat[1::7] = np.finfo(dtype).smallest_subnormal * rng.integers(-8, 9, size=flat[1::7].shape)
+    tv.backward(torch.from_numpy(g))
+    want = t.grad.numpy()
+    if channels_last:
+        g = np.ascontiguousarray(g.transpose(0, 2, 3, 1))
+        want = np.ascontiguousarray(want.transpose(0, 2, 3, 1))
+    n = int(np.prod(shape))
+    raw = np.full(n + 64 + 64, 7, dtype)
+    buf = raw[(-raw.ctypes.data % 64) // raw.itemsize:][:n + 16]
+    bk = {k: v for k, v in kw.items() if k != "output_size"}
+    before = cypool.get_num_threads()
+    monkeypatch.setattr(_cpu, "SERIAL_WORK", 0)
+    monkeypatch.setattr(_cpu, "STREAM_BYTES", 0 if stream else 1 << 60)
+    try:
+        cypool.set_num_threads(threads)
+        out = buf[:n].reshape(want.shape)
+        if kind == "adaptive":
+            got = cypool.adaptive_avg_pool2d_backward(g, want.shape, out=out,
+                                                      channels_last=channels_last)
+        else:
+            got = cypool.avg_pool2d_backward(g, want.shape, out=out,
+                                             channels_last=channels_last, **bk)
+    finally:
+        cypool.set_num_threads(before)
+    assert np.shares_memory(got, buf)
+    assert got.tobytes() == want.tobytes()
+    assert (buf[n:] == 7).all()
+
+
 # ---------------------------------------------------------------------------
 # Channels-first float32 3 x 3 windows 2 apart, padded by 1 (the ResNet
 # stem): each input row reduced once (cp_fmax32_rows_f32), the first output
