@@ -2507,8 +2507,8 @@ def avg_backward(const real_t[::1] go, real_t[::1] gi, Geometry geo,
             if failed:
                 raise MemoryError("cypool: no memory for the kernels' scratch buffers")
             return
-    if _disjoint_windows(&g) and (g.C > 1 or (g.size[2] >= 16 and S * sizeof(real_t)
-                                                <= DISJOINT_PLANE_BYTES)):
+    if _disjoint_windows(&g) and not _whole_plane(&g) and (
+            g.C > 1 or (g.size[2] >= 16 and S * sizeof(real_t) <= DISJOINT_PLANE_BYTES)):
         # windows that share no input: each band of input rows one row, built
         # once and copied (_disjoint_back_item), items of output rows.
         # Channels-first planes larger than DISJOINT_PLANE_BYTES go to the
@@ -2531,6 +2531,7 @@ def avg_backward(const real_t[::1] go, real_t[::1] gi, Geometry geo,
         if failed:
             raise MemoryError("cypool: no memory for the kernels' scratch buffers")
         return
+    if real_t is float:
         rows_back = (g.C == 1 and _rows_back_ok(&g)
                      and _cover(ptr[0], g.size[0]) * g.hk * g.wk <= MAX_WINDOW_TAPS
                      and _rows_back_rows(&g) * _rows_back_cols(&g) * sizeof(float)
