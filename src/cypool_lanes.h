@@ -1737,6 +1737,21 @@ CP_DEFINE_FMAX2_ITEM(2)
 CP_DEFINE_FMAX2_ITEM(3)
 CP_DEFINE_FMAX2_ITEM(4)
 
+/* After super-row oh (input rows 2 oh and 2 oh + 1 at a, R floats each):
+ * the next one's first row, the rows past 2 OH zeroed at a plane's end
+ * (no window reads them); oh advanced, 0 in the next plane. */
+static inline float *cp_pair_next(float *a, ptrdiff_t *oh, ptrdiff_t H, ptrdiff_t OH,
+                                  ptrdiff_t R)
+{
+    a += 2 * R;
+    if (++*oh == OH) {
+        memset(a, 0, (size_t)((H - 2 * OH) * R) * sizeof(float));
+        a += (H - 2 * OH) * R;
+        *oh = 0;
+    }
+    return a;
+}
+
 /* n bytes from src to dst with 64-byte non-temporal stores, whole lines
  * (dst 64-byte aligned and n a multiple of 64: the caller checks), no
  * fence (the caller fences once), or from 64 KiB on with the string copy
@@ -1811,12 +1826,7 @@ cp_avg22_back_f32(float *gi, const float *go, ptrdiff_t m0, ptrdiff_t m1, ptrdif
             dst[c] = dst[W + c] = 0;
         if (nt)
             cp_stream_copy(a, stage, (size_t)(2 * W) * sizeof(float));
-        a += 2 * W;
-        if (++oh == OH) {                       /* rows no window reads */
-            memset(a, 0, (size_t)((H - 2 * OH) * W) * sizeof(float));
-            a += (H - 2 * OH) * W;
-            oh = 0;
-        }
+        a = cp_pair_next(a, &oh, H, OH, W);
     }
     if (nt)
         _mm_sfence();
@@ -1868,12 +1878,7 @@ cp_avg22_back_cl_f32(float *gi, const float *go, ptrdiff_t m0, ptrdiff_t m1, ptr
             memset(a + 2 * OW * C, 0, (size_t)((W - 2 * OW) * C) * sizeof(float));
             memset(a + R + 2 * OW * C, 0, (size_t)((W - 2 * OW) * C) * sizeof(float));
         }
-        a += 2 * R;
-        if (++oh == OH) {                       /* rows no window reads */
-            memset(a, 0, (size_t)((H - 2 * OH) * R) * sizeof(float));
-            a += (H - 2 * OH) * R;
-            oh = 0;
-        }
+        a = cp_pair_next(a, &oh, H, OH, R);
     }
     if (nt)
         _mm_sfence();
@@ -2230,14 +2235,8 @@ cp_fmax22_back_f32(float *gi, const float *go, const int64_t *idx, ptrdiff_t m0,
             memset(a + 2 * OW, 0, (size_t)(W - 2 * OW) * sizeof(float));
             memset(a + W + 2 * OW, 0, (size_t)(W - 2 * OW) * sizeof(float));
         }
-        a += 2 * W;
-        base += (int32_t)(2 * W);
-        if (++oh == OH) {                       /* rows no window reads */
-            memset(a, 0, (size_t)((H - 2 * OH) * W) * sizeof(float));
-            a += (H - 2 * OH) * W;
-            oh = 0;
-            base = 0;
-        }
+        a = cp_pair_next(a, &oh, H, OH, W);
+        base = (int32_t)(2 * oh * W);
     }
     return 0;
 }

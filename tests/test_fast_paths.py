@@ -8,6 +8,8 @@ path and to PyTorch autograd, with no aliasing between live results.
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -305,6 +307,34 @@ def test_max_backward_bands_match_torch(monkeypatch, rank, shape, kw, threads, g
     assert got.tobytes() == want.tobytes()
 
 
+@contextlib.contextmanager
+def _run_at(monkeypatch, threads, level=2, **consts):
+    # cypool at `threads` threads (small calls too) and ISA level `level`,
+    # with _cpu's constants `consts` patched
+    before = cypool.get_num_threads()
+    monkeypatch.setattr(_cpu, "SERIAL_WORK", 0)
+    for name, value in consts.items():
+        monkeypatch.setattr(_cpu, name, value)
+    try:
+        cypool.set_num_threads(threads)
+        _kernels.limit_window_isa(level)
+        yield
+    finally:
+        _kernels.limit_window_isa(2)
+        cypool.set_num_threads(before)
+
+
+def _scatter_sums(g, idx, shape):
+    # PyTorch's max backward over channels-first planes, any index: each
+    # plane's gradients added where their indices point (-1: nowhere), in order
+    want = np.zeros((shape[0] * shape[1], int(np.prod(shape[2:]))), np.float32)
+    for p, (gr, ir) in enumerate(zip(g.reshape(len(want), -1), idx.reshape(len(want), -1))):
+        for gv, j in zip(gr, ir):
+            if j >= 0:
+                want[p, j] += gv
+    return want.reshape(shape)
+
+
 DENSE_CASES = [
     # rank, channels-first shape, arguments: windows that overlap (written
     # densely only with fewer samples than 4 a thread) and windows that do not
@@ -344,23 +374,10 @@ def test_channels_last_max_backward_written_densely(monkeypatch, rank, shape, kw
     i2 = ti.numpy().copy()
     i2.reshape(-1)[::13] = -1
     i2.reshape(-1)[len(i2.reshape(-1)) // 2] = plane - 1 - i2.reshape(-1)[len(i2.reshape(-1)) // 2]
-    want2 = np.zeros((shape[0] * shape[1], plane), np.float32)
-    for p, (gr, ir) in enumerate(zip(g.reshape(len(want2), -1), i2.reshape(len(want2), -1))):
-        for gv, j in zip(gr, ir):
-            if j >= 0:
-                want2[p, j] += gv
-    want2 = want2.reshape(shape)
-    before = cypool.get_num_threads()
-    monkeypatch.setattr(_cpu, "SERIAL_WORK", 0)
-    monkeypatch.setattr(_cpu, "DENSE_STREAM_BYTES", 0 if stream else 1 << 60)
-    try:
-        cypool.set_num_threads(threads)
-        _kernels.limit_window_isa(level)
+    want2 = _scatter_sums(g, i2, shape)
+    with _run_at(monkeypatch, threads, level, DENSE_STREAM_BYTES=0 if stream else 1 << 60):
         got = back(cl(g), cl(ti.numpy()), cl(x).shape, channels_last=True, **kw)
         got2 = back(cl(g), cl(i2), cl(x).shape, channels_last=True, **kw)
-    finally:
-        _kernels.limit_window_isa(2)
-        cypool.set_num_threads(before)
     assert got.tobytes() == cl(tx.grad.numpy()).tobytes()
     assert got2.tobytes() == cl(want2).tobytes()
 
@@ -958,13 +975,7 @@ def test_channels_first_pair_windows_match_torch(monkeypatch, shape, kind, kw, t
             i2.reshape(-1)[-1] = 0
             i2.reshape(-1)[0] = -1
             i2.reshape(-1)[len(i2.reshape(-1)) // 2] = shape[2] * shape[3] - 1
-            want = np.zeros((shape[0] * shape[1], shape[2] * shape[3]), np.float32)
-            for p, (gr, ir) in enumerate(zip(g.reshape(len(want), -1),
-                                             i2.reshape(len(want), -1))):
-                for gv, j in zip(gr, ir):
-                    if j >= 0:
-                        want[p, j] += gv
-            assert back(i2).tobytes() == want.tobytes()
+            assert back(i2).tobytes() == _scatter_sums(g, i2, shape).tobytes()
     finally:
         _kernels.limit_window_isa(2)
         cypool.set_num_threads(before)
@@ -1044,21 +1055,13 @@ def test_pair_average_backward_matches_torch(monkeypatch, shape, kind, kw, threa
     n = int(np.prod(shape))
     raw = np.full(n + 96, 7.0, np.float32)          # buf: 64-byte aligned, as the cache's
     buf = raw[(-raw.ctypes.data % 64) // 4:][:n + 64]
-    before = cypool.get_num_threads()
-    monkeypatch.setattr(_cpu, "SERIAL_WORK", 0)
-    monkeypatch.setattr(_cpu, "STREAM_BYTES", 0 if stream else 1 << 60)
-    try:
-        cypool.set_num_threads(threads)
-        _kernels.limit_window_isa(level)
+    with _run_at(monkeypatch, threads, level, STREAM_BYTES=0 if stream else 1 << 60):
         if kind == "adaptive":
             got = cypool.adaptive_avg_pool2d_backward(g, shape, out=buf[:n].reshape(shape),
                                                       channels_last=channels_last)
         else:
             got = cypool.avg_pool2d_backward(g, shape, out=buf[:n].reshape(shape),
                                              channels_last=channels_last, **bk)
-    finally:
-        _kernels.limit_window_isa(2)
-        cypool.set_num_threads(before)
     assert np.shares_memory(got, buf)
     assert got.tobytes() == want.tobytes()
     assert (buf[n:] == 7).all()
