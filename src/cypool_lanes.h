@@ -1766,17 +1766,7 @@ cp_stream_lines(void *dst, const void *src, size_t n)
         __asm__ volatile("rep movsb" : "+D"(d), "+S"(s), "+c"(n) : : "memory");
         return 1;
     }
-    for (; n >= 256; n -= 256, d += 256, s += 256) {
-        __m512i a = _mm512_loadu_si512((const void *)s);
-        __m512i b = _mm512_loadu_si512((const void *)(s + 64));
-        __m512i c = _mm512_loadu_si512((const void *)(s + 128));
-        __m512i e = _mm512_loadu_si512((const void *)(s + 192));
-        _mm512_stream_si512((void *)d, a);
-        _mm512_stream_si512((void *)(d + 64), b);
-        _mm512_stream_si512((void *)(d + 128), c);
-        _mm512_stream_si512((void *)(d + 192), e);
-    }
-    for (; n >= 64; n -= 64, d += 64, s += 64)
+    for (; n >= 64; n -= 64, d += 64, s += 64)     /* one line a store */
         _mm512_stream_si512((void *)d, _mm512_loadu_si512((const void *)s));
     return 1;
 }
