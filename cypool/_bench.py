@@ -362,17 +362,23 @@ ROOFLINE_1 = "(roofline, 1 thread)"
 
 
 def _roofline_probe(n_read: int, n_written: int, threads: int | None = None):
-    """A call that reads n_read bytes once and writes n_written bytes once at
-    cypool's thread count (or ``threads``): the least any pooling kernel can
-    take.  It is timed in the same rounds as cypool and the peers, so that
+    """A call that reads n_read bytes once and writes n_written bytes (not
+    zeros) once at cypool's thread count (or ``threads``): the least any
+    pooling kernel can take.  It is timed in the same rounds as cypool and the peers, so that
     it meets the caches in the state they leave (a probe timed on its own
     keeps its input in this machine's large L3 and measures the cache, not
     memory)."""
     from cypool import _kernels
 
+    from cypool._cpu import STREAM_BYTES
+
     src = np.ones(max(n_read // 4, 1), np.float32)
     dst = np.empty(max(n_written // 4, 1), np.float32)
-    return lambda d: _kernels.stream_probe(src, dst, threads or cypool.get_num_threads())
+    # written as the kernels write: streamed past STREAM_BYTES, and never
+    # zeros (which this machine's memory writes faster than any result)
+    stream = n_written >= STREAM_BYTES
+    return lambda d: _kernels.stream_probe(src, dst, threads or cypool.get_num_threads(),
+                                           stream)
 
 
 def run_workload(w: Workload, repeat: int, min_time: float = 0.05,

@@ -197,6 +197,7 @@ cdef extern from "cypool_transpose.h" nogil:
 cdef extern from "cypool_stream.h" nogil:
     void cp_stream_copy(void *dst, const void *src, size_t n)
     void cp_stream_fence()
+    void cp_stream_fill(void *dst, size_t n, uint32_t pattern)
     void cp_prefetch(const void *p, size_t n)
     void *cp_amalloc(size_t n, int zero)
     void cp_afree(void *p)
@@ -3076,10 +3077,18 @@ def index_range(const int64_t[::1] idx, int nthreads):
 # Memory roofline probe
 # --------------------------------------------------------------------------
 
-def stream_probe(const real_t[::1] x, real_t[::1] y, int nthreads):
+def stream_probe(const real_t[::1] x, real_t[::1] y, int nthreads, bint stream=False):
     """Read every element of x once and write every element of y once, with
     nthreads threads: the least memory traffic any pooling of x into y needs.
-    Returns a checksum (so the reads cannot be optimised away)."""
+    Returns a checksum (so the reads cannot be optimised away).
+
+    y gets non-zero bits (1.0 in float32 lanes): this machine's memory writes
+    lines of zeros back 1.45x faster than any other data (measured on the
+    Zen 5 host: 102.8 MB streamed in 1.62 ms as zeros, 2.35 ms as ones or
+    random bits, the same from memset), so a zero fill measures a speed no
+    pooling result that is not all zeros can reach.  stream: written with
+    non-temporal stores, as the kernels write outputs larger than the caches
+    (the fastest way to write such data here); else with ordinary stores."""
     cdef Py_ssize_t n = x.shape[0], m = y.shape[0], chunk = 1 << 16
     cdef Py_ssize_t nchunks = (n + chunk - 1) // chunk, mchunks = (m + chunk - 1) // chunk
     cdef Py_ssize_t i, j, lo, hi
@@ -3095,8 +3104,11 @@ def stream_probe(const real_t[::1] x, real_t[::1] y, int nthreads):
         for i in prange(mchunks, schedule="static", num_threads=nthreads):
             lo = i * chunk
             hi = min(lo + chunk, m)
-            for j in range(lo, hi):
-                y[j] = 0
+            if stream:
+                cp_stream_fill(&y[lo], (hi - lo) * sizeof(real_t), 0x3F800000)
+            else:
+                for j in range(lo, hi):
+                    y[j] = 1
     return total
 
 

@@ -51,10 +51,44 @@ static inline void cp_stream_copy(void *dst, const void *src, size_t n)
 
 static inline void cp_stream_fence(void) { _mm_sfence(); }
 
+/* n bytes at dst set to the 4-byte pattern (repeated from dst on), whole
+ * 16-byte pieces streamed; then cp_stream_fence. */
+static inline void cp_stream_fill(void *dst, size_t n, uint32_t pattern)
+{
+    char *d = (char *)dst;
+    const __m128i v = _mm_set1_epi32((int)pattern);
+    size_t head = (16 - ((uintptr_t)d & 15)) & 15;
+    uint32_t rot = pattern;
+    if (n < 64 || head > n) {
+        for (size_t i = 0; i < n; i++)
+            d[i] = (char)(pattern >> (8 * (i & 3)));
+        return;
+    }
+    for (size_t i = 0; i < head; i++)
+        d[i] = (char)(pattern >> (8 * (i & 3)));
+    /* the pattern's phase where the aligned part starts */
+    if (head & 3)
+        rot = (pattern >> (8 * (head & 3))) | (pattern << (32 - 8 * (head & 3)));
+    const __m128i w = (head & 3) ? _mm_set1_epi32((int)rot) : v;
+    char *e = d + n;
+    d += head;
+    for (; e - d >= 16; d += 16)
+        _mm_stream_si128((__m128i *)d, w);
+    for (size_t i = 0; d + i < e; i++)
+        d[i] = (char)(rot >> (8 * (i & 3)));
+    _mm_sfence();
+}
+
 #else
 
 static inline void cp_stream_copy(void *dst, const void *src, size_t n) { memcpy(dst, src, n); }
 static inline void cp_stream_fence(void) {}
+static inline void cp_stream_fill(void *dst, size_t n, uint32_t pattern)
+{
+    char *d = (char *)dst;
+    for (size_t i = 0; i < n; i++)
+        d[i] = (char)(pattern >> (8 * (i & 3)));
+}
 
 #endif
 

@@ -52,6 +52,35 @@ def test_run_workload_reports_medians_roofline_and_refusals():
     json.dumps(r)                       # the JSON the CLI writes
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("m", [1, 5, 37, 70000, 140001])
+def test_roofline_probe_reads_everything_and_writes_nonzero_bits(dtype, stream, m):
+    """The probe's checksum is the input's sum, and every output element is
+    written with bits that are not zero (a zero fill is faster here than
+    writing any real result); the streamed fill handles any length."""
+    from cypool import _kernels
+
+    x = np.arange(70001, dtype=dtype) % 7
+    store = np.zeros(m + 3, dtype)
+    y = store[1:m + 1]                      # an unaligned start
+    for threads in (1, 2):
+        y[:] = 0
+        assert _kernels.stream_probe(x, y, threads, stream) == pytest.approx(x.sum())
+        assert (y != 0).all()
+        assert store[0] == 0 and (store[m + 1:] == 0).all()     # nothing outside y
+
+
+def test_roofline_probe_streams_as_the_kernels_do(monkeypatch):
+    from cypool import _cpu, _kernels
+
+    calls = []
+    monkeypatch.setattr(_kernels, "stream_probe", lambda *a: calls.append(a[3:]))
+    _bench._roofline_probe(64, _cpu.STREAM_BYTES, 1)(None)
+    _bench._roofline_probe(64, _cpu.STREAM_BYTES - 4, 1)(None)
+    assert calls == [(True,), (False,)]
+
+
 def test_registry_covers_the_workloads():
     ws = _bench.workloads()
     names = {w.name for w in ws}
