@@ -86,6 +86,9 @@ cdef extern from "cypool_lanes.h" nogil:
     void cp_fmax22_rows_f32(float *y, int64_t *yi, const float *x, Py_ssize_t P,
                             Py_ssize_t m0, Py_ssize_t m1, Py_ssize_t H, Py_ssize_t W,
                             Py_ssize_t OH, Py_ssize_t OW)
+    void cp_favg22_rows_f32(float *y, const float *x, Py_ssize_t P, Py_ssize_t m0,
+                            Py_ssize_t m1, Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH,
+                            Py_ssize_t OW, int mode, float d, int nt)
     int64_t cp_cl_max_back_row_f32(float *gr, const float *go, const int64_t *idx,
                                    const Py_ssize_t *orow, Py_ssize_t nrow, int64_t pbase,
                                    Py_ssize_t W, Py_ssize_t C, const int64_t *wptr,
@@ -1798,6 +1801,20 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
                     cp_fmax22_rows_f32(&y[0], yp, &x[0], g.N, it * M // nfch,
                                        (it + 1) * M // nfch, g.size[1], g.size[2], OH,
                                        g.osize[2])
+            return
+        if not is_max and cp_fmax2_ok() and _pairs22(&g) and _avg22_mode(&g) >= 0:
+            # the same windows' averages: 16 outputs a vector, each divided
+            # as it is summed (cp_favg22_rows_f32); stream: each range of
+            # rows staged and written in whole lines (no line read first:
+            # k=2 s=2 NCHW 1.04x at 1 thread, the same at 2)
+            M = g.N * OH
+            nfch = min(M, 8 * nthreads)
+            with nogil:
+                for it in prange(nfch, schedule="static", num_threads=nthreads):
+                    cp_favg22_rows_f32(&y[0], &x[0], g.N, it * M // nfch,
+                                       (it + 1) * M // nfch, g.size[1], g.size[2], OH,
+                                       g.osize[2], _avg22_mode(&g), <float> g.div_value,
+                                       stream)
             return
         if is_max and cp_fmax2_ok() and _stem32(&g):
             # channels-first 3 x 3 windows 2 apart, padded by 1: each input row

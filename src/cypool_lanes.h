@@ -2149,6 +2149,139 @@ cp_fmax22_rows_f32(float *y, int64_t *yi, const float *x, ptrdiff_t P, ptrdiff_t
     }
 }
 
+/* Channels-first float32 averages of 2 x 2 windows 2 apart, every window
+ * whole (the geometry of cp_fmax22_rows_f32: avg_pool2d(2), adaptive
+ * halvings), super-rows [m0, m1) of P planes.  16 outputs a vector: the two
+ * rows' 32 columns, each row's even and odd columns gathered apart, summed
+ * as PyTorch sums each window, ((a0 + a1) + b0) + b1 (operands in that
+ * order: NaN payloads), and divided as its
+ * kernels divide (see cp_avg22_back_f32): mode 0 (adaptive) (s / 1) / 2 / 2
+ * with s from +0.0, mode 1 0 + s / 4, mode 2 0 + s / d; halving and
+ * quartering are multiplications by 1/2 and 1/4, exact as the divisions. */
+/* a + b with a the first operand, whatever the compiler would reorder:
+ * where both are NaN the sum is a's (quieted), as in PyTorch's sum += x */
+__attribute__((target("avx512f"), always_inline)) static inline __m512
+cp_add_ord512(__m512 a, __m512 b)
+{
+    __m512 r;
+    __asm__("vaddps %2, %1, %0" : "=v"(r) : "v"(a), "v"(b));
+    return r;
+}
+
+__attribute__((target("avx512f"), always_inline)) static inline void
+cp_favg22_chunk(float *y, const float *a, ptrdiff_t W, __mmask16 k0, __mmask16 k1,
+                __mmask16 ko, int mode, __m512 dv)
+{
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24,
+                                         26, 28, 30);
+    const __m512i odd = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
+    const __m512 zero = _mm512_setzero_ps();
+    __m512 a0 = CP_LD16(k0, a), a1 = CP_LD16(k1, a + 16);
+    __m512 b0 = CP_LD16(k0, a + W), b1 = CP_LD16(k1, a + W + 16);
+    __m512 s = cp_add_ord512(_mm512_permutex2var_ps(a0, ev, a1),
+                             _mm512_permutex2var_ps(a0, odd, a1));
+    s = cp_add_ord512(s, _mm512_permutex2var_ps(b0, ev, b1));
+    s = cp_add_ord512(s, _mm512_permutex2var_ps(b0, odd, b1));
+    /* the sums start from their first tap: the same bits as from +0.0 but
+     * for four -0.0 taps, whose -0.0 either division below takes to +0.0
+     * (a blend for each 0 + q: an add after the multiply could be
+     * contracted into a fused multiply-add, which keeps the sign of a
+     * quotient that rounds to -0) */
+    if (mode == 0) {
+        s = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(s, zero, _CMP_EQ_OQ), s, zero);
+        s = _mm512_mul_ps(_mm512_mul_ps(s, _mm512_set1_ps(0.5f)), _mm512_set1_ps(0.5f));
+    } else {
+        s = mode == 1 ? _mm512_mul_ps(s, _mm512_set1_ps(0.25f)) : _mm512_div_ps(s, dv);
+        s = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(s, zero, _CMP_EQ_OQ), s, zero);
+    }
+    CP_ST16(y, ko, s);
+}
+
+/* Whole lines of the outputs staged in st[*i0 .. fill) streamed to *out (64-byte
+ * aligned), the lines' floats consumed (*i0, *out advanced); last: the rest too,
+ * with ordinary stores. */
+__attribute__((target("avx512f"))) static void
+cp_stage_flush(float **out, const float *st, ptrdiff_t *i0, ptrdiff_t fill, int last)
+{
+    ptrdiff_t i = *i0;
+    float *o = *out;
+    for (; i + 16 <= fill; i += 16, o += 16)
+        _mm512_stream_ps(o, _mm512_loadu_ps(st + i));
+    if (last) {
+        memcpy(o, st + i, (size_t)(fill - i) * sizeof(float));
+        o += fill - i;
+        i = fill;
+    }
+    *i0 = i;
+    *out = o;
+}
+
+#define CP_FAVG22_STAGE 1024    /* floats staged before whole lines are streamed */
+
+/* nt: the outputs (a contiguous range) are staged and written in whole
+ * 64-byte lines with non-temporal stores, so that no line is read first */
+__attribute__((target("avx512f"))) static void
+cp_favg22_rows_f32(float *y, const float *x, ptrdiff_t P, ptrdiff_t m0, ptrdiff_t m1,
+                   ptrdiff_t H, ptrdiff_t W, ptrdiff_t OH, ptrdiff_t OW, int mode, float d,
+                   int nt)
+{
+    const float *xend = x + P * H * W;
+    const ptrdiff_t safe = m1 * OW - 16;    /* outputs from which 16 stay in the range */
+    const ptrdiff_t tail = (OW - 1) % 16 + 1;
+    const __mmask16 kot = (__mmask16)((1u << tail) - 1);
+    const __mmask16 k0t = (__mmask16)(tail >= 8 ? 0xFFFF : (1u << (2 * tail)) - 1);
+    const __mmask16 k1t = (__mmask16)(tail > 8 ? (1u << (2 * tail - 16)) - 1 : 0);
+    const __m512 dv = _mm512_set1_ps(d);
+    float *out = y + m0 * OW, *st = NULL;
+    ptrdiff_t fill = 0, i0 = 0;
+    if (nt && ((uintptr_t)out & 3) == 0)
+        st = (float *)cp_amalloc((size_t)(CP_FAVG22_STAGE + OW + 16) * sizeof(float), 0);
+    if (st != NULL) {
+        /* the floats before out's first line boundary, ordinary stores */
+        ptrdiff_t head = (ptrdiff_t)(((64 - ((uintptr_t)out & 63)) & 63) / sizeof(float));
+        i0 = -head;
+    }
+    ptrdiff_t oh = m0 % OH;
+    const float *a = x + (m0 / OH * H + 2 * oh) * W;
+    for (ptrdiff_t m = m0; m < m1; m++) {
+        float *yr = st != NULL ? st + fill : y + m * OW;
+        int spare = st != NULL || m * OW + (OW - tail) <= safe;
+        ptrdiff_t o = 0;
+        for (; o + 16 < OW; o += 16)            /* whole chunks */
+            cp_favg22_chunk(yr + o, a + 2 * o, W, 0xFFFF, 0xFFFF, 0xFFFF, mode, dv);
+        /* the last chunk: whole loads where the input goes on, a whole store
+         * where the outputs past the row are rewritten later (the stage's
+         * slack, or this range's next row) */
+        int whole = a + W + 2 * o + 32 <= xend;
+        cp_favg22_chunk(yr + o, a + 2 * o, W, whole ? 0xFFFF : k0t, whole ? 0xFFFF : k1t,
+                        spare ? 0xFFFF : kot, mode, dv);
+        if (st != NULL) {
+            fill += OW;
+            if (fill >= CP_FAVG22_STAGE || m + 1 == m1) {
+                if (i0 < 0) {                   /* the head */
+                    ptrdiff_t h = -i0 < fill ? -i0 : fill;
+                    memcpy(out, st, (size_t)h * sizeof(float));
+                    out += h;
+                    i0 = h;
+                }
+                cp_stage_flush(&out, st, &i0, fill, m + 1 == m1);
+                memmove(st, st + i0, (size_t)(fill - i0) * sizeof(float));
+                fill -= i0;
+                i0 = 0;
+            }
+        }
+        a += 2 * W;
+        if (++oh == OH) {
+            oh = 0;
+            a += (H - 2 * OH) * W;
+        }
+    }
+    if (st != NULL) {
+        _mm_sfence();
+        cp_afree(st);
+    }
+}
+
 /* The gradient of cp_fmax22_rows_f32 given its indices, for the input rows
  * of super-rows [m0, m1) (the last super-row of a plane also zeroes the
  * rows past 2 OH): with disjoint windows and every index inside its own
@@ -2283,6 +2416,13 @@ static void cp_fmax22_rows_f32(float *y, int64_t *yi, const float *x, ptrdiff_t 
                                ptrdiff_t OH, ptrdiff_t OW)
 {
     (void)y; (void)yi; (void)x; (void)P; (void)m0; (void)m1; (void)H; (void)W; (void)OH; (void)OW;
+}
+static void cp_favg22_rows_f32(float *y, const float *x, ptrdiff_t P, ptrdiff_t m0,
+                               ptrdiff_t m1, ptrdiff_t H, ptrdiff_t W, ptrdiff_t OH,
+                               ptrdiff_t OW, int mode, float d, int nt)
+{
+    (void)y; (void)x; (void)P; (void)m0; (void)m1; (void)H; (void)W; (void)OH; (void)OW;
+    (void)mode; (void)d; (void)nt;
 }
 static int64_t cp_cl_max_back_row_f32(float *gr, const float *go, const int64_t *idx,
                                       const ptrdiff_t *orow, ptrdiff_t nrow, int64_t pbase,

@@ -1067,6 +1067,46 @@ def test_pair_average_backward_matches_torch(monkeypatch, shape, kind, kw, threa
     assert (buf[n:] == 7).all()
 
 
+@pytest.mark.parametrize("shape,kind,kw", AVG_PAIR_CASES + [
+    ((2, 3, 9, 33), "fixed", dict(kernel_size=2)),                # 16 + 0 outputs, a tail
+    ((5, 3, 4, 34), "fixed", dict(kernel_size=2)),                # 17: a 1-output chunk
+    ((3, 2, 2, 2), "fixed", dict(kernel_size=2)),                 # one output a plane
+    ((4, 9, 12, 100), "adaptive", dict(output_size=(6, 50))),     # 2 ranges a thread...
+])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("level", [2, 1])
+def test_pair_average_forward_matches_torch(monkeypatch, shape, kind, kw, threads, stream,
+                                            level):
+    # channels-first 2 x 2 windows 2 apart, 16 outputs a vector (level 2),
+    # summed in PyTorch's order, operands too, and divided as it divides (-0, NaN, inf,
+    # huge, subnormal and -min-subnormal taps: quotients that round to -0
+    # stay -0 in adaptive averages and become +0 in fixed ones), staged and
+    # streamed in whole lines or not; the output an out= view at every
+    # offset from a line, sentinels around it untouched
+    rng = np.random.default_rng(sum(shape) + threads)
+    name = "adaptive_avg_pool2d" if kind == "adaptive" else "avg_pool2d"
+    x = rng.standard_normal(shape).astype(np.float32)
+    flat = x.reshape(-1)
+    flat[::5] = -0.0
+    flat[3::11] = np.nan
+    flat[1::7] = np.float32(1.4e-45) * rng.integers(-8, 9, size=flat[1::7].shape)
+    flat[2::13] = np.inf
+    flat[4::17] = np.float32(3e38)
+    flat[6::9] = np.array([0x7FC00123], np.uint32).view(np.float32)[0]    # NaN payloads:
+    flat[7::9] = np.array([0xFFC00456], np.uint32).view(np.float32)[0]    # the first wins
+    want = getattr(F, name)(torch.from_numpy(x), **kw).numpy()
+    n = want.size
+    for lead in (0, 1, 5, 15):
+        raw = np.full(n + 128, 7.0, np.float32)
+        buf = raw[(-raw.ctypes.data % 64) // 4:][:n + 64]
+        with _run_at(monkeypatch, threads, level, STREAM_BYTES=0 if stream else 1 << 60):
+            got = getattr(cypool, name)(x, out=buf[lead:lead + n].reshape(want.shape), **kw)
+        assert np.shares_memory(got, buf)
+        assert got.tobytes() == want.tobytes()
+        assert (buf[:lead] == 7).all() and (buf[lead + n:] == 7).all()
+
+
 DISJOINT_CASES = [
     # channels-first shape, kind, arguments: windows that share no input
     ((3, 5, 48, 32), "adaptive", dict(output_size=(3, 2))),       # 16 x 16 bins
