@@ -2610,9 +2610,19 @@ def avg_backward(const real_t[::1] go, real_t[::1] gi, Geometry geo,
             raise MemoryError("cypool: no memory for the kernels' scratch buffers")
     else:
         gs = &scratch[0]
+    # global pooling of channels-first planes: one gradient a plane, all of
+    # them scaled as one row of lanes (one call, not one a plane: the tiny
+    # backward of 64 planes 2.80 -> 1.77 us a call)
+    cdef bint lane_row = not shift and g.C == 1 and _whole_plane(&g)
+    if lane_row:
+        lg = g
+        lg.C, lg.N = g.N, 1
+        lg.rdiv = NULL              # (rows of one column: not lanes)
     with nogil:
         if shift:
             pass
+        elif lane_row:
+            _scale_item(&go[0], gs, &lg, 0, 0, 0)
         elif nthreads == 1:         # (no thread team to start for small calls)
             for it in range(oitems):
                 _scale_item(&go[0], gs, &g, it // (OD * OH), (it // OH) % OD, it % OH)

@@ -1798,3 +1798,34 @@ def test_wide_channels_last_averages_by_one_divisor_match_torch(lanes):
                 assert got[finite].tobytes() == want[finite].tobytes(), (level, args)
     finally:
         _kernels.limit_window_isa(2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 64, 7, 7), (3, 5, 4, 6), (2, 17, 1, 1), (40, 3, 5, 5)])
+@pytest.mark.parametrize("kind", ["adaptive", "fixed", "override"])
+def test_global_average_backward_of_planes_matches_torch(shape, dtype, kind):
+    # channels-first planes pooled whole: every plane's gradient scaled as
+    # one row of lanes, then each plane filled; aten's bits with -0, NaN,
+    # inf, huge and subnormal gradients
+    rng = np.random.default_rng(sum(shape))
+    g = rng.standard_normal(shape[:2] + (1, 1)) * rng.choice([1, 1e-40, 1e-44, 1e30],
+                                                              size=shape[:2] + (1, 1))
+    g = g.astype(dtype)
+    flat = g.reshape(-1)
+    flat[::5] = -0.0
+    flat[3::7] = np.nan
+    flat[2::11] = np.inf
+    tg, tx = torch.from_numpy(g), torch.zeros(shape, dtype=torch.from_numpy(g).dtype)
+    if kind == "adaptive":
+        want = torch.ops.aten._adaptive_avg_pool2d_backward(tg, tx)
+        got = cypool.adaptive_avg_pool2d_backward(g, shape)
+    else:
+        over = 3 if kind == "override" else None
+        want = torch.ops.aten.avg_pool2d_backward(tg, tx, list(shape[2:]), list(shape[2:]),
+                                                  [0, 0], False, True, over)
+        got = cypool.avg_pool2d_backward(g, shape, kernel_size=shape[2:],
+                                         divisor_override=over)
+    want = want.numpy()
+    nan = np.isnan(want)
+    assert np.array_equal(nan, np.isnan(got))
+    assert got[~nan].tobytes() == want[~nan].tobytes()
