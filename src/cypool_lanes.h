@@ -635,6 +635,20 @@ cp_wmax_idx16(int64_t *yi, __m512i k, const int64_t *tidx, ptrdiff_t i0, int64_t
     }
 }
 
+/* The wmax512 loops' constants: the tap counter's step, the lanes' index
+ * steps (lstep apart), and, where the window has at most 16 taps, its
+ * taps' indices in two registers (cp_wmax_idx16's permute) */
+#define CP_WMAX_IDX_SETUP()                                                               \
+    const __m512i one = _mm512_set1_epi32(1);                                             \
+    const __m512i liota = _mm512_set_epi64(7 * lstep, 6 * lstep, 5 * lstep, 4 * lstep,   \
+                                           3 * lstep, 2 * lstep, lstep, 0);               \
+    const int perm = taps <= 16;                                                          \
+    const __m512i t0 = perm ? _mm512_maskz_loadu_epi64(cp_mask8(taps), (const void *)tidx) \
+                            : _mm512_setzero_si512();                                     \
+    const __m512i t1 = perm ? _mm512_maskz_loadu_epi64(cp_mask8(taps - 8),                \
+                                                       (const void *)(tidx + 8))          \
+                            : _mm512_setzero_si512()
+
 /* cp_wmax512_f32's lanes 32 at a time from lane i0 (two chains of compares
  * in flight, the indices looked up in registers or gathered), while 32
  * remain; returns the lanes done.  The same taps win: each lane's scan is unchanged.  nt:
@@ -645,15 +659,7 @@ cp_wmax512x2_f32(float *y, int64_t *yi, const float *x, ptrdiff_t n, const ptrdi
                  const int64_t *tidx, ptrdiff_t taps, float init, int64_t first,
                  const int64_t *firsts, int64_t lstep, int nt, ptrdiff_t i0)
 {
-    const __m512i one = _mm512_set1_epi32(1);
-    const __m512i liota = _mm512_set_epi64(7 * lstep, 6 * lstep, 5 * lstep, 4 * lstep,
-                                           3 * lstep, 2 * lstep, lstep, 0);
-    const int perm = taps <= 16;
-    const __m512i t0 = perm ? _mm512_maskz_loadu_epi64(cp_mask8(taps), (const void *)tidx)
-                            : _mm512_setzero_si512();
-    const __m512i t1 = perm ? _mm512_maskz_loadu_epi64(cp_mask8(taps - 8),
-                                                       (const void *)(tidx + 8))
-                            : _mm512_setzero_si512();
+    CP_WMAX_IDX_SETUP();
     for (; i0 + 32 <= n; i0 += 32) {
         __m512 m0 = _mm512_set1_ps(init), m1 = m0;
         __m512i k0 = _mm512_set1_epi32(-1), k1 = k0, tt = _mm512_setzero_si512();
@@ -694,16 +700,8 @@ cp_wmax512x4_f32(float *y, int64_t *yi, const float *x, ptrdiff_t n, const ptrdi
                  const int64_t *tidx, ptrdiff_t taps, float init, int64_t first,
                  const int64_t *firsts, int64_t lstep, int nt)
 {
-    const __m512i one = _mm512_set1_epi32(1);
-    const __m512i liota = _mm512_set_epi64(7 * lstep, 6 * lstep, 5 * lstep, 4 * lstep,
-                                           3 * lstep, 2 * lstep, lstep, 0);
     ptrdiff_t i0 = 0;
-    const int perm = taps <= 16;
-    const __m512i t0 = perm ? _mm512_maskz_loadu_epi64(cp_mask8(taps), (const void *)tidx)
-                            : _mm512_setzero_si512();
-    const __m512i t1 = perm ? _mm512_maskz_loadu_epi64(cp_mask8(taps - 8),
-                                                       (const void *)(tidx + 8))
-                            : _mm512_setzero_si512();
+    CP_WMAX_IDX_SETUP();
     for (; i0 + 64 <= n; i0 += 64) {
         __m512 m[4];
         __m512i k[4], tt = _mm512_setzero_si512();
