@@ -3893,4 +3893,318 @@ static void cp_scale_cl_row_f32(float *y, const float *x, ptrdiff_t OW, ptrdiff_
     (void)y; (void)x; (void)OW; (void)C; (void)a; (void)w;
 }
 
+/* Channels-first window sums with lanes of (plane, output column): lane
+ * l = p * OW + ow of a vector is output column ow of plane p, for as many
+ * planes as fit (16 // OW float32, 8 // OW float64).  Each input row of a
+ * window is read as one piece per lane (its window's columns), the pieces
+ * are transposed in registers, and their columns are added to the lanes in
+ * order: each lane sees its window's taps in the row-major order, from
+ * +0.0, so the sums are the plane-by-plane ones, bit for bit (NaN payloads
+ * too: the running sum is always the first operand).  Lanes whose window has
+ * fewer columns than another's add -0.0 for the columns they lack, which
+ * leaves every sum (+0.0, -0.0, NaN, inf) as it is.  Against row lanes (16
+ * planes transposed a row at a time), the input comes in from 2-6 planes at
+ * a time, not 16, each lane prefetching its piece CP_CL_AHEAD on: from
+ * memory, the row lanes' 16 streams a thread ran at half the read probe's
+ * speed.  Only where cp_collanes_ok(). */
+#ifdef CP_HAVE_WINDOW_MAX
+/* v[i] = row i of a 16 x 16 tile -> v[j] = column j */
+__attribute__((target("avx512f"), always_inline)) static inline void
+cp_tr16_regs(__m512 *v)
+{
+    __m512 t[16], u[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(v[i], v[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(v[i], v[i + 1]);
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i += 4) {
+        u[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        u[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+        u[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        u[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    /* u[4m + q], 128-bit piece k: rows 4m .. 4m+3 of column 4k + q */
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; q++) {
+        __m512 a0 = _mm512_shuffle_f32x4(u[q], u[4 + q], 0x88),
+               a1 = _mm512_shuffle_f32x4(u[q], u[4 + q], 0xDD),
+               b0 = _mm512_shuffle_f32x4(u[8 + q], u[12 + q], 0x88),
+               b1 = _mm512_shuffle_f32x4(u[8 + q], u[12 + q], 0xDD);
+        v[q] = _mm512_shuffle_f32x4(a0, b0, 0x88);
+        v[4 + q] = _mm512_shuffle_f32x4(a1, b1, 0x88);
+        v[8 + q] = _mm512_shuffle_f32x4(a0, b0, 0xDD);
+        v[12 + q] = _mm512_shuffle_f32x4(a1, b1, 0xDD);
+    }
+}
+
+/* v[i] = row i of an 8 x 8 tile of doubles -> v[j] = column j */
+__attribute__((target("avx512f"), always_inline)) static inline void
+cp_tr8d_regs(__m512d *v)
+{
+    __m512d t[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm512_unpacklo_pd(v[i], v[i + 1]);       /* columns 0, 2, 4, 6 */
+        t[i + 1] = _mm512_unpackhi_pd(v[i], v[i + 1]);   /* columns 1, 3, 5, 7 */
+    }
+    /* t[2m + e], 128-bit piece k: rows 2m, 2m+1 of column 2k + e */
+#pragma GCC unroll 2
+    for (int e = 0; e < 2; e++) {
+        __m512d a0 = _mm512_shuffle_f64x2(t[e], t[2 + e], 0x88),
+                a1 = _mm512_shuffle_f64x2(t[e], t[2 + e], 0xDD),
+                b0 = _mm512_shuffle_f64x2(t[4 + e], t[6 + e], 0x88),
+                b1 = _mm512_shuffle_f64x2(t[4 + e], t[6 + e], 0xDD);
+        v[e] = _mm512_shuffle_f64x2(a0, b0, 0x88);
+        v[4 + e] = _mm512_shuffle_f64x2(a0, b0, 0xDD);
+        v[2 + e] = _mm512_shuffle_f64x2(a1, b1, 0x88);
+        v[6 + e] = _mm512_shuffle_f64x2(a1, b1, 0xDD);
+    }
+}
+
+__attribute__((target("avx512f"), always_inline)) static inline __m512d
+cp_add_ord512d(__m512d a, __m512d b)
+{
+    __m512d r;
+    __asm__("vaddpd %2, %1, %0" : "=v"(r) : "v"(a), "v"(b));
+    return r;
+}
+
+/* bytes each lane's row piece prefetches ahead: 4 KiB, 1.2-1.6x from
+ * memory against none (1 and 2 threads; 8 KiB and more measured slower) */
+#define CP_CL_AHEAD 4096
+/* 16 floats (8 doubles) from p, none read at or past xend */
+#define CP_CL_LD16(p)                                                                     \
+    ((p) + 16 <= xend ? _mm512_loadu_ps(p)                                                \
+                      : _mm512_maskz_loadu_ps(                                            \
+                            (__mmask16)((1u << ((p) < xend ? xend - (p) : 0)) - 1), (p)))
+#define CP_CL_LD8D(p)                                                                     \
+    ((p) + 8 <= xend ? _mm512_loadu_pd(p)                                                 \
+                     : _mm512_maskz_loadu_pd(                                             \
+                           (__mmask8)((1u << ((p) < xend ? xend - (p) : 0)) - 1), (p)))
+
+/* The lanes of np planes (x: the first, planes S apart) for output
+ * columns with windows starting at ws[ow], wc[ow] columns long: base[l]
+ * (offset of lane l's first column), cnt[l] (0 for lanes past np * OW),
+ * the fewest and most columns of a lane in use. */
+#define CP_CL_SETUP(NL)                                                                   \
+    const ptrdiff_t nl = np * OW;                                                         \
+    ptrdiff_t base[NL], minc = PTRDIFF_MAX, maxc = 0;                                     \
+    for (ptrdiff_t l = 0; l < NL; l++) {                                                  \
+        cnt[l] = l < nl ? wc[l % OW] : 0;                                                 \
+        base[l] = l < nl ? (l / OW) * S + ws[l % OW] : 0;                                 \
+        if (l < nl) {                                                                     \
+            minc = cnt[l] < minc ? cnt[l] : minc;                                         \
+            maxc = cnt[l] > maxc ? cnt[l] : maxc;                                         \
+        }                                                                                 \
+    }
+
+/* The first 8 columns of a 16 x 16 tile (rows at q[l]) as v[0..7]: each
+ * row's 8 columns loaded as half a vector, paired (l, l + 4) for l < 4 and
+ * (l + 4, l + 8) for l >= 4, so that the transpose inside the 128-bit pieces
+ * and one exchange of pieces give the columns with the lanes in order */
+__attribute__((target("avx512f"), always_inline)) static inline void
+cp_tr16x8_load(__m512 *v, const float *const *q)
+{
+    __m512 w[8], t[8], u[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) {
+        const int a = i < 4 ? i : i + 4, b = a + 4;
+        w[i] = _mm512_castpd_ps(_mm512_insertf64x4(
+            _mm512_castpd256_pd512(_mm256_castps_pd(_mm256_loadu_ps(q[a]))),
+            _mm256_castps_pd(_mm256_loadu_ps(q[b])), 1));
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm512_unpacklo_ps(w[i], w[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(w[i], w[i + 1]);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        u[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+        u[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        u[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+#pragma GCC unroll 4
+    for (int q4 = 0; q4 < 4; q4++) {
+        v[q4] = _mm512_shuffle_f32x4(u[q4], u[4 + q4], 0x88);
+        v[4 + q4] = _mm512_shuffle_f32x4(u[q4], u[4 + q4], 0xDD);
+    }
+}
+
+/* One tile of 16 columns from j0 of each lane's row piece (row + base[l],
+ * l < nl) added to acc in column order (lanes with cnt[l] <= j0 + j add -0.0
+ * at column j0 + j; none from maxc on); prefetching ahead bytes on. */
+__attribute__((target("avx512f"), always_inline)) static inline __m512
+cp_cl_tile16(__m512 acc, const float *row, const ptrdiff_t *base, ptrdiff_t nl,
+             ptrdiff_t j0, ptrdiff_t minc, ptrdiff_t maxc, ptrdiff_t maxb, __m512i cv,
+             const float *xend, ptrdiff_t ahead)
+{
+    const __m512 nz = _mm512_set1_ps(-0.0f);
+    __m512 v[16];
+    if (maxc - j0 <= 8 && row + maxb + j0 + 8 <= xend) {
+        /* 8 columns or fewer left: half the transpose */
+        const float *q[16];
+#pragma GCC unroll 16
+        for (int l = 0; l < 16; l++)
+            q[l] = l < nl ? row + base[l] + j0 : row + base[0] + j0;
+        cp_tr16x8_load(v, q);
+    } else {
+#pragma GCC unroll 16
+        for (int l = 0; l < 16; l++)
+            v[l] = l < nl ? CP_CL_LD16(row + base[l] + j0) : _mm512_setzero_ps();
+        cp_tr16_regs(v);
+    }
+#pragma GCC unroll 16
+    for (int l = 0; l < 16; l++)
+        if (l < nl)
+            _mm_prefetch((const char *)(row + base[l] + j0) + ahead, _MM_HINT_T0);
+    if (j0 + 16 <= minc) {
+#pragma GCC unroll 16
+        for (int j = 0; j < 16; j++)
+            acc = cp_add_ord512(acc, v[j]);
+    } else {
+#pragma GCC unroll 16
+        for (int j = 0; j < 16; j++)
+            if (j0 + j < maxc)
+                acc = cp_add_ord512(acc, _mm512_mask_blend_ps(
+                    _mm512_cmpgt_epi32_mask(cv, _mm512_set1_epi32((int)(j0 + j))), nz, v[j]));
+    }
+    return acc;
+}
+
+/* y[p * ys + ow] = the sum over input rows x + roff[r] (r < nr, in order) of
+ * each lane's window columns, for planes p < np (np <= 2 * (16 / OW)): two
+ * vectors of lanes where np needs them, so that two chains of additions
+ * are in flight */
+__attribute__((target("avx512f"))) static void
+cp_collanes512_f32(float *y, ptrdiff_t ys, const float *x, const float *xend, ptrdiff_t S,
+                   ptrdiff_t np, const ptrdiff_t *roff, ptrdiff_t nr, const int64_t *ws,
+                   const int64_t *wc, ptrdiff_t OW)
+{
+    int32_t cnt[16];
+    const ptrdiff_t P = 16 / OW, np1 = np > P ? np - P : 0;
+    const ptrdiff_t nl1 = np1 * OW, ahead = CP_CL_AHEAD;
+    np -= np1;
+    CP_CL_SETUP(16)
+    ptrdiff_t maxb = 0;
+    for (ptrdiff_t l = 0; l < nl; l++)
+        maxb = base[l] > maxb ? base[l] : maxb;
+    const __m512i cv = _mm512_loadu_si512((const void *)cnt);
+    __m512 acc = _mm512_setzero_ps(), acc1 = acc;
+    for (ptrdiff_t r = 0; r < nr; r++) {
+        const float *row = x + roff[r];
+        for (ptrdiff_t j0 = 0; j0 < maxc; j0 += 16) {
+            acc = cp_cl_tile16(acc, row, base, nl, j0, minc, maxc, maxb, cv, xend, ahead);
+            if (nl1)
+                acc1 = cp_cl_tile16(acc1, row + P * S, base, nl1, j0, minc, maxc, maxb, cv,
+                                    xend, ahead);
+        }
+    }
+    float out[32];
+    _mm512_storeu_ps(out, acc);
+    _mm512_storeu_ps(out + 16, acc1);
+    for (ptrdiff_t l = 0; l < nl; l++)
+        y[(l / OW) * ys + l % OW] = out[l];
+    for (ptrdiff_t l = 0; l < nl1; l++)
+        y[(P + l / OW) * ys + l % OW] = out[16 + l];
+}
+
+/* cp_cl_tile16 for float64: 8 columns, 8 lanes */
+__attribute__((target("avx512f"), always_inline)) static inline __m512d
+cp_cl_tile8d(__m512d acc, const double *row, const ptrdiff_t *base, ptrdiff_t nl,
+             ptrdiff_t j0, ptrdiff_t minc, ptrdiff_t maxc, __m512i cv, const double *xend,
+             ptrdiff_t ahead)
+{
+    const __m512d nz = _mm512_set1_pd(-0.0);
+    __m512d v[8];
+#pragma GCC unroll 8
+    for (int l = 0; l < 8; l++)
+        v[l] = l < nl ? CP_CL_LD8D(row + base[l] + j0) : _mm512_setzero_pd();
+#pragma GCC unroll 8
+    for (int l = 0; l < 8; l++)
+        if (l < nl)
+            _mm_prefetch((const char *)(row + base[l] + j0) + ahead, _MM_HINT_T0);
+    cp_tr8d_regs(v);
+    if (j0 + 8 <= minc) {
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++)
+            acc = cp_add_ord512d(acc, v[j]);
+    } else {
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++)
+            if (j0 + j < maxc)
+                acc = cp_add_ord512d(acc, _mm512_mask_blend_pd(
+                    _mm512_cmpgt_epi64_mask(cv, _mm512_set1_epi64(j0 + j)), nz, v[j]));
+    }
+    return acc;
+}
+
+/* the same for float64: np <= 2 * (8 / OW) */
+__attribute__((target("avx512f"))) static void
+cp_collanes512_f64(double *y, ptrdiff_t ys, const double *x, const double *xend, ptrdiff_t S,
+                   ptrdiff_t np, const ptrdiff_t *roff, ptrdiff_t nr, const int64_t *ws,
+                   const int64_t *wc, ptrdiff_t OW)
+{
+    int64_t cnt[8];
+    const ptrdiff_t P = 8 / OW, np1 = np > P ? np - P : 0;
+    const ptrdiff_t nl1 = np1 * OW, ahead = CP_CL_AHEAD;
+    np -= np1;
+    CP_CL_SETUP(8)
+    const __m512i cv = _mm512_loadu_si512((const void *)cnt);
+    __m512d acc = _mm512_setzero_pd(), acc1 = acc;
+    for (ptrdiff_t r = 0; r < nr; r++) {
+        const double *row = x + roff[r];
+        for (ptrdiff_t j0 = 0; j0 < maxc; j0 += 8) {
+            acc = cp_cl_tile8d(acc, row, base, nl, j0, minc, maxc, cv, xend, ahead);
+            if (nl1)
+                acc1 = cp_cl_tile8d(acc1, row + P * S, base, nl1, j0, minc, maxc, cv, xend,
+                                    ahead);
+        }
+    }
+    double out[16];
+    _mm512_storeu_pd(out, acc);
+    _mm512_storeu_pd(out + 8, acc1);
+    for (ptrdiff_t l = 0; l < nl; l++)
+        y[(l / OW) * ys + l % OW] = out[l];
+    for (ptrdiff_t l = 0; l < nl1; l++)
+        y[(P + l / OW) * ys + l % OW] = out[8 + l];
+}
+#endif
+
+static int cp_collanes_ok(void)
+{
+#ifdef CP_HAVE_WINDOW_MAX
+    return cp_window_isa() == 2;
+#else
+    return 0;
+#endif
+}
+
+static void cp_collanes_f32(float *y, ptrdiff_t ys, const float *x, const float *xend,
+                            ptrdiff_t S, ptrdiff_t np, const ptrdiff_t *roff, ptrdiff_t nr,
+                            const int64_t *ws, const int64_t *wc, ptrdiff_t OW)
+{
+#ifdef CP_HAVE_WINDOW_MAX
+    cp_collanes512_f32(y, ys, x, xend, S, np, roff, nr, ws, wc, OW);
+#else
+    (void)y; (void)ys; (void)x; (void)xend; (void)S; (void)np; (void)roff; (void)nr;
+    (void)ws; (void)wc; (void)OW;
+#endif
+}
+
+static void cp_collanes_f64(double *y, ptrdiff_t ys, const double *x, const double *xend,
+                            ptrdiff_t S, ptrdiff_t np, const ptrdiff_t *roff, ptrdiff_t nr,
+                            const int64_t *ws, const int64_t *wc, ptrdiff_t OW)
+{
+#ifdef CP_HAVE_WINDOW_MAX
+    cp_collanes512_f64(y, ys, x, xend, S, np, roff, nr, ws, wc, OW);
+#else
+    (void)y; (void)ys; (void)x; (void)xend; (void)S; (void)np; (void)roff; (void)nr;
+    (void)ws; (void)wc; (void)OW;
+#endif
+}
+
 #endif /* CYPOOL_LANES_H */

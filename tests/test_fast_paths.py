@@ -1829,3 +1829,72 @@ def test_global_average_backward_of_planes_matches_torch(shape, dtype, kind):
     nan = np.isnan(want)
     assert np.array_equal(nan, np.isnan(got))
     assert got[~nan].tobytes() == want[~nan].tobytes()
+
+
+COLUMN_LANE_CASES = [
+    # channels-first shape, function, arguments: windows of 12 columns and
+    # more that barely overlap, planes of 32 KiB and more (column lanes)
+    ((2, 5, 96, 96), "adaptive_avg_pool2d", dict(output_size=7)),      # 13-14 columns
+    ((1, 3, 113, 97), "adaptive_avg_pool2d", dict(output_size=(7, 5))),  # 20-21: half tiles
+    ((3, 7, 64, 160), "adaptive_avg_pool2d", dict(output_size=(2, 10))),  # one plane a vector
+    ((2, 3, 90, 100), "adaptive_avg_pool2d", dict(output_size=(3, 3))),   # 5 planes a vector
+    ((1, 5, 96, 96), "adaptive_avg_pool2d", dict(output_size=(2, 1))),    # a whole row a lane
+    ((1, 4, 96, 100), "adaptive_avg_pool2d", dict(output_size=(2, 4))),   # 25: 9 left, full tile
+    ((2, 4, 96, 96), "avg_pool2d", dict(kernel_size=16)),
+    ((1, 6, 100, 100), "avg_pool2d", dict(kernel_size=(3, 14), stride=(2, 14), padding=(1, 7),
+                                          count_include_pad=False)),     # clipped windows
+    ((1, 6, 100, 100), "avg_pool2d", dict(kernel_size=(3, 14), stride=(2, 14), padding=(1, 7))),
+    ((2, 3, 96, 112), "avg_pool2d", dict(kernel_size=16, divisor_override=-7)),
+    ((1, 2, 4, 96, 96), "adaptive_avg_pool3d", dict(output_size=(2, 3, 5))),
+    ((1, 2, 4, 96, 96), "avg_pool3d", dict(kernel_size=(2, 3, 12), stride=(2, 3, 12))),
+]
+
+
+@pytest.mark.parametrize("shape,name,kw", COLUMN_LANE_CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_column_lanes_forward_matches_torch(monkeypatch, shape, name, kw, dtype, threads):
+    # channels-first sums with lanes of (plane, output column), whatever the
+    # input's size (the size threshold set to 0): PyTorch's bits with -0,
+    # NaN (two payloads: the running sum's wins), inf, huge and subnormal
+    # taps, at ISA level 2 (the column lanes) and 1 (the row lanes); the
+    # output an out= view with sentinels after it, the input untouched
+    rng = np.random.default_rng(sum(shape) + threads)
+    x = rng.standard_normal(shape).astype(dtype)
+    flat = x.reshape(-1)
+    flat[::5] = -0.0
+
+    # windows hold from 40 to 4608 taps (input elements per output element):
+    # the specials spread so that about a third of the sums meet one
+    taps = flat.size // getattr(F, name)(torch.zeros(shape), **kw).numel()
+
+    def spots(per_window):
+        return rng.choice(flat.size, int(flat.size * per_window / taps), replace=False)
+
+    flat[spots(1 / 8)] = np.nan
+    flat[spots(1 / 10)] = np.inf
+    flat[spots(1 / 10)] = -np.inf
+    flat[spots(1 / 6)] = np.finfo(dtype).max / 4
+    sub = rng.choice(flat.size, flat.size // 7, replace=False)
+    flat[sub] = np.finfo(dtype).smallest_subnormal * rng.integers(-8, 9, sub.size)
+    if dtype == np.float32:
+        flat[spots(1 / 12)] = np.array([0x7FC00123], np.uint32).view(np.float32)[0]
+        flat[spots(1 / 12)] = np.array([0xFFC00456], np.uint32).view(np.float32)[0]
+    x[0, 1] = -0.0                      # a plane of -0 taps: +0 sums (begun at +0)
+    before = x.copy()
+    want = getattr(F, name)(torch.from_numpy(x), **kw).numpy()
+    assert 0.3 < np.isfinite(want).mean() < 1       # (finite sums, and some that are not)
+    assert not np.signbit(want[0, 1]).any() and (want[0, 1] == 0).all()
+    n = want.size
+    old = _kernels.col_lanes_threshold(0)
+    try:
+        for level in (2, 1):
+            buf = np.full(n + 16, 7.0, dtype)
+            with _run_at(monkeypatch, threads, level):
+                got = getattr(cypool, name)(x, out=buf[:n].reshape(want.shape), **kw)
+            assert np.shares_memory(got, buf)
+            assert got.tobytes() == want.tobytes(), level
+            assert (buf[n:] == 7).all()
+    finally:
+        _kernels.col_lanes_threshold(old)
+    assert x.tobytes() == before.tobytes()
