@@ -84,6 +84,7 @@ cdef extern from "cypool_lanes.h" nogil:
                        Py_ssize_t uhi)
     bint cp_fmax2_ok()
     bint cp_collanes_ok()
+    bint cp_collanes_preferred()
     void cp_collanes_f32(float *y, Py_ssize_t ys, const float *x, const float *xend,
                          Py_ssize_t S, Py_ssize_t nplanes, const Py_ssize_t *roff, Py_ssize_t nr,
                          const int64_t *ws, const int64_t *wc, Py_ssize_t OW)
@@ -1183,11 +1184,15 @@ cdef void _row_lanes_item(const value_t *x, value_t *y, int64_t *yi,     # IN, O
 # are COL_LANES_PLANE_BYTES or more (each lane's rows a stream long enough to
 # prefetch), and the input is at least col_lanes_bytes: the data then comes
 # from memory, where reading 2-6 planes at a time beats the row lanes' 16
-# (the adaptive (1, 256, 224, 224) -> 7 x 7 forward 1.9x faster at 2
-# threads); from the caches the row lanes' transposes are the cheaper ones.
+# on AMD's cores (Zen 5: the adaptive (1, 256, 224, 224) -> 7 x 7 forward
+# 1.9x faster at 2 threads); from the caches the row lanes' transposes are
+# the cheaper ones.  Intel's cores (cp_collanes_preferred) keep the row
+# lanes at every size: the column lanes measured up to 1.4x slower there.
 DEF COL_LANES_MIN_COLUMNS = 12
 DEF COL_LANES_PLANE_BYTES = 32768
-cdef Py_ssize_t col_lanes_bytes = 16777216
+cdef extern from "Python.h":
+    const Py_ssize_t PY_SSIZE_T_MAX
+cdef Py_ssize_t col_lanes_bytes = 16777216 if cp_collanes_preferred() else PY_SSIZE_T_MAX
 
 
 def col_lanes_threshold(Py_ssize_t nbytes):
