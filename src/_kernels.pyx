@@ -209,6 +209,7 @@ cdef extern from "cypool_stream.h" nogil:
     void cp_stream_copy(void *dst, const void *src, size_t n)
     void cp_stream_fence()
     void cp_stream_fill(void *dst, size_t n, uint32_t pattern)
+    void cp_stream_periodic(void *dst, size_t n, const void *pat2, size_t period)
     void cp_prefetch(const void *p, size_t n)
     void *cp_amalloc(size_t n, int zero)
     void cp_afree(void *p)
@@ -2772,23 +2773,31 @@ def avg_backward(const real_t[::1] go, real_t[::1] gi, Geometry geo,
             RR = MD * MH
             groups = (g.N + RG - 1) // RG
             nchunk = min(RD * RH, max(1, (4 * nthreads + groups - 1) // groups))
+            # (rows of 64 bytes and more streamed whole lines at a time: the
+            # (32, 64, 113, 97) -> (7, 5) backward 1.6x faster)
+            stream = stream and g.size[2] * sizeof(real_t) >= 64
             with parallel(num_threads=nthreads):
                 rt = <real_t *> cp_amalloc(RR * g.osize[2] * RG * sizeof(real_t), 1)
                 racc = <real_t *> cp_amalloc(g.size[2] * RG * sizeof(real_t), 0)
+                pbuf = <real_t *> cp_amalloc(2 * g.size[2] * RG * sizeof(real_t), 0)
                 rtags = <int64_t *> malloc(RR * sizeof(int64_t))
                 rrows = <real_t **> malloc(RR * sizeof(real_t *))
                 for it in prange(groups * nchunk, schedule="static"):
-                    if rt == NULL or racc == NULL or rtags == NULL or rrows == NULL:
+                    if (rt == NULL or racc == NULL or pbuf == NULL or rtags == NULL
+                            or rrows == NULL):
                         failed |= 1
                     else:
                         _row_lanes_back_item(gs, &gi[0], &g, ptr, outs, r0, r1, RH,
                                              (it // nchunk) * RG, min(RG, g.N - (it // nchunk) * RG),
                                              (it % nchunk) * (RD * RH) // nchunk,
                                              (it % nchunk + 1) * (RD * RH) // nchunk,
-                                             rt, rtags, MD, MH, rrows, racc)
+                                             rt, rtags, MD, MH, rrows, racc, pbuf, stream)
+                if stream:
+                    cp_stream_fence()
                 free(rrows)
                 cp_afree(rt)
                 cp_afree(racc)
+                cp_afree(pbuf)
                 free(rtags)
         else:
             with parallel(num_threads=nthreads):
@@ -2857,7 +2866,8 @@ cdef void _row_lanes_back_item(const real_t *gs, real_t *gi, const Geom *g,   # 
                                const int64_t *r0, const int64_t *r1, Py_ssize_t RH,
                                Py_ssize_t p0, Py_ssize_t nl, Py_ssize_t k_lo, Py_ssize_t k_hi,
                                real_t *t, int64_t *tags, Py_ssize_t MD,     # scratch
-                               Py_ssize_t MH, real_t **rows, real_t *acc) noexcept nogil:
+                               Py_ssize_t MH, real_t **rows, real_t *acc, real_t *rep,
+                               bint stream) noexcept nogil:
     # Channels-first average backward of planes [p0, p0 + nl), runs of input
     # rows [k_lo, k_hi) (of the RD x RH runs): the scaled gradients of each
     # output row (od, oh) are transposed once into G lanes (slot
@@ -2867,6 +2877,9 @@ cdef void _row_lanes_back_item(const real_t *gs, real_t *gi, const Geom *g,   # 
     # output order, in registers (cp_rowlanes_gatherw), and is transposed
     # back into every row of its run.  The same terms in the
     # same order as plane by plane: the same bits.
+    # stream: the run's rows of each plane (contiguous) are written from
+    # rep (scratch of G rows of 2 W: each transposed row twice) with
+    # cp_stream_periodic, whole lines streamed (rows 64 bytes or longer)
     cdef Py_ssize_t G = 64 // sizeof(real_t)
     cdef Py_ssize_t H = g.size[1], W = g.size[2], OH = g.osize[1], OW = g.osize[2]
     cdef Py_ssize_t S = g.size[0] * H * W, OS = g.osize[0] * OH * OW
@@ -2895,9 +2908,18 @@ cdef void _row_lanes_back_item(const real_t *gs, real_t *gi, const Geom *g,   # 
             cp_rowlanes_gatherw_f32(acc, rows, nr, W, ptr[2], outs[2])
         else:
             cp_rowlanes_gatherw_f64(acc, rows, nr, W, ptr[2], outs[2])
-        for d in range(r0[a], r0[a + 1]):
-            for h in range(r1[b], r1[b + 1]):
-                _transpose(acc, G, gi + p0 * S + (d * H + h) * W, S, W, nl)
+        if stream:
+            _transpose(acc, G, rep, 2 * W, W, nl)
+            for i in range(nl):
+                memcpy(rep + (2 * i + 1) * W, rep + 2 * i * W, W * sizeof(real_t))
+                for d in range(r0[a], r0[a + 1]):
+                    cp_stream_periodic(gi + (p0 + i) * S + (d * H + r1[b]) * W,
+                                       (r1[b + 1] - r1[b]) * W * sizeof(real_t),
+                                       rep + 2 * i * W, W * sizeof(real_t))
+        else:
+            for d in range(r0[a], r0[a + 1]):
+                for h in range(r1[b], r1[b + 1]):
+                    _transpose(acc, G, gi + p0 * S + (d * H + h) * W, S, W, nl)
 
 
 cdef void _fill_plane(real_t *gp, const real_t *v, Py_ssize_t S,      # OUT, IN

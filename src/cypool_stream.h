@@ -79,8 +79,48 @@ static inline void cp_stream_fill(void *dst, size_t n, uint32_t pattern)
     _mm_sfence();
 }
 
+/* n bytes at dst set to a row of `period` bytes repeated from dst on (the
+ * region's first row starts at dst), given as pat2: the row twice (2 *
+ * period bytes).  The whole 64-byte lines inside the region are streamed,
+ * the partial lines at its two ends written with plain stores, so that
+ * regions that meet (the runs of rows of one plane, one after another) each
+ * write their shared line's bytes plainly and no line is streamed in part.
+ * period >= 64.  Call cp_stream_fence after the thread's last one. */
+static inline void cp_stream_periodic(void *dst, size_t n, const void *pat2, size_t period)
+{
+    char *d = (char *)dst;
+    const char *s = (const char *)pat2;
+    size_t head = (64 - ((uintptr_t)d & 63)) & 63, phase;
+    if (n < 128 || period < 64) {
+        for (size_t o = 0; o < n; o += period)
+            memcpy(d + o, s, n - o < period ? n - o : period);
+        return;
+    }
+    memcpy(d, s, head);             /* head < 64 <= period: one piece */
+    d += head;
+    n -= head;
+    phase = head;
+    for (; n >= 64; n -= 64, d += 64) {
+        const char *q = s + phase;  /* phase < period: q + 64 <= s + 2 * period */
+        _mm_stream_si128((__m128i *)d, _mm_loadu_si128((const __m128i *)q));
+        _mm_stream_si128((__m128i *)(d + 16), _mm_loadu_si128((const __m128i *)(q + 16)));
+        _mm_stream_si128((__m128i *)(d + 32), _mm_loadu_si128((const __m128i *)(q + 32)));
+        _mm_stream_si128((__m128i *)(d + 48), _mm_loadu_si128((const __m128i *)(q + 48)));
+        phase += 64;
+        if (phase >= period)
+            phase -= period;
+    }
+    memcpy(d, s + phase, n);        /* n < 64: within the doubled row */
+}
+
 #else
 
+static inline void cp_stream_periodic(void *dst, size_t n, const void *pat2, size_t period)
+{
+    char *d = (char *)dst;
+    for (size_t o = 0; o < n; o += period)
+        memcpy(d + o, pat2, n - o < period ? n - o : period);
+}
 static inline void cp_stream_copy(void *dst, const void *src, size_t n) { memcpy(dst, src, n); }
 static inline void cp_stream_fence(void) {}
 static inline void cp_stream_fill(void *dst, size_t n, uint32_t pattern)

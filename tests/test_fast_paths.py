@@ -1413,12 +1413,20 @@ def test_channels_last_byte_max_picks_by_permutes(kw, dtype, channels):
         assert got.dtype == x.dtype and np.array_equal(got, want)
 
 
-@pytest.mark.parametrize("rank,shape,kind,kw", ROW_LANE_CASES)
+@pytest.mark.parametrize("rank,shape,kind,kw", ROW_LANE_CASES + [
+    (2, (1, 20, 23, 53), "adaptive", dict(output_size=(7, 5))),   # rows of 212 bytes
+    (3, (1, 17, 7, 9, 40), "adaptive", dict(output_size=(3, 4, 2))),   # runs in D and H
+    (1, (2, 9, 100), "fixed", dict(kernel_size=3, stride=2, padding=1)),
+])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("stream", [False, True])
 def test_channels_first_backward_row_lanes_match_torch(monkeypatch, rank, shape, kind, kw,
-                                                       dtype, threads):
-    # the average backward of 16+ planes: scaled gradients transposed into lanes
+                                                       dtype, threads, stream):
+    # the average backward of 16+ planes: scaled gradients transposed into
+    # lanes; streamed (each plane's run of rows written by whole lines, the
+    # partial lines at its ends plainly) or not, into an out= view at
+    # several offsets from a cache line, sentinels around it untouched
     adaptive = kind == "adaptive"
     rng = np.random.default_rng(sum(shape) + 1)
     x = rng.standard_normal(shape).astype(dtype)
@@ -1427,14 +1435,17 @@ def test_channels_first_backward_row_lanes_match_torch(monkeypatch, rank, shape,
     g = rng.standard_normal(y.shape).astype(dtype)
     g.reshape(-1)[::4] = -0.0           # sums of nothing but -0.0 terms stay +0.0
     want = _torch_avg_grad(x, g, rank, adaptive, kw)
-    before = cypool.get_num_threads()
-    monkeypatch.setattr(_cpu, "SERIAL_WORK", 0)
-    try:
-        cypool.set_num_threads(threads)
-        got = _cypool_grad(g, shape, rank, adaptive, kw)
-    finally:
-        cypool.set_num_threads(before)
-    assert got.tobytes() == want.tobytes()
+    fn = getattr(cypool, f"{'adaptive_' if adaptive else ''}avg_pool{rank}d_backward")
+    args = {} if adaptive else kw
+    n = want.size
+    for lead in (0, 3, 8):
+        raw = np.full(n + 64, 7.0, dtype)
+        buf = raw[(-raw.ctypes.data % 64) // raw.itemsize:][:n + 32]
+        with _run_at(monkeypatch, threads, 2, STREAM_BYTES=0 if stream else 1 << 60):
+            got = fn(g, shape, out=buf[lead:lead + n].reshape(shape), **args)
+        assert np.shares_memory(got, buf)
+        assert got.tobytes() == want.tobytes(), lead
+        assert (buf[:lead] == 7).all() and (buf[lead + n:] == 7).all()
 
 
 @pytest.mark.parametrize("kw", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1),
