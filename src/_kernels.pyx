@@ -1183,25 +1183,30 @@ cdef void _row_lanes_item(const value_t *x, value_t *y, int64_t *yi,     # IN, O
 # more (narrower ones leave most of each transposed tile unused) and barely
 # overlap along W (overlapping ones would be read once per window), planes
 # are COL_LANES_PLANE_BYTES or more (each lane's rows a stream long enough to
-# prefetch), and the input is at least col_lanes_bytes: the data then comes
+# prefetch), and the input is at least col_lanes_bytes_*: the data then comes
 # from memory, where reading 2-6 planes at a time beats the row lanes' 16
 # on AMD's cores (Zen 5: the adaptive (1, 256, 224, 224) -> 7 x 7 forward
 # 1.9x faster at 2 threads); from the caches the row lanes' transposes are
-# the cheaper ones.  Intel's cores (cp_collanes_preferred) keep the row
-# lanes at every size: the column lanes measured up to 1.4x slower there.
+# the cheaper ones.  On Intel's cores (cp_collanes_preferred) float32 keeps
+# the row lanes at every size: its column lanes measured up to 1.4x slower
+# there (Emerald Rapids), where float64's measured 1.1x faster.
 DEF COL_LANES_MIN_COLUMNS = 12
 DEF COL_LANES_PLANE_BYTES = 32768
 cdef extern from "Python.h":
     const Py_ssize_t PY_SSIZE_T_MAX
-cdef Py_ssize_t col_lanes_bytes = 16777216 if cp_collanes_preferred() else PY_SSIZE_T_MAX
+# the least input (bytes) pooled as column lanes: float32, float64
+cdef Py_ssize_t col_lanes_bytes_f32 = 16777216 if cp_collanes_preferred() else PY_SSIZE_T_MAX
+cdef Py_ssize_t col_lanes_bytes_f64 = 16777216
 
 
-def col_lanes_threshold(Py_ssize_t nbytes):
-    """Set the least input size (bytes) pooled as column lanes (tests set 0
-    to run them on small arrays); returns the previous setting."""
-    global col_lanes_bytes
-    cdef Py_ssize_t old = col_lanes_bytes
-    col_lanes_bytes = nbytes
+def col_lanes_threshold(nbytes):
+    """Set the least input size (bytes) pooled as column lanes: one for both
+    float32 and float64, or a (float32, float64) pair (tests set 0 to run
+    them on small arrays); returns the previous pair."""
+    global col_lanes_bytes_f32, col_lanes_bytes_f64
+    old = (col_lanes_bytes_f32, col_lanes_bytes_f64)
+    f32, f64 = nbytes if isinstance(nbytes, tuple) else (nbytes, nbytes)
+    col_lanes_bytes_f32, col_lanes_bytes_f64 = f32, f64
     return old
 
 
@@ -1210,7 +1215,8 @@ cdef bint _col_lanes_ok(const Geom *g, Py_ssize_t esize) noexcept nogil:
     cdef Py_ssize_t S = g.size[0] * g.size[1] * g.size[2], o, taps = 0
     if not (g.C == 1 and cp_collanes_ok() and g.step[2] == 1
             and 0 < g.osize[2] <= 64 // esize and g.max_count_w >= COL_LANES_MIN_COLUMNS
-            and S * esize >= COL_LANES_PLANE_BYTES and g.N * S * esize >= col_lanes_bytes):
+            and S * esize >= COL_LANES_PLANE_BYTES
+            and g.N * S * esize >= (col_lanes_bytes_f64 if esize == 8 else col_lanes_bytes_f32)):
         return False
     for o in range(g.osize[2]):
         taps += _count(g, 2, o)

@@ -4183,11 +4183,11 @@ static int cp_collanes_ok(void)
 #endif
 }
 
-/* Whether the column lanes are the faster choice on large inputs: on AMD's
- * cores (Zen 5: the adaptive (1, 256, 224, 224) -> 7x7 forward 1.9x faster
- * than the row lanes at 2 threads), not on Intel's (Emerald Rapids, 2
- * threads, in-process A/B: (32, 64, 113, 97) -> (7, 5) 1.1-1.4x slower,
- * the 112 x 112 rows even). */
+/* Whether the float32 column lanes are the faster choice on large inputs:
+ * on AMD's cores (Zen 5: the adaptive (1, 256, 224, 224) -> 7x7 forward
+ * 1.9x faster than the row lanes at 2 threads), not on Intel's (Emerald
+ * Rapids, 2 threads, in-process A/B: (32, 64, 113, 97) -> (7, 5) 1.1-1.4x
+ * slower, the 112 x 112 rows even; float64's 1.1x faster there). */
 static int cp_collanes_preferred(void)
 {
 #ifdef CP_HAVE_WINDOW_MAX
