@@ -276,7 +276,8 @@ def max_backward(plan: Plan, grad_output: np.ndarray, indices: np.ndarray, *,
         if bad == 2:    # one item per sample (any index, as PyTorch's scatter)
             bad = _kernel("max_backward", comp)(
                 gk, ik, gi.reshape(-1), n, c, math.prod(kshape[1:4]),
-                math.prod(koshape[1:4]), max(c, 1), min(threads, max(1, n)))
+                math.prod(koshape[1:4]), max(c, 1), min(threads, max(1, n)),
+                gi.nbytes >= STREAM_BYTES)
         if bad:
             raise BadIndices()
     return _deliver(gi, out, plan.out_dtype)

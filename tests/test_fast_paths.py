@@ -327,7 +327,7 @@ def _run_at(monkeypatch, threads, level=2, **consts):
 def _scatter_sums(g, idx, shape):
     # PyTorch's max backward over channels-first planes, any index: each
     # plane's gradients added where their indices point (-1: nowhere), in order
-    want = np.zeros((shape[0] * shape[1], int(np.prod(shape[2:]))), np.float32)
+    want = np.zeros((shape[0] * shape[1], int(np.prod(shape[2:]))), g.dtype)
     for p, (gr, ir) in enumerate(zip(g.reshape(len(want), -1), idx.reshape(len(want), -1))):
         for gv, j in zip(gr, ir):
             if j >= 0:
@@ -460,6 +460,53 @@ def test_max_backward_bad_index_found_by_the_kernel(channels_last, bad):
     with pytest.raises(ValueError, match=r"indices must lie in \[0, 64\)"):
         cypool.max_pool2d_backward(g, idx, shape, 2, channels_last=channels_last, out=out)
     assert (out == 7.0).all()                            # checked before any work
+
+
+@pytest.mark.parametrize("rank,shape,kw", [
+    (2, (2, 7, 15, 13), dict(kernel_size=3, stride=2, padding=1)),   # overlapping windows
+    (2, (1, 5, 9, 31), dict(kernel_size=(2, 3), stride=1, dilation=(1, 2))),
+    (3, (2, 3, 5, 6, 7), dict(kernel_size=2, stride=1, padding=1)),
+    (1, (3, 4, 40), dict(kernel_size=5, stride=3, padding=2, ceil_mode=True)),
+])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("stream", [False, True])
+def test_channels_first_max_backward_scatter(monkeypatch, rank, shape, kw, dtype, threads,
+                                             stream):
+    # the channels-first scatter, into the output in place or (stream: large
+    # outputs) into a zeroed plane buffer streamed out whole: torch's bits
+    # (up to four terms an input, -0 and NaN gradients), then indices that
+    # are not their window's taps (-1, elsewhere in the plane), into an out=
+    # view at three offsets from a line with sentinels; a bad index raises
+    rng = np.random.default_rng(sum(shape) + threads)
+    x = rng.standard_normal(shape).astype(dtype)
+    x.reshape(-1)[::3] = 0.5                          # ties: more windows share a tap
+    tx = torch.from_numpy(x).requires_grad_(True)
+    tv, ti = getattr(F, f"max_pool{rank}d")(tx, return_indices=True, **kw)
+    g = rng.standard_normal(tuple(tv.shape)).astype(dtype)
+    g.reshape(-1)[::7] = -0.0
+    g.reshape(-1)[3::11] = np.nan
+    tv.backward(torch.from_numpy(g))
+    back = getattr(cypool, f"max_pool{rank}d_backward")
+    plane = int(np.prod(shape[2:]))
+    i2 = ti.numpy().copy()
+    i2.reshape(-1)[5::17] = plane - 1 - i2.reshape(-1)[5::17]
+    i2.reshape(-1)[::13] = -1
+    want2 = _scatter_sums(g, i2, shape)
+    n = x.size
+    with _run_at(monkeypatch, threads, 2, STREAM_BYTES=0 if stream else 1 << 60):
+        got = back(g, ti.numpy(), shape, **kw)
+        for lead in (0, 1, 6):
+            raw = np.full(n + 64, 7.0, dtype)
+            buf = raw[(-raw.ctypes.data % 64) // raw.itemsize:][:n + 32]
+            got2 = back(g, i2, shape, out=buf[lead:lead + n].reshape(shape), **kw)
+            assert np.shares_memory(got2, buf)
+            assert got2.tobytes() == want2.tobytes(), lead
+            assert (buf[:lead] == 7).all() and (buf[lead + n:] == 7).all()
+        i2.reshape(-1)[-1] = plane
+        with pytest.raises(ValueError, match=r"indices must lie in"):
+            back(g, i2, shape, **kw)
+    assert got.tobytes() == tx.grad.numpy().tobytes()
 
 
 # ---------------------------------------------------------------------------
