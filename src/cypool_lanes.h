@@ -2707,17 +2707,44 @@ static inline void cp_planes_prefetch(const float *q, ptrdiff_t n)
         __builtin_prefetch(q + CP_PLANES_AHEAD / sizeof(float) + i, 0, 3);
 }
 
+/* a + b with a the first operand (where both are NaN the sum is a's), in
+ * 256-bit, 128-bit and scalar forms: the compiler may swap the operands of
+ * a plain add, which changes which NaN a sum keeps */
+__attribute__((target("avx2"), always_inline)) static inline __m256
+cp_add_ord256(__m256 a, __m256 b)
+{
+    __m256 r;
+    __asm__("vaddps %2, %1, %0" : "=x"(r) : "x"(a), "x"(b));
+    return r;
+}
+__attribute__((target("avx2"), always_inline)) static inline __m128
+cp_add_ord128(__m128 a, __m128 b)
+{
+    __m128 r;
+    __asm__("vaddps %2, %1, %0" : "=x"(r) : "x"(a), "x"(b));
+    return r;
+}
+__attribute__((target("avx2"), always_inline)) static inline float
+cp_add_ord_ss(float a, float b)
+{
+    float r;
+    __asm__("vaddss %2, %1, %0" : "=x"(r) : "x"(a), "x"(b));
+    return r;
+}
+
 /* cp_sum16's last steps from the sums of partial sums j and j + 8 (a8):
- * the tree in halves, then the values from full to n in order */
+ * the tree in halves, then the values from full to n in order, every add
+ * with its operands in cp_sum16's order (so the NaN a sum keeps is the
+ * first one in that order, as the AVX-512 and AVX2 loops both give it) */
 __attribute__((target("avx2"), always_inline)) static inline float
 cp_sum16_finish(__m256 a8, const float *q, ptrdiff_t full, ptrdiff_t n)
 {
-    __m128 a4 = _mm_add_ps(_mm256_castps256_ps128(a8), _mm256_extractf128_ps(a8, 1));
-    __m128 a2 = _mm_add_ps(a4, _mm_movehl_ps(a4, a4));           /* [0]+[2], [1]+[3] */
-    __m128 a1 = _mm_add_ss(a2, _mm_shuffle_ps(a2, a2, 1));        /* [0]+[1] */
-    float s = _mm_cvtss_f32(a1);
+    __m128 a4 = cp_add_ord128(_mm256_castps256_ps128(a8), _mm256_extractf128_ps(a8, 1));
+    __m128 a2 = cp_add_ord128(a4, _mm_movehl_ps(a4, a4));        /* [0]+[2], [1]+[3] */
+    float s = cp_add_ord_ss(_mm_cvtss_f32(a2),                    /* [0]+[1] */
+                            _mm_cvtss_f32(_mm_shuffle_ps(a2, a2, 1)));
     for (ptrdiff_t i = full; i < n; i++)
-        s = s + q[i];
+        s = cp_add_ord_ss(s, q[i]);
     return s;
 }
 
@@ -2730,8 +2757,8 @@ cp_sum16_planes512_f32(const float *x, ptrdiff_t n, ptrdiff_t np, float *out)
         cp_planes_prefetch(q, n);
         __m512 acc = _mm512_setzero_ps();
         for (ptrdiff_t i = 0; i < full; i += 16)
-            acc = _mm512_add_ps(acc, _mm512_loadu_ps(q + i));
-        __m256 a8 = _mm256_add_ps(_mm512_castps512_ps256(acc),
+            acc = cp_add_ord512(acc, _mm512_loadu_ps(q + i));
+        __m256 a8 = cp_add_ord256(_mm512_castps512_ps256(acc),
                                   _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)));
         out[p] = cp_sum16_finish(a8, q, full, n);
     }
@@ -2746,10 +2773,10 @@ cp_sum16_planes256_f32(const float *x, ptrdiff_t n, ptrdiff_t np, float *out)
         cp_planes_prefetch(q, n);
         __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
         for (ptrdiff_t i = 0; i < full; i += 16) {
-            lo = _mm256_add_ps(lo, _mm256_loadu_ps(q + i));
-            hi = _mm256_add_ps(hi, _mm256_loadu_ps(q + i + 8));
+            lo = cp_add_ord256(lo, _mm256_loadu_ps(q + i));
+            hi = cp_add_ord256(hi, _mm256_loadu_ps(q + i + 8));
         }
-        out[p] = cp_sum16_finish(_mm256_add_ps(lo, hi), q, full, n);   /* [j] + [j+8] */
+        out[p] = cp_sum16_finish(cp_add_ord256(lo, hi), q, full, n);   /* [j] + [j+8] */
     }
 }
 #define CP_SUM_PLANES_F32_FAST(x, n, np, out)                                            \

@@ -509,6 +509,59 @@ def test_channels_first_max_backward_scatter(monkeypatch, rank, shape, kw, dtype
     assert got.tobytes() == tx.grad.numpy().tobytes()
 
 
+def _sum16_tree(q):
+    # cp_sum16 of a float32 row, as x86 adds: 16 partial sums from +0 (value
+    # j to sum j % 16 while whole vectors last), then the tree [j] + [j + 8],
+    # [j] + [j + 4], [j] + [j + 2], [0] + [1], then the values left in order;
+    # where both operands are NaN the sum is the first one's, quieted
+    def add(a, b):
+        for v in (a, b):
+            if np.isnan(v):
+                return (np.array([v], np.float32).view(np.uint32) | 0x400000).view(np.float32)[0]
+        with np.errstate(over="ignore"):
+            return np.float32(a + b)
+
+    full = len(q) // 16 * 16
+    acc = [np.float32(0)] * 16
+    for i in range(0, full, 16):
+        acc = [add(acc[j], q[i + j]) for j in range(16)]
+    for h in (8, 4, 2, 1):
+        acc = [add(acc[j], acc[j + h]) for j in range(h)]
+    s = acc[0]
+    for v in q[full:]:
+        s = add(s, v)
+    return s
+
+
+@pytest.mark.parametrize("planes,hw", [((2, 37), (7, 7)), ((4, 16), (4, 4)), ((1, 33), (5, 7)),
+                                       ((5, 9), (16, 3)), ((3, 17), (3, 4)), ((2, 40), (9, 9))])
+@pytest.mark.parametrize("level", [2, 1])
+def test_global_average_of_channels_first_planes_is_cp_sum16(monkeypatch, planes, hw, level):
+    # whole-plane averages of fewer than 256 values (AVX-512 at level 2,
+    # AVX2 at level 1), at 1-3 threads: every plane's bits those of cp_sum16
+    # in its stated operand order (NaN payloads of both signs: a compiler
+    # free to swap an add's operands kept the wrong NaN), / H / W as
+    # PyTorch's adaptive average divides
+    rng = np.random.default_rng(planes[1] + hw[0])
+    x = rng.standard_normal(planes + hw).astype(np.float32)
+    f = x.reshape(-1)
+    f[::17] = -0.0
+    m = planes[0] * planes[1]                            # (specials: about 1 a plane)
+    for count, bits in [(m // 3, 0x7FC00000), (m // 4, 0x7FC00123), (m // 4, 0xFFC00456),
+                        (m // 8, 0x7F800000), (m // 4, 0x7F000000)]:  # NaNs, inf, 2^127
+        f[rng.choice(f.size, count, replace=False)] = np.array([bits], np.uint32).view(np.float32)[0]
+    n = hw[0] * hw[1]
+    want = np.array([_sum16_tree(p) / np.float32(hw[0]) / np.float32(hw[1])
+                     for p in x.reshape(-1, n)], np.float32)
+    assert np.isnan(want).any() and np.isfinite(want).any()
+    for threads in (1, 2, 3):
+        with _run_at(monkeypatch, threads, level):
+            got = cypool.adaptive_avg_pool2d(x, 1)
+            glob = cypool.global_avg_pool2d(x)
+        assert got.reshape(-1).tobytes() == want.tobytes(), threads
+        assert glob.reshape(-1).tobytes() == want.tobytes(), threads
+
+
 # ---------------------------------------------------------------------------
 # Replayed calls (the argument layer skipped for a repeated call)
 # ---------------------------------------------------------------------------
