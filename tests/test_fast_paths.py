@@ -463,6 +463,54 @@ def test_max_backward_bad_index_found_by_the_kernel(channels_last, bad):
 
 
 @pytest.mark.parametrize("rank,shape,kw", [
+    (2, (9, 20, 15, 13), dict(kernel_size=3, stride=2, padding=1)),   # the ResNet stem's
+    (2, (12, 17, 9, 10), dict(kernel_size=3, stride=1, padding=1)),
+    (3, (8, 16, 5, 6, 7), dict(kernel_size=2, stride=1, padding=1)),
+])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("band_bytes", [1 << 20, 2048])
+def test_channels_last_max_backward_bands_with_many_samples(monkeypatch, rank, shape, kw,
+                                                            threads, band_bytes):
+    # channels-last overlapping windows with samples enough for the threads:
+    # bands of rows too (a sample each, or several where BAND_BYTES is
+    # small): torch's bits (-0 and NaN gradients), then an index past its
+    # window's rows in the last sample (the whole call goes to the scatter)
+    # into an out= view with sentinels, then a bad index raising
+    rng = np.random.default_rng(sum(shape) + threads)
+    x = _fmax_zoo(shape, sum(shape))
+    tx = torch.from_numpy(x).requires_grad_(True)
+    tv, ti = getattr(F, f"max_pool{rank}d")(tx, return_indices=True, **kw)
+    g = rng.standard_normal(tuple(tv.shape)).astype(np.float32)
+    g.reshape(-1)[::7] = -0.0
+    g.reshape(-1)[3::11] = np.nan
+    tv.backward(torch.from_numpy(g))
+    perm = (0, *range(2, rank + 2), 1)
+    cl = lambda a: np.ascontiguousarray(a.transpose(perm))   # noqa: E731
+    back = getattr(cypool, f"max_pool{rank}d_backward")
+    plane = int(np.prod(shape[2:]))
+    i2 = ti.numpy().copy()
+    i2[-1, 3].reshape(-1)[0] = plane - 1                      # (the plane's last position)
+    want2 = _scatter_sums(g, i2, shape)
+    n = x.size
+    raw = np.full(n + 64, 7.0, np.float32)
+    buf = raw[(-raw.ctypes.data % 64) // 4:][:n + 32]
+    picked = []
+    kernel = _cpu._kernel
+    monkeypatch.setattr(_cpu, "_kernel", lambda name, dt: picked.append(name) or kernel(name, dt))
+    with _run_at(monkeypatch, threads, 2, BAND_BYTES=band_bytes):
+        got = back(cl(g), cl(ti.numpy()), cl(x).shape, channels_last=True, **kw)
+        assert "max_backward" not in picked     # (bands, or the dense rows: no scatter)
+        got2 = back(cl(g), cl(i2), cl(x).shape, channels_last=True,
+                    out=buf[5:5 + n].reshape(cl(x).shape), **kw)
+        i2[-1, 3].reshape(-1)[0] = plane
+        with pytest.raises(ValueError, match=r"indices must lie in"):
+            back(cl(g), cl(i2), cl(x).shape, channels_last=True, **kw)
+    assert got.tobytes() == cl(tx.grad.numpy()).tobytes()
+    assert got2.tobytes() == cl(want2).tobytes()
+    assert (buf[:5] == 7).all() and (buf[5 + n:] == 7).all()
+
+
+@pytest.mark.parametrize("rank,shape,kw", [
     (2, (2, 7, 15, 13), dict(kernel_size=3, stride=2, padding=1)),   # overlapping windows
     (2, (1, 5, 9, 31), dict(kernel_size=(2, 3), stride=1, dilation=(1, 2))),
     (3, (2, 3, 5, 6, 7), dict(kernel_size=2, stride=1, padding=1)),
