@@ -335,6 +335,22 @@ def _scatter_sums(g, idx, shape):
     return want.reshape(shape)
 
 
+def _max_grad_case(rank, shape, kw, seed):
+    # a float32 max pool's input (the _fmax_zoo), torch's indices and input
+    # gradient (tx.grad) for a gradient with -0 and NaN, and `cl`, which
+    # puts a channels-first array's channels last
+    rng = np.random.default_rng(seed)
+    x = _fmax_zoo(shape, sum(shape))
+    tx = torch.from_numpy(x).requires_grad_(True)
+    tv, ti = getattr(F, f"max_pool{rank}d")(tx, return_indices=True, **kw)
+    g = rng.standard_normal(tuple(tv.shape)).astype(np.float32)
+    g.reshape(-1)[::7] = -0.0
+    g.reshape(-1)[3::11] = np.nan
+    tv.backward(torch.from_numpy(g))
+    perm = (0, *range(2, rank + 2), 1)
+    return x, tx, ti, g, lambda a: np.ascontiguousarray(a.transpose(perm))
+
+
 DENSE_CASES = [
     # rank, channels-first shape, arguments: windows that overlap (written
     # densely only with fewer samples than 4 a thread) and windows that do not
@@ -359,16 +375,7 @@ def test_channels_last_max_backward_written_densely(monkeypatch, rank, shape, kw
     # (cp_cl_max_back_row_f32), streamed or not; level 1: the scatter.
     # torch's bits, -0 and NaN gradients included; then indices that are
     # not their window's taps (-1, elsewhere in the plane): the scatter's sums
-    rng = np.random.default_rng(sum(shape) + threads)
-    x = _fmax_zoo(shape, sum(shape))
-    tx = torch.from_numpy(x).requires_grad_(True)
-    tv, ti = getattr(F, f"max_pool{rank}d")(tx, return_indices=True, **kw)
-    g = rng.standard_normal(tuple(tv.shape)).astype(np.float32)
-    g.reshape(-1)[::7] = -0.0
-    g.reshape(-1)[3::11] = np.nan
-    tv.backward(torch.from_numpy(g))
-    perm = (0, *range(2, rank + 2), 1)
-    cl = lambda a: np.ascontiguousarray(a.transpose(perm))   # noqa: E731
+    x, tx, ti, g, cl = _max_grad_case(rank, shape, kw, sum(shape) + threads)
     back = getattr(cypool, f"max_pool{rank}d_backward")
     plane = int(np.prod(shape[2:]))
     i2 = ti.numpy().copy()
@@ -476,16 +483,7 @@ def test_channels_last_max_backward_bands_with_many_samples(monkeypatch, rank, s
     # small): torch's bits (-0 and NaN gradients), then an index past its
     # window's rows in the last sample (the whole call goes to the scatter)
     # into an out= view with sentinels, then a bad index raising
-    rng = np.random.default_rng(sum(shape) + threads)
-    x = _fmax_zoo(shape, sum(shape))
-    tx = torch.from_numpy(x).requires_grad_(True)
-    tv, ti = getattr(F, f"max_pool{rank}d")(tx, return_indices=True, **kw)
-    g = rng.standard_normal(tuple(tv.shape)).astype(np.float32)
-    g.reshape(-1)[::7] = -0.0
-    g.reshape(-1)[3::11] = np.nan
-    tv.backward(torch.from_numpy(g))
-    perm = (0, *range(2, rank + 2), 1)
-    cl = lambda a: np.ascontiguousarray(a.transpose(perm))   # noqa: E731
+    x, tx, ti, g, cl = _max_grad_case(rank, shape, kw, sum(shape) + threads)
     back = getattr(cypool, f"max_pool{rank}d_backward")
     plane = int(np.prod(shape[2:]))
     i2 = ti.numpy().copy()
