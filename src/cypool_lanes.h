@@ -3935,59 +3935,71 @@ static void cp_scale_cl_row_f32(float *y, const float *x, ptrdiff_t OW, ptrdiff_
  * memory, the row lanes' 16 streams a thread ran at half the read probe's
  * speed.  Only where cp_collanes_ok(). */
 #ifdef CP_HAVE_WINDOW_MAX
-/* v[i] = row i of a 16 x 16 tile -> v[j] = column j */
+/* The 4 x 4 transposes inside the 128-bit pieces of each group of four
+ * vectors v[4m .. 4m + 3] (n a multiple of 4, at most 16): 128-bit piece k of
+ * u[4m + q] = element q of piece k of v[4m], v[4m + 1], v[4m + 2], v[4m + 3] */
 __attribute__((target("avx512f"), always_inline)) static inline void
-cp_tr16_regs(__m512 *v)
+cp_tr4x4_pieces(const __m512 *v, __m512 *u, int n)
 {
-    __m512 t[16], u[16];
+    __m512 t[16];
 #pragma GCC unroll 16
-    for (int i = 0; i < 16; i += 2) {
+    for (int i = 0; i < n; i += 2) {
         t[i] = _mm512_unpacklo_ps(v[i], v[i + 1]);
         t[i + 1] = _mm512_unpackhi_ps(v[i], v[i + 1]);
     }
 #pragma GCC unroll 16
-    for (int i = 0; i < 16; i += 4) {
+    for (int i = 0; i < n; i += 4) {
         u[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
         u[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
         u[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
         u[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
     }
-    /* u[4m + q], 128-bit piece k: rows 4m .. 4m+3 of column 4k + q */
+}
+
+/* The 4 x 4 transposes of 128-bit pieces across u[g], u[s + g], u[2s + g],
+ * u[3s + g], for each g < s (s at most 4): piece k of v[js + g] = piece j of
+ * u[ks + g] (pure data movement: float and double tiles alike) */
+__attribute__((target("avx512f"), always_inline)) static inline void
+cp_tr_pieces(__m512 *v, const __m512 *u, int s)
+{
 #pragma GCC unroll 4
-    for (int q = 0; q < 4; q++) {
-        __m512 a0 = _mm512_shuffle_f32x4(u[q], u[4 + q], 0x88),
-               a1 = _mm512_shuffle_f32x4(u[q], u[4 + q], 0xDD),
-               b0 = _mm512_shuffle_f32x4(u[8 + q], u[12 + q], 0x88),
-               b1 = _mm512_shuffle_f32x4(u[8 + q], u[12 + q], 0xDD);
-        v[q] = _mm512_shuffle_f32x4(a0, b0, 0x88);
-        v[4 + q] = _mm512_shuffle_f32x4(a1, b1, 0x88);
-        v[8 + q] = _mm512_shuffle_f32x4(a0, b0, 0xDD);
-        v[12 + q] = _mm512_shuffle_f32x4(a1, b1, 0xDD);
+    for (int g = 0; g < s; g++) {
+        __m512 a0 = _mm512_shuffle_f32x4(u[g], u[s + g], 0x88),
+               a1 = _mm512_shuffle_f32x4(u[g], u[s + g], 0xDD),
+               b0 = _mm512_shuffle_f32x4(u[2 * s + g], u[3 * s + g], 0x88),
+               b1 = _mm512_shuffle_f32x4(u[2 * s + g], u[3 * s + g], 0xDD);
+        v[g] = _mm512_shuffle_f32x4(a0, b0, 0x88);
+        v[s + g] = _mm512_shuffle_f32x4(a1, b1, 0x88);
+        v[2 * s + g] = _mm512_shuffle_f32x4(a0, b0, 0xDD);
+        v[3 * s + g] = _mm512_shuffle_f32x4(a1, b1, 0xDD);
     }
+}
+
+/* v[i] = row i of a 16 x 16 tile -> v[j] = column j */
+__attribute__((target("avx512f"), always_inline)) static inline void
+cp_tr16_regs(__m512 *v)
+{
+    __m512 u[16];
+    cp_tr4x4_pieces(v, u, 16);
+    /* u[4m + q], 128-bit piece k: rows 4m .. 4m+3 of column 4k + q */
+    cp_tr_pieces(v, u, 4);
 }
 
 /* v[i] = row i of an 8 x 8 tile of doubles -> v[j] = column j */
 __attribute__((target("avx512f"), always_inline)) static inline void
 cp_tr8d_regs(__m512d *v)
 {
-    __m512d t[8];
+    __m512 t[8], w[8];
 #pragma GCC unroll 8
-    for (int i = 0; i < 8; i += 2) {
-        t[i] = _mm512_unpacklo_pd(v[i], v[i + 1]);       /* columns 0, 2, 4, 6 */
-        t[i + 1] = _mm512_unpackhi_pd(v[i], v[i + 1]);   /* columns 1, 3, 5, 7 */
+    for (int i = 0; i < 8; i += 2) {    /* columns 0, 2, 4, 6 and 1, 3, 5, 7 */
+        t[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(v[i], v[i + 1]));
+        t[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(v[i], v[i + 1]));
     }
     /* t[2m + e], 128-bit piece k: rows 2m, 2m+1 of column 2k + e */
-#pragma GCC unroll 2
-    for (int e = 0; e < 2; e++) {
-        __m512d a0 = _mm512_shuffle_f64x2(t[e], t[2 + e], 0x88),
-                a1 = _mm512_shuffle_f64x2(t[e], t[2 + e], 0xDD),
-                b0 = _mm512_shuffle_f64x2(t[4 + e], t[6 + e], 0x88),
-                b1 = _mm512_shuffle_f64x2(t[4 + e], t[6 + e], 0xDD);
-        v[e] = _mm512_shuffle_f64x2(a0, b0, 0x88);
-        v[4 + e] = _mm512_shuffle_f64x2(a0, b0, 0xDD);
-        v[2 + e] = _mm512_shuffle_f64x2(a1, b1, 0x88);
-        v[6 + e] = _mm512_shuffle_f64x2(a1, b1, 0xDD);
-    }
+    cp_tr_pieces(w, t, 2);
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++)
+        v[i] = _mm512_castps_pd(w[i]);
 }
 
 __attribute__((target("avx512f"), always_inline)) static inline __m512d
@@ -4034,7 +4046,7 @@ cp_add_ord512d(__m512d a, __m512d b)
 __attribute__((target("avx512f"), always_inline)) static inline void
 cp_tr16x8_load(__m512 *v, const float *const *q)
 {
-    __m512 w[8], t[8], u[8];
+    __m512 w[8], u[8];
 #pragma GCC unroll 8
     for (int i = 0; i < 8; i++) {
         const int a = i < 4 ? i : i + 4, b = a + 4;
@@ -4042,18 +4054,7 @@ cp_tr16x8_load(__m512 *v, const float *const *q)
             _mm512_castpd256_pd512(_mm256_castps_pd(_mm256_loadu_ps(q[a]))),
             _mm256_castps_pd(_mm256_loadu_ps(q[b])), 1));
     }
-#pragma GCC unroll 8
-    for (int i = 0; i < 8; i += 2) {
-        t[i] = _mm512_unpacklo_ps(w[i], w[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(w[i], w[i + 1]);
-    }
-#pragma GCC unroll 8
-    for (int i = 0; i < 8; i += 4) {
-        u[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
-        u[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
-        u[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-        u[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-    }
+    cp_tr4x4_pieces(w, u, 8);
 #pragma GCC unroll 4
     for (int q4 = 0; q4 < 4; q4++) {
         v[q4] = _mm512_shuffle_f32x4(u[q4], u[4 + q4], 0x88);
@@ -4102,49 +4103,13 @@ cp_cl_tile16(__m512 acc, const float *row, const ptrdiff_t *base, ptrdiff_t nl,
     return acc;
 }
 
-/* y[p * ys + ow] = the sum over input rows x + roff[r] (r < nr, in order) of
- * each lane's window columns, for planes p < np (np <= 2 * (16 / OW)): two
- * vectors of lanes where np needs them, so that two chains of additions
- * are in flight */
-__attribute__((target("avx512f"))) static void
-cp_collanes512_f32(float *y, ptrdiff_t ys, const float *x, const float *xend, ptrdiff_t S,
-                   ptrdiff_t np, const ptrdiff_t *roff, ptrdiff_t nr, const int64_t *ws,
-                   const int64_t *wc, ptrdiff_t OW)
-{
-    int32_t cnt[16];
-    const ptrdiff_t P = 16 / OW, np1 = np > P ? np - P : 0;
-    const ptrdiff_t nl1 = np1 * OW, ahead = CP_CL_AHEAD;
-    np -= np1;
-    CP_CL_SETUP(16)
-    ptrdiff_t maxb = 0;
-    for (ptrdiff_t l = 0; l < nl; l++)
-        maxb = base[l] > maxb ? base[l] : maxb;
-    const __m512i cv = _mm512_loadu_si512((const void *)cnt);
-    __m512 acc = _mm512_setzero_ps(), acc1 = acc;
-    for (ptrdiff_t r = 0; r < nr; r++) {
-        const float *row = x + roff[r];
-        for (ptrdiff_t j0 = 0; j0 < maxc; j0 += 16) {
-            acc = cp_cl_tile16(acc, row, base, nl, j0, minc, maxc, maxb, cv, xend, ahead);
-            if (nl1)
-                acc1 = cp_cl_tile16(acc1, row + P * S, base, nl1, j0, minc, maxc, maxb, cv,
-                                    xend, ahead);
-        }
-    }
-    float out[32];
-    _mm512_storeu_ps(out, acc);
-    _mm512_storeu_ps(out + 16, acc1);
-    for (ptrdiff_t l = 0; l < nl; l++)
-        y[(l / OW) * ys + l % OW] = out[l];
-    for (ptrdiff_t l = 0; l < nl1; l++)
-        y[(P + l / OW) * ys + l % OW] = out[16 + l];
-}
-
-/* cp_cl_tile16 for float64: 8 columns, 8 lanes */
+/* cp_cl_tile16 for float64: 8 columns, 8 lanes (maxb unused: no half tiles) */
 __attribute__((target("avx512f"), always_inline)) static inline __m512d
 cp_cl_tile8d(__m512d acc, const double *row, const ptrdiff_t *base, ptrdiff_t nl,
-             ptrdiff_t j0, ptrdiff_t minc, ptrdiff_t maxc, __m512i cv, const double *xend,
-             ptrdiff_t ahead)
+             ptrdiff_t j0, ptrdiff_t minc, ptrdiff_t maxc, ptrdiff_t maxb, __m512i cv,
+             const double *xend, ptrdiff_t ahead)
 {
+    (void)maxb;
     const __m512d nz = _mm512_set1_pd(-0.0);
     __m512d v[8];
 #pragma GCC unroll 8
@@ -4169,36 +4134,48 @@ cp_cl_tile8d(__m512d acc, const double *row, const ptrdiff_t *base, ptrdiff_t nl
     return acc;
 }
 
-/* the same for float64: np <= 2 * (8 / OW) */
-__attribute__((target("avx512f"))) static void
-cp_collanes512_f64(double *y, ptrdiff_t ys, const double *x, const double *xend, ptrdiff_t S,
-                   ptrdiff_t np, const ptrdiff_t *roff, ptrdiff_t nr, const int64_t *ws,
-                   const int64_t *wc, ptrdiff_t OW)
-{
-    int64_t cnt[8];
-    const ptrdiff_t P = 8 / OW, np1 = np > P ? np - P : 0;
-    const ptrdiff_t nl1 = np1 * OW, ahead = CP_CL_AHEAD;
-    np -= np1;
-    CP_CL_SETUP(8)
-    const __m512i cv = _mm512_loadu_si512((const void *)cnt);
-    __m512d acc = _mm512_setzero_pd(), acc1 = acc;
-    for (ptrdiff_t r = 0; r < nr; r++) {
-        const double *row = x + roff[r];
-        for (ptrdiff_t j0 = 0; j0 < maxc; j0 += 8) {
-            acc = cp_cl_tile8d(acc, row, base, nl, j0, minc, maxc, cv, xend, ahead);
-            if (nl1)
-                acc1 = cp_cl_tile8d(acc1, row + P * S, base, nl1, j0, minc, maxc, cv, xend,
-                                    ahead);
-        }
+/* y[p * ys + ow] = the sum over input rows x + roff[r] (r < nr, in order) of
+ * each lane's window columns, for planes p < np (np <= 2 * (NL / OW)), NL
+ * lanes a vector of T (VT), tiles by TILE: two vectors of lanes where np
+ * needs them, so that two chains of additions are in flight */
+#define CP_DEFINE_COLLANES512(SUFFIX, T, VT, NL, CT, TILE, ZERO, STORE)                    \
+    __attribute__((target("avx512f"))) static void                                        \
+    cp_collanes512_##SUFFIX(T *y, ptrdiff_t ys, const T *x, const T *xend, ptrdiff_t S,   \
+                            ptrdiff_t np, const ptrdiff_t *roff, ptrdiff_t nr,            \
+                            const int64_t *ws, const int64_t *wc, ptrdiff_t OW)           \
+    {                                                                                     \
+        CT cnt[NL];                                                                       \
+        const ptrdiff_t P = NL / OW, np1 = np > P ? np - P : 0;                           \
+        const ptrdiff_t nl1 = np1 * OW, ahead = CP_CL_AHEAD;                              \
+        np -= np1;                                                                        \
+        CP_CL_SETUP(NL)                                                                   \
+        ptrdiff_t maxb = 0;                                                               \
+        for (ptrdiff_t l = 0; l < nl; l++)                                                \
+            maxb = base[l] > maxb ? base[l] : maxb;                                       \
+        const __m512i cv = _mm512_loadu_si512((const void *)cnt);                         \
+        VT acc = ZERO(), acc1 = acc;                                                      \
+        for (ptrdiff_t r = 0; r < nr; r++) {                                              \
+            const T *row = x + roff[r];                                                   \
+            for (ptrdiff_t j0 = 0; j0 < maxc; j0 += NL) {                                 \
+                acc = TILE(acc, row, base, nl, j0, minc, maxc, maxb, cv, xend, ahead);    \
+                if (nl1)                                                                  \
+                    acc1 = TILE(acc1, row + P * S, base, nl1, j0, minc, maxc, maxb, cv,   \
+                                xend, ahead);                                             \
+            }                                                                             \
+        }                                                                                 \
+        T out[2 * NL];                                                                    \
+        STORE(out, acc);                                                                  \
+        STORE(out + NL, acc1);                                                            \
+        for (ptrdiff_t l = 0; l < nl; l++)                                                \
+            y[(l / OW) * ys + l % OW] = out[l];                                           \
+        for (ptrdiff_t l = 0; l < nl1; l++)                                               \
+            y[(P + l / OW) * ys + l % OW] = out[NL + l];                                  \
     }
-    double out[16];
-    _mm512_storeu_pd(out, acc);
-    _mm512_storeu_pd(out + 8, acc1);
-    for (ptrdiff_t l = 0; l < nl; l++)
-        y[(l / OW) * ys + l % OW] = out[l];
-    for (ptrdiff_t l = 0; l < nl1; l++)
-        y[(P + l / OW) * ys + l % OW] = out[8 + l];
-}
+
+CP_DEFINE_COLLANES512(f32, float, __m512, 16, int32_t, cp_cl_tile16, _mm512_setzero_ps,
+                      _mm512_storeu_ps)
+CP_DEFINE_COLLANES512(f64, double, __m512d, 8, int64_t, cp_cl_tile8d, _mm512_setzero_pd,
+                      _mm512_storeu_pd)
 #endif
 
 static int cp_collanes_ok(void)
@@ -4224,28 +4201,24 @@ static int cp_collanes_preferred(void)
 #endif
 }
 
-static void cp_collanes_f32(float *y, ptrdiff_t ys, const float *x, const float *xend,
-                            ptrdiff_t S, ptrdiff_t np, const ptrdiff_t *roff, ptrdiff_t nr,
-                            const int64_t *ws, const int64_t *wc, ptrdiff_t OW)
-{
+/* cp_collanes_f32 / _f64: the column lanes (called only where
+ * cp_collanes_ok(); a build without them has the entry points only) */
 #ifdef CP_HAVE_WINDOW_MAX
-    cp_collanes512_f32(y, ys, x, xend, S, np, roff, nr, ws, wc, OW);
+#define CP_COLLANES_BODY(SUFFIX) cp_collanes512_##SUFFIX(y, ys, x, xend, S, np, roff, nr, ws, wc, OW);
 #else
-    (void)y; (void)ys; (void)x; (void)xend; (void)S; (void)np; (void)roff; (void)nr;
+#define CP_COLLANES_BODY(SUFFIX)                                                          \
+    (void)y; (void)ys; (void)x; (void)xend; (void)S; (void)np; (void)roff; (void)nr;      \
     (void)ws; (void)wc; (void)OW;
 #endif
-}
-
-static void cp_collanes_f64(double *y, ptrdiff_t ys, const double *x, const double *xend,
-                            ptrdiff_t S, ptrdiff_t np, const ptrdiff_t *roff, ptrdiff_t nr,
-                            const int64_t *ws, const int64_t *wc, ptrdiff_t OW)
-{
-#ifdef CP_HAVE_WINDOW_MAX
-    cp_collanes512_f64(y, ys, x, xend, S, np, roff, nr, ws, wc, OW);
-#else
-    (void)y; (void)ys; (void)x; (void)xend; (void)S; (void)np; (void)roff; (void)nr;
-    (void)ws; (void)wc; (void)OW;
-#endif
-}
+#define CP_DEFINE_COLLANES(SUFFIX, T)                                                     \
+    static void cp_collanes_##SUFFIX(T *y, ptrdiff_t ys, const T *x, const T *xend,       \
+                                     ptrdiff_t S, ptrdiff_t np, const ptrdiff_t *roff,    \
+                                     ptrdiff_t nr, const int64_t *ws, const int64_t *wc,  \
+                                     ptrdiff_t OW)                                        \
+    {                                                                                     \
+        CP_COLLANES_BODY(SUFFIX)                                                          \
+    }
+CP_DEFINE_COLLANES(f32, float)
+CP_DEFINE_COLLANES(f64, double)
 
 #endif /* CYPOOL_LANES_H */
