@@ -229,6 +229,23 @@ def avg_backward_replay(plan: Plan):
     return run
 
 
+@lru_cache(maxsize=512)
+def _stride2_windows(plan: Plan):
+    """(kh, ph, sh, kw, pw) of a 1-d or 2-d plan whose fixed windows are 2
+    apart along W (kw <= 3 columns, padding pw <= 1 before) and at most 3
+    rows along H (K.max_backward_s2); None for other plans."""
+    wd, wh, ww = _windows3(plan)
+    if plan.rank == 3 or ww.kind != "fixed" or ww.stride != 2 or ww.dilation != 1:
+        return None
+    if not (ww.kernel <= 3 and ww.pad_before <= 1):
+        return None
+    if plan.rank == 1:
+        return (1, 0, 1, ww.kernel, ww.pad_before)
+    if wh.kind != "fixed" or wh.dilation != 1 or wh.kernel > 3:
+        return None
+    return (wh.kernel, wh.pad_before, wh.stride, ww.kernel, ww.pad_before)
+
+
 class BadIndices(ValueError):
     """An index outside [-1, plane) met by a max-backward kernel (the caller
     reports which, with the argument checks' message)."""
@@ -256,6 +273,12 @@ def max_backward(plan: Plan, grad_output: np.ndarray, indices: np.ndarray, *,
             # 2 x 2 windows 2 apart: rows written densely (None: other windows)
             done = K.max_backward_pairs(gk, ik, gi.reshape(-1), _geometry(plan),
                                         min(threads, max(1, n * koshape[2])))
+            s2 = _stride2_windows(plan) if done is None else None
+            if s2 is not None:
+                # windows 2 apart along W, overlapping (the ResNet stem's):
+                # each input row written once, no scatter
+                done = K.max_backward_s2(gk, ik, gi.reshape(-1), _geometry(plan), *s2,
+                                         min(threads, n), gi.nbytes >= STREAM_BYTES)
             bad = 2 if done is None else done
         if c > 1 and comp == np.float32:
             # channels-last: each input row once from the windows that read

@@ -116,6 +116,10 @@ cdef extern from "cypool_lanes.h" nogil:
     int cp_fmax22_back_f32(float *gi, const float *go, const int64_t *idx, Py_ssize_t m0,
                            Py_ssize_t m1, Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH,
                            Py_ssize_t OW)
+    Py_ssize_t cp_fmax_s2_buf(Py_ssize_t OW, Py_ssize_t W)
+    int cp_fmax_s2_back_f32(float *gi, const float *go, const int64_t *idx, Py_ssize_t H,
+                            Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW, int kh, int ph, int sh,
+                            int kw, int pw, float *buf, int nt)
     bint cp_gather_ok()
     int cp_use_gathers(int flag)
     void cp_fmax_gather_f32(float *y, int64_t *yi, const float *x, Py_ssize_t p0, Py_ssize_t p1,
@@ -3160,6 +3164,62 @@ def max_backward_pairs(const float[::1] go, const int64_t[::1] idx, float[::1] g
             bad |= cp_fmax22_back_f32(&gi[0], &go[0], &idx[0], it * M // nch,
                                       (it + 1) * M // nch, g.size[1], g.size[2],
                                       g.osize[1], g.osize[2])
+    return 2 if bad else 0
+
+
+cdef bint _fixed_windows(const Geom *g, int k, Py_ssize_t kern, Py_ssize_t pad,
+                         Py_ssize_t stride) noexcept nogil:
+    # the windows along dim k are kern taps (dilation 1) from o stride - pad,
+    # clipped to the input, none wholly outside it
+    cdef Py_ssize_t o, s, e
+    if g.step[k] != 1:
+        return False
+    for o in range(g.osize[k]):
+        s = max(o * stride - pad, 0)
+        e = min(o * stride - pad + kern, g.size[k])
+        if e <= s or _start(g, k, o) != s or _count(g, k, o) != e - s:
+            return False
+    return True
+
+
+def max_backward_s2(const float[::1] go, const int64_t[::1] idx, float[::1] gi, Geometry geo,
+                    int kh, int ph, int sh, int kw, int pw, int nthreads, bint stream=False):
+    """Channels-first float32 max backward of 2-d windows 2 apart along W
+    (kw <= 3 columns from 2 ow - pw, pw <= 1) of at most 3 rows along H (kh
+    rows from oh sh - ph), such as the ResNet stem's 3 x 3 windows 2 apart:
+    each input row written once from the windows that read it
+    (cp_fmax_s2_back_f32), a plane an item.  go, idx: IN; gi: OUT.  Returns
+    0, or 2 when an index is neither -1 nor one of its window's taps (gi is
+    then incomplete: use max_backward); None where this kernel does not run
+    (no AVX-512F, or other windows).  stream: rows written with non-temporal
+    stores."""
+    cdef Geom g = geo.g
+    cdef Py_ssize_t H = g.size[1], W = g.size[2], OH = g.osize[1], OW = g.osize[2]
+    cdef Py_ssize_t P = g.N, it, L, chunk
+    cdef int bad = 0, failed = 0
+    cdef float *buf
+    if (not cp_fmax2_ok() or g.C != 1 or g.size[0] != 1 or g.osize[0] != 1
+            or not (1 <= kh <= 3 and 0 <= ph < kh and sh >= 1)
+            or not (1 <= kw <= 3 and 0 <= pw <= 1 and pw < kw)
+            or W < 3 or (H + 3) * W + 64 >= 2147483647
+            or not _fixed_windows(&g, 1, kh, ph, sh) or not _fixed_windows(&g, 2, kw, pw, 2)):
+        return None
+    if P == 0 or OH * OW == 0:
+        return None
+    L = cp_fmax_s2_buf(OW, W)
+    chunk = max(1, P // (8 * nthreads))
+    with nogil, parallel(num_threads=nthreads):
+        buf = <float *> cp_amalloc(8 * L * sizeof(float), 0)
+        for it in prange(P, schedule="dynamic", chunksize=chunk):
+            if buf == NULL:
+                failed |= 1
+            elif cp_fmax_s2_back_f32(&gi[0] + it * H * W, &go[0] + it * OH * OW,
+                                     &idx[0] + it * OH * OW, H, W, OH, OW, kh, ph, sh, kw, pw,
+                                     buf, stream):
+                bad |= 1
+        cp_afree(buf)
+    if failed:
+        raise MemoryError("cypool: no memory for the kernels' scratch buffers")
     return 2 if bad else 0
 
 

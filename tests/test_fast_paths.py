@@ -540,7 +540,8 @@ def test_channels_first_max_backward_scatter(monkeypatch, rank, shape, kw, dtype
     i2.reshape(-1)[::13] = -1
     want2 = _scatter_sums(g, i2, shape)
     n = x.size
-    with _run_at(monkeypatch, threads, 2, STREAM_BYTES=0 if stream else 1 << 60):
+    with _run_at(monkeypatch, threads, 2, STREAM_BYTES=0 if stream else 1 << 60,
+                 _stride2_windows=lambda plan: None):     # (not the dense rows)
         got = back(g, ti.numpy(), shape, **kw)
         for lead in (0, 1, 6):
             raw = np.full(n + 64, 7.0, dtype)
@@ -554,6 +555,73 @@ def test_channels_first_max_backward_scatter(monkeypatch, rank, shape, kw, dtype
             back(g, i2, shape, **kw)
     assert got.tobytes() == tx.grad.numpy().tobytes()
 
+
+
+S2_CASES = [
+    # rank, channels-first shape, arguments: windows 2 apart along W of at
+    # most 3 columns and at most 3 rows (cp_fmax_s2_back_f32)
+    (2, (2, 5, 15, 13), dict(kernel_size=3, stride=2, padding=1)),     # the stem, odd sizes
+    (2, (1, 3, 32, 64), dict(kernel_size=3, stride=2, padding=1)),     # whole lines, OW 32
+    (2, (2, 3, 14, 17), dict(kernel_size=3, stride=2, ceil_mode=True)),
+    (2, (1, 4, 11, 9), dict(kernel_size=(2, 3), stride=(1, 2), padding=1)),  # rows overlap
+    (2, (2, 2, 13, 35), dict(kernel_size=(3, 2), stride=(3, 2), padding=1, ceil_mode=True)),
+    (2, (1, 3, 33, 80), dict(kernel_size=(1, 3), stride=2)),           # rows no window reads
+    (2, (2, 3, 9, 40), dict(kernel_size=(3, 1), stride=2)),
+    (2, (1, 2, 5, 3), dict(kernel_size=3, stride=2, padding=1)),       # 3 columns
+    (1, (3, 4, 41), dict(kernel_size=3, stride=2, padding=1)),
+]
+
+
+@pytest.mark.parametrize("rank,shape,kw", S2_CASES)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("stream", [False, True])
+def test_channels_first_max_backward_of_windows_two_apart_written_densely(
+        monkeypatch, rank, shape, kw, threads, stream):
+    # each input row written once from the windows that read it, in output
+    # order: torch's bits (up to four terms an input, -0 and NaN gradients,
+    # NaN payloads); indices that are not their window's taps (-1, elsewhere
+    # in the plane) send the call to the scatter: its sums, into an out=
+    # view with sentinels; a bad index raises
+    x, _, ti, g, _ = _max_grad_case(rank, shape, kw, sum(shape) + threads)
+    g.reshape(-1)[2::9] = np.array([0x7FC00321], np.uint32).view(np.float32)[0]
+    tx = torch.from_numpy(x).requires_grad_(True)     # (NaNs of two payloads meet)
+    getattr(F, f"max_pool{rank}d")(tx, **kw).backward(torch.from_numpy(g))
+    back = getattr(cypool, f"max_pool{rank}d_backward")
+    plane = int(np.prod(shape[2:]))
+    i2 = ti.numpy().copy()
+    i2.reshape(-1)[5::17] = plane - 1 - i2.reshape(-1)[5::17]
+    i2.reshape(-1)[::13] = -1
+    g1 = np.where(np.isnan(g), np.float32(np.nan), g)  # (one payload: NumPy's sums)
+    want2 = _scatter_sums(g1, i2, shape)
+    said = []
+    real = _kernels.max_backward_s2
+
+    def spy(*a):
+        said.append(real(*a))
+        return said[-1]
+
+    monkeypatch.setattr(_kernels, "max_backward_s2", spy)
+    n = x.size
+    with _run_at(monkeypatch, threads, 2, STREAM_BYTES=0 if stream else 1 << 60):
+        got = back(g, ti.numpy(), shape, **kw)
+        assert said == [0]
+        raw = np.full(n + 64, 7.0, np.float32)
+        buf = raw[(-raw.ctypes.data % 64) // 4:][:n + 32]
+        got2 = back(g1, i2, shape, out=buf[3:3 + n].reshape(shape), **kw)
+        assert said == [0, 2] and np.shares_memory(got2, buf)
+        i2.reshape(-1)[-1] = plane
+        with pytest.raises(ValueError, match=r"indices must lie in"):
+            back(g, i2, shape, **kw)
+    assert got.tobytes() == tx.grad.numpy().tobytes()
+    assert got2.tobytes() == want2.tobytes()
+    assert (buf[:3] == 7).all() and (buf[3 + n:] == 7).all()
+    # (another instruction set: the kernel declines)
+    _kernels.limit_window_isa(1)
+    try:
+        assert back(g, ti.numpy(), shape, **kw).tobytes() == got.tobytes()
+        assert said[-1] is None
+    finally:
+        _kernels.limit_window_isa(2)
 
 def _sum16_tree(q):
     # cp_sum16 of a float32 row, as x86 adds: 16 partial sums from +0 (value
