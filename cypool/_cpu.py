@@ -65,6 +65,9 @@ DENSE_STREAM_BYTES = 16 << 20
 # channels-last max backward bands: at most about this much input gradient
 # each, so that a band stays in the L2 cache from its zeroing to its adds
 BAND_BYTES = 1 << 20
+# ... and gradients this large are summed band by band in a per-thread
+# buffer, then streamed out (no line of them read first)
+BAND_STREAM_BYTES = STREAM_BYTES
 
 
 def num_threads(work: int = SERIAL_WORK) -> int:
@@ -298,7 +301,7 @@ def max_backward(plan: Plan, grad_output: np.ndarray, indices: np.ndarray, *,
             nbands = min(rows, max(-(-8 * threads // n), -(-gi.nbytes // n // BAND_BYTES)))
             bad = _kernel("max_backward_bands", comp)(
                 gk, ik, gi.reshape(-1), _geometry(plan), nbands,
-                min(threads, n * nbands))
+                min(threads, n * nbands), gi.nbytes >= BAND_STREAM_BYTES)
         if bad == 2:    # one item per sample (any index, as PyTorch's scatter)
             bad = _kernel("max_backward", comp)(
                 gk, ik, gi.reshape(-1), n, c, math.prod(kshape[1:4]),

@@ -3024,7 +3024,8 @@ cdef int _scatter_item(const real_t *go, const int64_t *idx, real_t *gi,   # IN,
 
 
 cdef int _band_item(const real_t *go, const int64_t *idx, real_t *gi,     # IN, IN, OUT
-                    const Geom *g, Py_ssize_t n, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
+                    const Geom *g, Py_ssize_t n, Py_ssize_t r0, Py_ssize_t r1,
+                    real_t *buf=NULL) noexcept nogil:
     # Input rows [r0, r1) (rows of D x H, W x C lanes each) of sample n, for a
     # channels-last max backward with too few samples to keep every thread
     # busy: the item zeroes its band, then walks the output rows whose
@@ -3035,18 +3036,38 @@ cdef int _band_item(const real_t *go, const int64_t *idx, real_t *gi,     # IN, 
     # rows its windows span: returns 1 for an index outside [-1, plane),
     # 2 for one inside the plane but outside its window's rows (the caller
     # then uses the plain scatter, which takes any index as PyTorch does).
+    # buf: the band is summed there (zeroed in the cache), then streamed out
+    # (a band of a gradient larger than the caches: zeroing it in place
+    # reads every line of it first)
+    cdef Py_ssize_t C = g.C, W = g.size[2]
+    cdef int64_t jlo = r0 * W, jhi = r1 * W
+    cdef real_t *gp = gi + n * g.size[0] * g.size[1] * W * C
+    cdef real_t *band = gp + jlo * C
+    cdef int bad
+    if buf != NULL:
+        # (the scatter writes elements [jlo, jhi) of gp: of the buffer)
+        gp = <real_t *> (<uintptr_t> buf - <uintptr_t> (jlo * C * sizeof(real_t)))
+    _zero(gp + jlo * C, jhi - jlo, C, 0, C)
+    bad = _band_walk(go, idx, gp, g, n, r0, r1)
+    if buf != NULL and bad != 2:
+        cp_stream_copy(band, buf, (jhi - jlo) * C * sizeof(real_t))
+    return bad
+
+
+cdef int _band_walk(const real_t *go, const int64_t *idx, real_t *gp,    # IN, IN, OUT
+                    const Geom *g, Py_ssize_t n, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
+    # _band_item's scatter of the band [r0, r1) of sample n into gp (the
+    # sample's gradient, or a pointer that puts the band in a buffer)
     cdef Py_ssize_t C = g.C, W = g.size[2], H = g.size[1]
     cdef Py_ssize_t OD = g.osize[0], OH = g.osize[1], OW = g.osize[2]
     cdef Py_ssize_t plane = g.size[0] * H * W, oplane = OD * OH * OW
     cdef int64_t jlo = r0 * W, jhi = r1 * W, lo, hi, j
     cdef Py_ssize_t od, oh, ow, c, i, m = OW * C
     cdef Py_ssize_t nd, nh, dfirst, hfirst, first_row, last_row
-    cdef real_t *gp = gi + n * plane * C
     cdef const real_t *op
     cdef const int64_t *ip
     cdef bint owner, done
     cdef int bad = 0, outside
-    _zero(gp + jlo * C, jhi - jlo, C, 0, C)
     for od in range(OD):
         nd = _count(g, 0, od)
         dfirst = _start(g, 0, od)
@@ -3299,22 +3320,34 @@ def max_backward_dense(const float[::1] go, const int64_t[::1] idx, float[::1] g
 
 
 def max_backward_bands(const real_t[::1] go, const int64_t[::1] idx, real_t[::1] gi,
-                       Geometry geo, Py_ssize_t nbands, int nthreads):
+                       Geometry geo, Py_ssize_t nbands, int nthreads, bint stream=False):
     """Channels-last max backward split into nbands bands of input rows per
     sample (see _band_item).  go, idx: IN; gi: OUT.  Returns 0, 1 (an index
     outside [-1, plane)) or 2 (an index outside its window's rows: gi is
-    incomplete, use max_backward)."""
+    incomplete, use max_backward).  stream: each band summed in a per-thread
+    buffer and streamed out."""
     cdef Geom g = geo.g
     cdef Py_ssize_t R = g.size[0] * g.size[1], bw = (R + nbands - 1) // nbands
     cdef Py_ssize_t items = g.N * nbands, it, r0
-    cdef int bad = 0
+    cdef int bad = 0, failed = 0
+    cdef real_t *buf = NULL
     if items == 0:
         return 0
-    with nogil:
-        for it in prange(items, schedule="static", num_threads=nthreads):
+    with nogil, parallel(num_threads=nthreads):
+        if stream:
+            buf = <real_t *> cp_amalloc(bw * g.size[2] * g.C * sizeof(real_t), 0)
+        for it in prange(items, schedule="static"):
             r0 = (it % nbands) * bw
-            if r0 < R:
-                bad |= _band_item(&go[0], &idx[0], &gi[0], &g, it // nbands, r0, min(r0 + bw, R))
+            if stream and buf == NULL:
+                failed |= 1
+            elif r0 < R:
+                bad |= _band_item(&go[0], &idx[0], &gi[0], &g, it // nbands, r0,
+                                  min(r0 + bw, R), buf)
+        if stream:
+            cp_stream_fence()
+            cp_afree(buf)
+    if failed:
+        raise MemoryError("cypool: no memory for the kernels' scratch buffers")
     return 2 if bad & 2 else bad
 
 

@@ -476,11 +476,13 @@ def test_max_backward_bad_index_found_by_the_kernel(channels_last, bad):
 ])
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("band_bytes", [1 << 20, 2048])
+@pytest.mark.parametrize("stream", [False, True])
 def test_channels_last_max_backward_bands_with_many_samples(monkeypatch, rank, shape, kw,
-                                                            threads, band_bytes):
+                                                            threads, band_bytes, stream):
     # channels-last overlapping windows with samples enough for the threads:
     # bands of rows too (a sample each, or several where BAND_BYTES is
-    # small): torch's bits (-0 and NaN gradients), then an index past its
+    # small), summed in place or (stream) in a buffer streamed out band by
+    # band: torch's bits (-0 and NaN gradients), then an index past its
     # window's rows in the last sample (the whole call goes to the scatter)
     # into an out= view with sentinels, then a bad index raising
     x, tx, ti, g, cl = _max_grad_case(rank, shape, kw, sum(shape) + threads)
@@ -495,7 +497,8 @@ def test_channels_last_max_backward_bands_with_many_samples(monkeypatch, rank, s
     picked = []
     kernel = _cpu._kernel
     monkeypatch.setattr(_cpu, "_kernel", lambda name, dt: picked.append(name) or kernel(name, dt))
-    with _run_at(monkeypatch, threads, 2, BAND_BYTES=band_bytes):
+    with _run_at(monkeypatch, threads, 2, BAND_BYTES=band_bytes,
+                 BAND_STREAM_BYTES=0 if stream else 1 << 60):
         got = back(cl(g), cl(ti.numpy()), cl(x).shape, channels_last=True, **kw)
         assert "max_backward" not in picked     # (bands, or the dense rows: no scatter)
         got2 = back(cl(g), cl(i2), cl(x).shape, channels_last=True,
