@@ -96,7 +96,7 @@ cdef extern from "cypool_lanes.h" nogil:
                             Py_ssize_t OH, Py_ssize_t OW)
     void cp_favg22_rows_f32(float *y, const float *x, Py_ssize_t P, Py_ssize_t m0,
                             Py_ssize_t m1, Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH,
-                            Py_ssize_t OW, int mode, float d, int nt)
+                            Py_ssize_t OW, int mode, float d, int nt, Py_ssize_t ahead)
     int64_t cp_cl_max_back_row_f32(float *gr, const float *go, const int64_t *idx,
                                    const Py_ssize_t *orow, Py_ssize_t nrow, int64_t pbase,
                                    Py_ssize_t W, Py_ssize_t C, const int64_t *wptr,
@@ -545,6 +545,7 @@ DEF MAX_WINDOW_TAPS = 256
 # inputs of this many bytes and more are taken to be larger than the caches
 # (the last level of a core or two): software prefetches pay there only
 DEF PREFETCH_BYTES = 16 << 20
+DEF AVG22_AHEAD = 1536     # floats (cp_favg22_rows_f32)
 
 
 cdef inline void _pool_window(value_t *y, int64_t *yi, const value_t *x,    # OUT, OUT, IN
@@ -1929,12 +1930,13 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
             # k=2 s=2 NCHW 1.04x at 1 thread, the same at 2)
             M = g.N * OH
             nfch = min(M, 8 * nthreads)
+            ahead = AVG22_AHEAD if x.shape[0] * sizeof(float) >= PREFETCH_BYTES else 0
             with nogil:
                 for it in prange(nfch, schedule="static", num_threads=nthreads):
                     cp_favg22_rows_f32(&y[0], &x[0], g.N, it * M // nfch,
                                        (it + 1) * M // nfch, g.size[1], g.size[2], OH,
                                        g.osize[2], _avg22_mode(&g), <float> g.div_value,
-                                       stream)
+                                       stream, ahead)
             return
         if is_max and cp_fmax2_ok() and _stem32(&g):
             # channels-first 3 x 3 windows 2 apart, padded by 1: each input row

@@ -2223,12 +2223,18 @@ cp_add_ord512(__m512 a, __m512 b)
 
 __attribute__((target("avx512f"), always_inline)) static inline void
 cp_favg22_chunk(float *y, const float *a, ptrdiff_t W, __mmask16 k0, __mmask16 k1,
-                __mmask16 ko, int mode, __m512 dv)
+                __mmask16 ko, int mode, __m512 dv, ptrdiff_t ahead)
 {
     const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24,
                                          26, 28, 30);
     const __m512i odd = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
     const __m512 zero = _mm512_setzero_ps();
+    if (ahead) {        /* (prefetches past the input are harmless) */
+        _mm_prefetch((const char *)(a + ahead), _MM_HINT_T0);
+        _mm_prefetch((const char *)(a + ahead + 16), _MM_HINT_T0);
+        _mm_prefetch((const char *)(a + W + ahead), _MM_HINT_T0);
+        _mm_prefetch((const char *)(a + W + ahead + 16), _MM_HINT_T0);
+    }
     __m512 a0 = CP_LD16(k0, a), a1 = CP_LD16(k1, a + 16);
     __m512 b0 = CP_LD16(k0, a + W), b1 = CP_LD16(k1, a + W + 16);
     __m512 s = cp_add_ord512(_mm512_permutex2var_ps(a0, ev, a1),
@@ -2272,11 +2278,16 @@ cp_stage_flush(float **out, const float *st, ptrdiff_t *i0, ptrdiff_t fill, int 
 #define CP_FAVG22_STAGE 1024    /* floats staged before whole lines are streamed */
 
 /* nt: the outputs (a contiguous range) are staged and written in whole
- * 64-byte lines with non-temporal stores, so that no line is read first */
+ * 64-byte lines with non-temporal stores, so that no line is read first.
+ * ahead: the input is prefetched this many floats ahead of the loads (0:
+ * not), for inputs larger than the caches: the (32, 256, 56, 56) k=2
+ * forward took 0.65-0.70x the time with 1536 on Intel's Emerald Rapids, at
+ * one thread and two (its hardware prefetchers fell behind two rows read
+ * 224 bytes at a time) */
 __attribute__((target("avx512f"))) static void
 cp_favg22_rows_f32(float *y, const float *x, ptrdiff_t P, ptrdiff_t m0, ptrdiff_t m1,
                    ptrdiff_t H, ptrdiff_t W, ptrdiff_t OH, ptrdiff_t OW, int mode, float d,
-                   int nt)
+                   int nt, ptrdiff_t ahead)
 {
     const float *xend = x + P * H * W;
     const ptrdiff_t safe = m1 * OW - 16;    /* outputs from which 16 stay in the range */
@@ -2301,13 +2312,13 @@ cp_favg22_rows_f32(float *y, const float *x, ptrdiff_t P, ptrdiff_t m0, ptrdiff_
         int spare = st != NULL || m * OW + (OW - tail) <= safe;
         ptrdiff_t o = 0;
         for (; o + 16 < OW; o += 16)            /* whole chunks */
-            cp_favg22_chunk(yr + o, a + 2 * o, W, 0xFFFF, 0xFFFF, 0xFFFF, mode, dv);
+            cp_favg22_chunk(yr + o, a + 2 * o, W, 0xFFFF, 0xFFFF, 0xFFFF, mode, dv, ahead);
         /* the last chunk: whole loads where the input goes on, a whole store
          * where the outputs past the row are rewritten later (the stage's
          * slack, or this range's next row) */
         int whole = a + W + 2 * o + 32 <= xend;
         cp_favg22_chunk(yr + o, a + 2 * o, W, whole ? 0xFFFF : k0t, whole ? 0xFFFF : k1t,
-                        spare ? 0xFFFF : kot, mode, dv);
+                        spare ? 0xFFFF : kot, mode, dv, ahead);
         if (st != NULL) {
             fill += OW;
             if (fill >= CP_FAVG22_STAGE || m + 1 == m1) {
@@ -2630,10 +2641,10 @@ static void cp_fmax22_rows_f32(float *y, int64_t *yi, const float *x, ptrdiff_t 
 }
 static void cp_favg22_rows_f32(float *y, const float *x, ptrdiff_t P, ptrdiff_t m0,
                                ptrdiff_t m1, ptrdiff_t H, ptrdiff_t W, ptrdiff_t OH,
-                               ptrdiff_t OW, int mode, float d, int nt)
+                               ptrdiff_t OW, int mode, float d, int nt, ptrdiff_t ahead)
 {
     (void)y; (void)x; (void)P; (void)m0; (void)m1; (void)H; (void)W; (void)OH; (void)OW;
-    (void)mode; (void)d; (void)nt;
+    (void)mode; (void)d; (void)nt; (void)ahead;
 }
 static int64_t cp_cl_max_back_row_f32(float *gr, const float *go, const int64_t *idx,
                                       const ptrdiff_t *orow, ptrdiff_t nrow, int64_t pbase,
