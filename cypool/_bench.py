@@ -329,7 +329,36 @@ def workloads() -> list[Workload]:
     ws += _adaptive_workloads((1, 256, 224, 224), (7, 7), "avg", quick=False)
     ws += _adaptive_workloads((16, 64, 112, 112), (7, 7), "avg", quick=False, dtype="float64")
     ws += _adaptive_workloads((1, 64, 7, 7), (1, 1), "avg", quick=False)
+    for w in ws:
+        if "torch" in w.peers and len(w.shape) > 3:
+            w.peers[TORCH_OTHER] = _in_other_layout(w.peers["torch"])
     return ws
+
+
+TORCH_OTHER = "torch-other"     # torch on the same values in the other memory format
+
+
+def _in_other_layout(f):
+    """torch's call ``f`` on the workload's tensors (input, gradient,
+    indices) in the other memory format: channels-last for a channels-first
+    row and the reverse, converted once (at the warm-up call) and timed in
+    the same rounds as the row, so that cypool on one layout meets torch on
+    either in the same state of the caches."""
+    def call(d):
+        other = d.get("_torch_other")
+        if other is None:
+            import torch
+
+            other = dict(d)
+            for k in ("t", "tg", "ti"):
+                if k in d:
+                    t = d[k]
+                    fmt = torch.channels_last if t.dim() == 4 else torch.channels_last_3d
+                    other[k] = (t.contiguous(memory_format=fmt) if t.is_contiguous()
+                                else t.contiguous())
+            d["_torch_other"] = other
+        return f(other)
+    return call
 
 
 # ---------------------------------------------------------------------------
@@ -504,6 +533,8 @@ def table(results: list[dict]) -> str:
     lines.append("vs X = X's median time / cypool's (above 1: cypool is faster); "
                  "fails = the peer raises on this case; roofline = time to read the "
                  "inputs and write the outputs once (same threads) / cypool's time"
+                 + (f"; {TORCH_OTHER}: torch on the same values in the other memory "
+                    "format, timed in the same rounds" if TORCH_OTHER in peers else "")
                  + ("; 1-thread roofline: the same at one thread" if scaling else ""))
     gm, n = _torch_geomean(results)
     if n:

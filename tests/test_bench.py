@@ -190,3 +190,44 @@ def test_main_gpu_flag_is_for_bench_only(tmp_path):
                              text=True, cwd=tmp_path, timeout=300, check=False)
         assert out.returncode == 2, out.stdout + out.stderr
         assert "--gpu" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_torch_in_the_other_layout_times_the_same_values_converted_once():
+    """torch-other: torch's call on the row's tensors in the other memory
+    format (channels-first rows get channels-last tensors and the reverse),
+    converted at the first call only, the row's own tensors untouched."""
+    torch = pytest.importorskip("torch")
+    seen = []
+
+    def f(d):
+        seen.append(d)
+        return d["t"] * 2
+
+    for cl in (False, True):
+        seen.clear()
+        x = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 3, 4, 5)
+        t = x.contiguous(memory_format=torch.channels_last) if cl else x
+        d = {"t": t, "tg": torch.ones_like(t), "ti": torch.zeros_like(t, dtype=torch.int64),
+             "x": "numpy input"}
+        call = _bench._in_other_layout(f)
+        y1, y2 = call(d), call(d)
+        assert seen[0] is seen[1]                       # converted once
+        o = seen[0]
+        for k in ("t", "tg", "ti"):
+            assert torch.equal(o[k], d[k])              # the same values
+            assert o[k].is_contiguous(memory_format=torch.channels_last) != cl
+            assert o[k].is_contiguous() == cl
+        assert d["t"] is t and o["x"] == "numpy input"
+        assert torch.equal(y1, x * 2) and torch.equal(y2, x * 2)
+    x3 = torch.zeros(1, 2, 3, 4, 5)
+    seen.clear()
+    _bench._in_other_layout(f)({"t": x3})
+    assert seen[0]["t"].is_contiguous(memory_format=torch.channels_last_3d)
+
+
+def test_every_row_with_torch_also_times_torch_in_the_other_layout():
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("torch is not installed")
+    for w in _bench.workloads():
+        if "torch" in w.peers:
+            assert _bench.TORCH_OTHER in w.peers, (w.name, w.layout, w.direction)
