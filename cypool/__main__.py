@@ -33,7 +33,8 @@ def main(argv=None) -> int:
                    "(needs matplotlib)")
     p.add_argument("--peers", metavar="NAMES",
                    help="comma-separated peers to time (default: every one installed: "
-                        "torch, numpy, onnxruntime, jax, skimage)")
+                        "torch, torch-other (torch in the other memory format), numpy, "
+                        "onnxruntime, jax, skimage)")
     p.add_argument("--scaling", action="store_true",
                    help="also time cypool at one thread and report the second thread's gain")
     p.add_argument("--gpu", action="store_true",
