@@ -416,6 +416,24 @@ CP_DEFINE_SPREAD(double, f64)
 #include <immintrin.h>
 #define CP_HAVE_WINDOW_MAX 1
 
+/* a + b with a the first operand, whatever the compiler would reorder: where
+ * both are NaN the sum is a's (quieted), as in PyTorch's sum += x (the
+ * compiler may swap the operands of a plain add, which changes which NaN a
+ * sum keeps).  AVX-512 (any zmm register; float32 and float64), 256-bit,
+ * 128-bit and scalar float32 forms. */
+#define CP_DEFINE_ADD_ORD(NAME, T, ISA, INSN, REG)                                        \
+    __attribute__((target(ISA), always_inline)) static inline T NAME(T a, T b)           \
+    {                                                                                     \
+        T r;                                                                              \
+        __asm__(INSN " %2, %1, %0" : "=" REG(r) : REG(a), REG(b));                        \
+        return r;                                                                         \
+    }
+CP_DEFINE_ADD_ORD(cp_add_ord512, __m512, "avx512f", "vaddps", "v")
+CP_DEFINE_ADD_ORD(cp_add_ord512d, __m512d, "avx512f", "vaddpd", "v")
+CP_DEFINE_ADD_ORD(cp_add_ord256, __m256, "avx2", "vaddps", "x")
+CP_DEFINE_ADD_ORD(cp_add_ord128, __m128, "avx2", "vaddps", "x")
+CP_DEFINE_ADD_ORD(cp_add_ord_ss, float, "avx2", "vaddss", "x")
+
 /* Whether 16-lane gathers and scatters are fast enough to build kernels
  * on: not on AMD's cores (Zen 4 and 5 run them as microcode). */
 static int cp_gather_fast_v = -1;
@@ -2211,16 +2229,6 @@ cp_fmax22_rows_f32(float *y, int64_t *yi, const float *x, ptrdiff_t P, ptrdiff_t
  * kernels divide (see cp_avg22_back_f32): mode 0 (adaptive) (s / 1) / 2 / 2
  * with s from +0.0, mode 1 0 + s / 4, mode 2 0 + s / d; halving and
  * quartering are multiplications by 1/2 and 1/4, exact as the divisions. */
-/* a + b with a the first operand, whatever the compiler would reorder:
- * where both are NaN the sum is a's (quieted), as in PyTorch's sum += x */
-__attribute__((target("avx512f"), always_inline)) static inline __m512
-cp_add_ord512(__m512 a, __m512 b)
-{
-    __m512 r;
-    __asm__("vaddps %2, %1, %0" : "=v"(r) : "v"(a), "v"(b));
-    return r;
-}
-
 __attribute__((target("avx512f"), always_inline)) static inline void
 cp_favg22_chunk(float *y, const float *a, ptrdiff_t W, __mmask16 k0, __mmask16 k1,
                 __mmask16 ko, int mode, __m512 dv, ptrdiff_t ahead)
@@ -2889,30 +2897,6 @@ static inline void cp_planes_prefetch(const float *q, ptrdiff_t n)
         __builtin_prefetch(q + CP_PLANES_AHEAD / sizeof(float) + i, 0, 3);
 }
 
-/* a + b with a the first operand (where both are NaN the sum is a's), in
- * 256-bit, 128-bit and scalar forms: the compiler may swap the operands of
- * a plain add, which changes which NaN a sum keeps */
-__attribute__((target("avx2"), always_inline)) static inline __m256
-cp_add_ord256(__m256 a, __m256 b)
-{
-    __m256 r;
-    __asm__("vaddps %2, %1, %0" : "=x"(r) : "x"(a), "x"(b));
-    return r;
-}
-__attribute__((target("avx2"), always_inline)) static inline __m128
-cp_add_ord128(__m128 a, __m128 b)
-{
-    __m128 r;
-    __asm__("vaddps %2, %1, %0" : "=x"(r) : "x"(a), "x"(b));
-    return r;
-}
-__attribute__((target("avx2"), always_inline)) static inline float
-cp_add_ord_ss(float a, float b)
-{
-    float r;
-    __asm__("vaddss %2, %1, %0" : "=x"(r) : "x"(a), "x"(b));
-    return r;
-}
 
 /* cp_sum16's last steps from the sums of partial sums j and j + 8 (a8):
  * the tree in halves, then the values from full to n in order, every add
@@ -4182,14 +4166,6 @@ cp_tr8d_regs(__m512d *v)
 #pragma GCC unroll 8
     for (int i = 0; i < 8; i++)
         v[i] = _mm512_castps_pd(w[i]);
-}
-
-__attribute__((target("avx512f"), always_inline)) static inline __m512d
-cp_add_ord512d(__m512d a, __m512d b)
-{
-    __m512d r;
-    __asm__("vaddpd %2, %1, %0" : "=v"(r) : "v"(a), "v"(b));
-    return r;
 }
 
 /* bytes each lane's row piece prefetches ahead: 4 KiB, 1.2-1.6x from
