@@ -1955,20 +1955,21 @@ cp_avg22_back_cl_f32(float *gi, const float *go, ptrdiff_t m0, ptrdiff_t m1, ptr
  * in order, the last kept (hv, hi: OW + 16 slots) as the next output row's
  * first.  Taking the later of two runs of taps where it is greater or NaN
  * is PyTorch's scan over both (see cp_fmax2), so values and indices are its
- * bits.  Output 0 of each row (its window clipped) is scanned tap by tap
- * first and put in lane 0, so that rows are stored in whole vectors (where
- * they stay before yend, the range's end: spare lanes rewritten later by the
- * next row), whole blocks streamed when nt.  The first row of the first
- * plane is loaded masked (nothing before x is read), and so are rows whose
- * loads reach past xend. */
+ * bits.  Output 0 (its window clipped by the padding) starts lane 0 at
+ * column 0, so every output is reduced in the vectors (W = 1 alone is
+ * scanned tap by tap), and rows are stored in whole vectors (where they stay
+ * before yend, the range's end: spare lanes rewritten later by the next
+ * row), whole blocks streamed when nt.  The first row of the first plane is
+ * loaded masked (nothing before x is read), and so are rows whose loads
+ * reach past xend. */
 __attribute__((target("avx512f"), always_inline)) static inline void
-cp_fmax32_hrow(const float *q, const float *x, const float *xend, int32_t base, ptrdiff_t o,
+cp_fmax32_hrow(const float *c, const float *x, const float *xend, __m512i col, int first,
                __m512 *hv, __m512i *hi)
 {
     const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24,
                                          26, 28, 30);
     const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
-    const float *c = q + 2 * o - 1;             /* column 2 o - 1, tap 0 of output o */
+    const __m512i one = _mm512_set1_epi32(1);
     __m512 a, b, a2, b2;
     if (c >= x && c + 34 <= xend) {
         a = _mm512_loadu_ps(c);
@@ -1989,15 +1990,63 @@ cp_fmax32_hrow(const float *q, const float *x, const float *xend, int32_t base, 
         b2 = CP_LDR(18);
 #undef CP_LDR
     }
-    __m512i col = _mm512_add_epi32(ev, _mm512_set1_epi32(base + (int32_t)(2 * o - 1)));
     __m512 best = _mm512_permutex2var_ps(a, ev, b);
     __m512i bi = col;
-    cp_take16(&best, &bi, _mm512_permutex2var_ps(a, od, b),
-              _mm512_add_epi32(col, _mm512_set1_epi32(1)));
-    cp_take16(&best, &bi, _mm512_permutex2var_ps(a2, ev, b2),
-              _mm512_add_epi32(col, _mm512_set1_epi32(2)));
+    __m512 t1 = _mm512_permutex2var_ps(a, od, b);
+    __m512i c1 = _mm512_add_epi32(col, one);
+    if (first) {                                /* output 0: column -1 is padding */
+        best = _mm512_mask_mov_ps(best, 1, t1);
+        bi = _mm512_mask_mov_epi32(bi, 1, c1);
+    }
+    cp_take16(&best, &bi, t1, c1);
+    cp_take16(&best, &bi, _mm512_permutex2var_ps(a2, ev, b2), _mm512_add_epi32(c1, one));
     *hv = best;
     *hi = bi;
+}
+
+/* one output row's vectors (see cp_fmax32_rows_f32): rows q1 and, if two,
+ * q1 + W; kept: the row before (hv, hi) first; out: stored (else only the
+ * last row kept) */
+__attribute__((target("avx512f"), always_inline)) static inline void
+cp_fmax32_row(float *yr, int64_t *irow, const float *q1, const float *x, const float *xend,
+              ptrdiff_t W, ptrdiff_t OW, int32_t base, float *hv, int32_t *hi, float *yend,
+              int nt, int two, int kept, int out)
+{
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24,
+                                         26, 28, 30);
+    const __m512i step = _mm512_set1_epi32(32);
+    __m512i col1 = _mm512_add_epi32(ev, _mm512_set1_epi32(base - 1));
+    __m512i col2 = _mm512_add_epi32(col1, _mm512_set1_epi32((int32_t)W));
+    for (ptrdiff_t o = 0; o < OW; o += 16) {
+        __m512 best, v;
+        __m512i bi, vi;
+        cp_fmax32_hrow(q1 + 2 * o - 1, x, xend, col1, o == 0, &best, &bi);
+        if (two) {
+            cp_fmax32_hrow(q1 + W + 2 * o - 1, x, xend, col2, o == 0, &v, &vi);
+            if (out)
+                cp_take16(&best, &bi, v, vi);
+        } else {
+            v = best;
+            vi = bi;
+        }
+        col1 = _mm512_add_epi32(col1, step);
+        col2 = _mm512_add_epi32(col2, step);
+        if (out && kept) {                      /* the kept row first */
+            __m512 kv = _mm512_loadu_ps(hv + o);
+            __m512i ki = _mm512_loadu_si512((const void *)(hi + o));
+            cp_take16(&kv, &ki, best, bi);
+            best = kv;
+            bi = ki;
+        }
+        _mm512_storeu_ps(hv + o, v);
+        _mm512_storeu_si512((void *)(hi + o), vi);
+        if (!out)
+            continue;
+        ptrdiff_t m = OW - o < 16 ? OW - o : 16;
+        __mmask16 lanes = (__mmask16)(m == 16 || yr + o + 16 <= yend ? 0xFFFF
+                                                                    : (1u << m) - 1);
+        cp_store16_max(yr + o, irow ? irow + o : NULL, lanes, best, bi, nt && m == 16);
+    }
 }
 
 __attribute__((target("avx512f"))) static void
@@ -2007,56 +2056,30 @@ cp_fmax32_rows_f32(float *yp, int64_t *ip, const float *xp, const float *x, cons
 {
     for (ptrdiff_t oh = oh0 > 0 ? oh0 - 1 : 0; oh < oh1; oh++) {
         /* the window's rows: 2 oh - 1 (kept, oh > 0), 2 oh, 2 oh + 1 (if any) */
-        ptrdiff_t r1 = 2 * oh, nr = 2 * oh + 1 < H ? 2 : 1;
-        int out = oh >= oh0;                    /* (oh0 - 1: only its last row kept) */
+        ptrdiff_t r1 = 2 * oh;
+        int two = 2 * oh + 1 < H, out = oh >= oh0;  /* (oh0 - 1: only its last row kept) */
         float *yr = yp + oh * OW;
         int64_t *irow = ip ? ip + oh * OW : NULL;
-        float v0 = 0;
-        int64_t i0 = 0;
-        if (out) {                              /* output 0: columns 0 and 1, by taps */
+        const float *q1 = xp + r1 * W;
+        int32_t base = (int32_t)(r1 * W);
+        if (two && out && oh > 0)               /* (the rows between the first and last) */
+            cp_fmax32_row(yr, irow, q1, x, xend, W, OW, base, hv, hi, yend, nt, 1, 1, 1);
+        else
+            cp_fmax32_row(yr, irow, q1, x, xend, W, OW, base, hv, hi, yend, nt, two,
+                          oh > 0, out);
+        if (out && W < 2) {                     /* W = 1: output 0 has one column */
+            float v0;
+            int64_t i0;
             const float *rows[3];
             ptrdiff_t roff[3], n = 0;
-            if (oh > 0) {
-                rows[n] = xp + (r1 - 1) * W;
-                roff[n++] = (r1 - 1) * W;
-            }
-            for (ptrdiff_t r = r1; r < r1 + nr; r++) {
+            for (ptrdiff_t r = oh > 0 ? r1 - 1 : r1; r < r1 + 1 + two; r++) {
                 rows[n] = xp + r * W;
                 roff[n++] = r * W;
             }
-            cp_fmax_one_f32(&v0, &i0, rows, roff, n, 0, W > 1 ? 2 : 1);
-        }
-        for (ptrdiff_t o = 0; o < OW; o += 16) {
-            __m512 best, v;
-            __m512i bi, vi;
-            cp_fmax32_hrow(xp + r1 * W, x, xend, (int32_t)(r1 * W), o, &best, &bi);
-            if (nr == 2) {
-                cp_fmax32_hrow(xp + (r1 + 1) * W, x, xend, (int32_t)((r1 + 1) * W), o, &v, &vi);
-                if (out)
-                    cp_take16(&best, &bi, v, vi);
-            } else {
-                v = best;
-                vi = bi;
-            }
-            if (out && oh > 0) {                /* the kept row first */
-                __m512 kv = _mm512_loadu_ps(hv + o);
-                __m512i ki = _mm512_loadu_si512((const void *)(hi + o));
-                cp_take16(&kv, &ki, best, bi);
-                best = kv;
-                bi = ki;
-            }
-            _mm512_storeu_ps(hv + o, v);
-            _mm512_storeu_si512((void *)(hi + o), vi);
-            if (!out)
-                continue;
-            if (o == 0) {
-                best = _mm512_mask_mov_ps(best, 1, _mm512_set1_ps(v0));
-                bi = _mm512_mask_mov_epi32(bi, 1, _mm512_set1_epi32((int32_t)i0));
-            }
-            ptrdiff_t m = OW - o < 16 ? OW - o : 16;
-            __mmask16 lanes = (__mmask16)(m == 16 || yr + o + 16 <= yend ? 0xFFFF
-                                                                        : (1u << m) - 1);
-            cp_store16_max(yr + o, irow ? irow + o : NULL, lanes, best, bi, nt && m == 16);
+            cp_fmax_one_f32(&v0, &i0, rows, roff, n, 0, 1);
+            yr[0] = v0;
+            if (irow)
+                irow[0] = i0;
         }
     }
     if (nt)

@@ -1389,8 +1389,9 @@ def test_disjoint_average_backward_matches_torch(monkeypatch, shape, kind, kw, d
 # ---------------------------------------------------------------------------
 # Channels-first float32 3 x 3 windows 2 apart, padded by 1 (the ResNet
 # stem): each input row reduced once (cp_fmax32_rows_f32), the first output
-# of each row scanned tap by tap, items of output rows (1-3 threads move
-# their edges), rows stored in whole vectors inside the items
+# of each row starting its lane at column 0 (W = 1: tap by tap), items of
+# output rows (1-3 threads move their edges), rows stored in whole vectors
+# inside the items
 # ---------------------------------------------------------------------------
 
 STEM = dict(kernel_size=3, stride=2, padding=1)
@@ -1411,6 +1412,22 @@ STEM_CASES = [
 def test_channels_first_stem_windows_match_torch(monkeypatch, shape, threads):
     x = _fmax_zoo(shape, sum(shape) + threads) if shape[1] > 1 else \
         np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    _max_like_torch(monkeypatch, 2, "fixed", x, STEM, threads, levels=(2, 1))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 12, 40), (1, 2, 9, 64), (2, 2, 7, 2), (1, 3, 8, 1)])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_stem_first_output_never_takes_the_column_before_its_row(monkeypatch, shape, threads):
+    # the first window's lane loads the float before its row (the last of
+    # the row above, or of the plane before): huge or NaN there, and ties
+    # across the first window, must give torch's values and indices
+    rng = np.random.default_rng(sum(shape))
+    x = rng.standard_normal(shape).astype(np.float32)
+    x[..., ::2, -1] = 3e38
+    x[..., 1::2, -1] = np.nan
+    x[..., ::3, :2] = 1.5                     # ties inside the first windows
+    _max_like_torch(monkeypatch, 2, "fixed", x, STEM, threads, levels=(2, 1))
+    x[..., :, -1] = 3e38                      # no NaN anywhere
     _max_like_torch(monkeypatch, 2, "fixed", x, STEM, threads, levels=(2, 1))
 
 
