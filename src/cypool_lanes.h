@@ -1957,11 +1957,15 @@ cp_avg22_back_cl_f32(float *gi, const float *go, ptrdiff_t m0, ptrdiff_t m1, ptr
  * is PyTorch's scan over both (see cp_fmax2), so values and indices are its
  * bits.  Output 0 (its window clipped by the padding) starts lane 0 at
  * column 0, so every output is reduced in the vectors (W = 1 alone is
- * scanned tap by tap), and rows are stored in whole vectors (where they stay
- * before yend, the range's end: spare lanes rewritten later by the next
- * row), whole blocks streamed when nt.  The first row of the first plane is
- * loaded masked (nothing before x is read), and so are rows whose loads
- * reach past xend. */
+ * scanned tap by tap).  Rows are stored in whole vectors: where they stay
+ * before yend, the range's end (spare lanes rewritten later by the next
+ * row), whole lines streamed when nt; or, when nt and rows are not whole
+ * lines, into a stage of chunk rows (sv, si: chunk OW + 16 slots) whose
+ * whole lines are then streamed out (cp_fmax32_flush): a row of 56 outputs
+ * is 3.5 lines, and rows stored in place read every other row's lines
+ * first.  The first row of the first plane is loaded
+ * masked (nothing before x is read), and so are rows whose loads reach past
+ * xend. */
 __attribute__((target("avx512f"), always_inline)) static inline void
 cp_fmax32_hrow(const float *c, const float *x, const float *xend, __m512i col, int first,
                __m512 *hv, __m512i *hi)
@@ -2004,13 +2008,14 @@ cp_fmax32_hrow(const float *c, const float *x, const float *xend, __m512i col, i
     *hi = bi;
 }
 
-/* one output row's vectors (see cp_fmax32_rows_f32): rows q1 and, if two,
- * q1 + W; kept: the row before (hv, hi) first; out: stored (else only the
- * last row kept) */
+/* one output row's vectors, stored at yr, irow or, staged, at ys, is: rows
+ * q1 and, if two, q1 + W; kept: the row before (hv, hi) first; out: stored
+ * (else only the last row kept) */
 __attribute__((target("avx512f"), always_inline)) static inline void
-cp_fmax32_row(float *yr, int64_t *irow, const float *q1, const float *x, const float *xend,
-              ptrdiff_t W, ptrdiff_t OW, int32_t base, float *hv, int32_t *hi, float *yend,
-              int nt, int two, int kept, int out)
+cp_fmax32_row(float *yr, int64_t *irow, float *ys, int32_t *is, const float *q1,
+              const float *x, const float *xend, ptrdiff_t W, ptrdiff_t OW, int32_t base,
+              float *hv, int32_t *hi, const float *yend, int nt, int staged, int two, int kept,
+              int out)
 {
     const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24,
                                          26, 28, 30);
@@ -2042,44 +2047,113 @@ cp_fmax32_row(float *yr, int64_t *irow, const float *q1, const float *x, const f
         _mm512_storeu_si512((void *)(hi + o), vi);
         if (!out)
             continue;
-        ptrdiff_t m = OW - o < 16 ? OW - o : 16;
-        __mmask16 lanes = (__mmask16)(m == 16 || yr + o + 16 <= yend ? 0xFFFF
-                                                                    : (1u << m) - 1);
-        cp_store16_max(yr + o, irow ? irow + o : NULL, lanes, best, bi, nt && m == 16);
+        if (staged) {
+            _mm512_storeu_ps(ys + o, best);
+            _mm512_storeu_si512((void *)(is + o), bi);
+        } else {
+            ptrdiff_t m = OW - o < 16 ? OW - o : 16;
+            __mmask16 lanes = (__mmask16)(m == 16 || yr + o + 16 <= yend ? 0xFFFF
+                                                                        : (1u << m) - 1);
+            cp_store16_max(yr + o, irow ? irow + o : NULL, lanes, best, bi, nt && m == 16);
+        }
     }
 }
 
-__attribute__((target("avx512f"))) static void
-cp_fmax32_rows_f32(float *yp, int64_t *ip, const float *xp, const float *x, const float *xend,
-                   ptrdiff_t H, ptrdiff_t W, ptrdiff_t OH, ptrdiff_t OW, ptrdiff_t oh0,
-                   ptrdiff_t oh1, float *hv, int32_t *hi, float *yend, int nt)
+/* output rows [from, to) (those before first only kept), at yp, ip or,
+ * staged, row oh at (oh - first) OW of sv, si */
+__attribute__((target("avx512f"), always_inline)) static inline void
+cp_fmax32_span(float *yp, int64_t *ip, float *sv, int32_t *si, const float *xp,
+               const float *x, const float *xend, ptrdiff_t H, ptrdiff_t W, ptrdiff_t OW,
+               ptrdiff_t from, ptrdiff_t to, ptrdiff_t first, float *hv, int32_t *hi,
+               const float *yend, int nt, int staged)
 {
-    for (ptrdiff_t oh = oh0 > 0 ? oh0 - 1 : 0; oh < oh1; oh++) {
+    for (ptrdiff_t oh = from; oh < to; oh++) {
         /* the window's rows: 2 oh - 1 (kept, oh > 0), 2 oh, 2 oh + 1 (if any) */
-        ptrdiff_t r1 = 2 * oh;
-        int two = 2 * oh + 1 < H, out = oh >= oh0;  /* (oh0 - 1: only its last row kept) */
-        float *yr = yp + oh * OW;
-        int64_t *irow = ip ? ip + oh * OW : NULL;
-        const float *q1 = xp + r1 * W;
-        int32_t base = (int32_t)(r1 * W);
+        int two = 2 * oh + 1 < H, out = oh >= first;
+        ptrdiff_t so = staged && out ? (oh - first) * OW : 0;
+        float *yr = staged ? sv + so : yp + oh * OW;
+        const float *q1 = xp + 2 * oh * W;
+        int32_t base = (int32_t)(2 * oh * W);
+        int64_t *irow = ip && !staged ? ip + oh * OW : NULL;
         if (two && out && oh > 0)               /* (the rows between the first and last) */
-            cp_fmax32_row(yr, irow, q1, x, xend, W, OW, base, hv, hi, yend, nt, 1, 1, 1);
+            cp_fmax32_row(yr, irow, sv + so, si + so, q1, x, xend, W, OW, base, hv, hi, yend,
+                          nt, staged, 1, 1, 1);
         else
-            cp_fmax32_row(yr, irow, q1, x, xend, W, OW, base, hv, hi, yend, nt, two,
-                          oh > 0, out);
+            cp_fmax32_row(yr, irow, sv + so, si + so, q1, x, xend, W, OW, base, hv, hi, yend,
+                          nt, staged, two, oh > 0, out);
         if (out && W < 2) {                     /* W = 1: output 0 has one column */
             float v0;
             int64_t i0;
             const float *rows[3];
             ptrdiff_t roff[3], n = 0;
-            for (ptrdiff_t r = oh > 0 ? r1 - 1 : r1; r < r1 + 1 + two; r++) {
+            for (ptrdiff_t r = oh > 0 ? 2 * oh - 1 : 2 * oh; r < 2 * oh + 1 + two; r++) {
                 rows[n] = xp + r * W;
                 roff[n++] = r * W;
             }
             cp_fmax_one_f32(&v0, &i0, rows, roff, n, 0, 1);
             yr[0] = v0;
-            if (irow)
+            if (staged)
+                si[so] = (int32_t)i0;
+            else if (irow)
                 irow[0] = i0;
+        }
+    }
+}
+
+/* n staged values and int32 indices to y and yi (widened; if not NULL),
+ * whole lines streamed (the caller fences) */
+__attribute__((target("avx512f"))) static void
+cp_fmax32_flush(float *y, int64_t *yi, const float *sv, const int32_t *si, ptrdiff_t n)
+{
+    ptrdiff_t i = 0;
+    if (((uintptr_t)y & 3) == 0) {
+        ptrdiff_t h = (ptrdiff_t)(((64 - ((uintptr_t)y & 63)) & 63) / sizeof(float));
+        h = h < n ? h : n;
+        if (h > 0)
+            _mm512_mask_storeu_ps(y, (__mmask16)((1u << h) - 1), _mm512_loadu_ps(sv));
+        for (i = h; i + 16 <= n; i += 16)
+            _mm512_stream_ps(y + i, _mm512_loadu_ps(sv + i));
+    }
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, _mm512_loadu_ps(sv + i));
+    if (i < n)
+        _mm512_mask_storeu_ps(y + i, (__mmask16)((1u << (n - i)) - 1), _mm512_loadu_ps(sv + i));
+    if (yi == NULL)
+        return;
+#define CP_WIDEN8(k) _mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i *)(si + (k))))
+    i = 0;
+    if (((uintptr_t)yi & 7) == 0) {
+        ptrdiff_t h = (ptrdiff_t)(((64 - ((uintptr_t)yi & 63)) & 63) / sizeof(int64_t));
+        h = h < n ? h : n;
+        if (h > 0)
+            _mm512_mask_storeu_epi64(yi, (__mmask8)((1u << h) - 1), CP_WIDEN8(0));
+        for (i = h; i + 8 <= n; i += 8)
+            _mm512_stream_si512((void *)(yi + i), CP_WIDEN8(i));
+    }
+    for (; i + 8 <= n; i += 8)
+        _mm512_storeu_si512((void *)(yi + i), CP_WIDEN8(i));
+    if (i < n)
+        _mm512_mask_storeu_epi64(yi + i, (__mmask8)((1u << (n - i)) - 1), CP_WIDEN8(i));
+#undef CP_WIDEN8
+}
+
+__attribute__((target("avx512f"))) static void
+cp_fmax32_rows_f32(float *yp, int64_t *ip, const float *xp, const float *x, const float *xend,
+                   ptrdiff_t H, ptrdiff_t W, ptrdiff_t OH, ptrdiff_t OW, ptrdiff_t oh0,
+                   ptrdiff_t oh1, float *hv, int32_t *hi, float *yend, float *sv, int32_t *si,
+                   ptrdiff_t chunk, int nt)
+{
+    (void)OH;
+    ptrdiff_t from = oh0 > 0 ? oh0 - 1 : 0;     /* (oh0 - 1: only its last row kept) */
+    if (!nt || OW % 16 == 0) {                  /* (rows of whole lines: streamed in place) */
+        cp_fmax32_span(yp, ip, sv, si, xp, x, xend, H, W, OW, from, oh1, oh0, hv, hi, yend, nt,
+                       0);
+    } else {
+        for (ptrdiff_t a = oh0, b; a < oh1; a = b, from = a) {
+            b = a + chunk < oh1 ? a + chunk : oh1;
+            cp_fmax32_span(yp, ip, sv, si, xp, x, xend, H, W, OW, from, b, a, hv, hi, yend, 0,
+                           1);
+            cp_fmax32_flush(yp + a * OW, ip ? ip + a * OW : NULL, sv, si, (b - a) * OW);
         }
     }
     if (nt)
@@ -2713,10 +2787,12 @@ static void cp_avg22_back_cl_f32(float *gi, const float *go, ptrdiff_t m0, ptrdi
 static void cp_fmax32_rows_f32(float *yp, int64_t *ip, const float *xp, const float *x,
                                const float *xend, ptrdiff_t H, ptrdiff_t W, ptrdiff_t OH,
                                ptrdiff_t OW, ptrdiff_t oh0, ptrdiff_t oh1, float *hv,
-                               int32_t *hi, float *yend, int nt)
+                               int32_t *hi, float *yend, float *sv, int32_t *si,
+                               ptrdiff_t chunk, int nt)
 {
     (void)yp; (void)ip; (void)xp; (void)x; (void)xend; (void)H; (void)W; (void)OH; (void)OW;
-    (void)oh0; (void)oh1; (void)hv; (void)hi; (void)yend; (void)nt;
+    (void)oh0; (void)oh1; (void)hv; (void)hi; (void)yend; (void)sv; (void)si; (void)chunk;
+    (void)nt;
 }
 static inline ptrdiff_t cp_fmax_s2_buf(ptrdiff_t OW, ptrdiff_t W)
 {

@@ -1431,12 +1431,15 @@ def test_stem_first_output_never_takes_the_column_before_its_row(monkeypatch, sh
     _max_like_torch(monkeypatch, 2, "fixed", x, STEM, threads, levels=(2, 1))
 
 
-@pytest.mark.parametrize("shape", [(1, 3, 21, 20), (2, 3, 9, 40), (3, 4, 2, 2), (1, 7, 33, 34)])
+@pytest.mark.parametrize("shape", [(1, 3, 21, 20), (2, 3, 9, 40), (3, 4, 2, 2), (1, 7, 33, 34),
+                                   (1, 2, 70, 60), (2, 2, 9, 64), (1, 2, 5, 1)])
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("stream", [False, True])
 def test_stem_windows_write_nothing_past_their_results(monkeypatch, shape, threads, stream):
     # out= views of longer buffers keep the sentinels that follow them;
-    # streamed (non-temporal) whole rows give the same bits
+    # streamed (non-temporal) rows give the same bits: rows of whole lines
+    # (32 outputs) in place, others through the stage (256 outputs: 8 rows
+    # of 30 a chunk, 5 chunks; 17 rows of 17 in two)
     x = _fmax_zoo(shape, threads)
     tv, ti = F.max_pool2d(torch.from_numpy(x), return_indices=True, **STEM)
     osh = tuple(tv.shape)
