@@ -739,9 +739,13 @@ cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OU
                 # it does not read: with the input larger than the caches,
                 # channels-last max (C = 32 to 64) 1.7-2x faster on Zen 5
                 w = _start(g, 2, ow + 1) - w0
-                for t in range(k):
-                    if w + (t % nw) * sw > (nw - 1) * sw:
+                b = 0                           # (t's column in its window, t % nw,
+                for t in range(k):              # without a division: 0.95x the time)
+                    if w + b * sw > (nw - 1) * sw:
                         cp_prefetch(xr + offs[t] + 3 * w * C, (c1 - c0) * sizeof(value_t))
+                    b = b + 1
+                    if b == nw:
+                        b = 0
             # averages divided in registers, as _finish_avg divides
             if g.div_mode == 0:
                 mode, da, db, dc = 0, _count(g, 0, od), _count(g, 1, oh), _count(g, 2, ow)
@@ -3481,3 +3485,4 @@ def replay_key(name, a, b, tuple args):
     if b is None:
         return name, a.shape, a.dtype, args, tuple(types)
     return name, a.shape, a.dtype, b.shape, b.dtype, args, tuple(types)
+
