@@ -2146,3 +2146,46 @@ def test_column_lanes_forward_matches_torch(monkeypatch, shape, name, kw, dtype,
     finally:
         _kernels.col_lanes_threshold(old)
     assert x.tobytes() == before.tobytes()
+
+
+@pytest.mark.parametrize("C,dtype", [(64, np.float32), (48, np.float32), (16, np.float32),
+                                     (32, np.float64), (64, np.float64)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_channels_last_window_rows_summed_in_registers_match_torch(monkeypatch, C, dtype,
+                                                                   threads):
+    # channels-last windows of more than 256 taps go a window row at a time
+    # (cp_lanes_add); pixels of 256 bytes keep their sums in registers over a
+    # row's taps, others add into the output tap by tap: PyTorch's bits with
+    # NaNs of two payloads (the running sum's wins), -0, inf and huge taps,
+    # overlapping windows (rows and columns shared by two outputs)
+    rng = np.random.default_rng(C + threads)
+    x = rng.standard_normal((2, C, 41, 39)).astype(dtype)
+    flat = x.reshape(-1)
+    flat[::7] = -0.0
+    flat[rng.choice(flat.size, 40, replace=False)] = np.inf
+    flat[rng.choice(flat.size, 40, replace=False)] = np.finfo(dtype).max / 3
+    if dtype == np.float32:
+        flat[rng.choice(flat.size, 30, replace=False)] = \
+            np.array([0x7FC00123], np.uint32).view(np.float32)[0]
+        flat[rng.choice(flat.size, 30, replace=False)] = \
+            np.array([0xFFC00456], np.uint32).view(np.float32)[0]
+    else:
+        flat[rng.choice(flat.size, 60, replace=False)] = np.nan
+    x[0, 1] = -0.0
+    xl = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+    before = xl.copy()
+    kw = dict(output_size=(2, 3))           # windows of 21 x 13-14 taps
+    # (torch's contiguous results: cypool divides by rows, then columns, in
+    # either layout, where torch's channels-last vectors divide once)
+    want = F.adaptive_avg_pool2d(torch.from_numpy(x), **kw)
+    want = np.ascontiguousarray(np.moveaxis(want.numpy(), 1, -1))
+    assert 0.2 < np.isfinite(want).mean() < 1
+    n = want.size
+    buf = np.full(n + 16, 7.0, dtype)
+    with _run_at(monkeypatch, threads, 2):
+        got = cypool.adaptive_avg_pool2d(xl, out=buf[:n].reshape(want.shape),
+                                         channels_last=True, **kw)
+    assert np.shares_memory(got, buf)
+    assert got.tobytes() == want.tobytes()
+    assert (buf[n:] == 7).all()
+    assert xl.tobytes() == before.tobytes()
