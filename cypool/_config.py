@@ -28,6 +28,9 @@ def set_num_threads(n: int) -> None:
 
     This sets the OpenMP runtime's thread count of the calling thread
     (``omp_set_num_threads``), the same setting ``threadpoolctl`` changes.
+    Other libraries in the process that load the same OpenMP runtime share
+    it: PyTorch's CPU wheels use the system's libgomp, so a later
+    ``torch.set_num_threads(k)`` sets cypool's count to ``k`` too.
 
     Parameters
     ----------

@@ -193,6 +193,25 @@ def test_threadpool_limits_is_honoured_and_restored():
     assert cypool.get_num_threads() == 3
 
 
+def test_torch_sharing_the_openmp_runtime_sets_cypools_threads():
+    """The set_num_threads docstring: where torch loads the OpenMP runtime
+    cypool uses (one libgomp in the process), torch.set_num_threads sets
+    cypool's count too."""
+    torch = pytest.importorskip("torch")
+    if not cypool.show_config(print_out=False)["openmp"]:
+        pytest.skip("cypool built without OpenMP")
+    omps = {i["filepath"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "openmp"}
+    if len(omps) != 1:
+        pytest.skip(f"more than one OpenMP runtime loaded: {sorted(omps)}")
+    before = torch.get_num_threads()
+    try:
+        cypool.set_num_threads(1)
+        torch.set_num_threads(3)
+        assert cypool.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_openmp_library_visible_to_threadpoolctl():
     """threadpoolctl can only limit cypool if it sees an OpenMP runtime; a
     build with OpenMP must have loaded one."""
