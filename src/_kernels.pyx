@@ -52,7 +52,7 @@ cdef extern from "cypool_lanes.h" nogil:
                               Py_ssize_t count, Py_ssize_t xstep, Py_ssize_t ystep)
     bint cp_window_avg_by4_f32(float *y, const float *x, Py_ssize_t n, Py_ssize_t C,
                                const Py_ssize_t *ro, Py_ssize_t rows, Py_ssize_t nw,
-                               float d, float r)
+                               float d, float r, int nt)
     void cp_window_add_f32(float *y, const float *x, Py_ssize_t n, const Py_ssize_t *offs,
                            Py_ssize_t taps, int mode, double d1, double d2, double d3)
     void cp_window_add_f64(double *y, const double *x, Py_ssize_t n, const Py_ssize_t *offs,
@@ -658,7 +658,8 @@ cdef void _avg_cl_row_f32(const float *xr, float *yr, const Geom *g,    # IN, OU
                     and _factor(g, 2, ow + p) == _factor(g, 2, ow))
             p = p + 1
         if four and cp_window_avg_by4_f32(yr + ow * C, xr + _start(g, 2, ow) * C, n, C, rows,
-                                          nd * nh, nw, <float> da, <float> 1 / <float> da):
+                                          nd * nh, nw, <float> da, <float> 1 / <float> da,
+                                          stream):
             ow += 4
             continue
         if cp_rdiv_ok(da):
@@ -3485,4 +3486,3 @@ def replay_key(name, a, b, tuple args):
     if b is None:
         return name, a.shape, a.dtype, args, tuple(types)
     return name, a.shape, a.dtype, b.shape, b.dtype, args, tuple(types)
-

@@ -2189,3 +2189,43 @@ def test_channels_last_window_rows_summed_in_registers_match_torch(monkeypatch, 
     assert got.tobytes() == want.tobytes()
     assert (buf[n:] == 7).all()
     assert xl.tobytes() == before.tobytes()
+
+
+@pytest.mark.parametrize("C", [128, 48, 40])
+@pytest.mark.parametrize("kw", [dict(kernel_size=3, stride=1, padding=1, count_include_pad=False),
+                                dict(kernel_size=2, stride=1),
+                                dict(kernel_size=(2, 3), stride=1, padding=(0, 1))])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("offset", [0, 4])
+def test_channels_last_four_window_averages_streamed_match_torch(monkeypatch, C, kw, threads,
+                                                                 offset):
+    # channels-last averages of 2 or 3 columns moved one column an output go
+    # four outputs at a time (cp_window_avg_by4_f32); a large output is
+    # written with non-temporal stores in its whole 32-lane steps where the
+    # output is aligned to a line and C is a multiple of 16 (128: every
+    # step; 48: one streamed step and a masked tail; 40: none), else as
+    # plain stores (offset 4: an out= view off the line).  PyTorch's bits,
+    # the floats around the output untouched, streamed or not.
+    rng = np.random.default_rng(C + threads + offset)
+    x = rng.standard_normal((2, C, 9, 23)).astype(np.float32)
+    flat = x.reshape(-1)
+    flat[::13] = -0.0
+    flat[rng.choice(flat.size, 20, replace=False)] = np.inf
+    flat[rng.choice(flat.size, 20, replace=False)] = np.nan
+    flat[rng.choice(flat.size, 20, replace=False)] = np.finfo(np.float32).max / 2
+    xl = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+    before = xl.copy()
+    want = F.avg_pool2d(torch.from_numpy(x), **kw)
+    want = np.ascontiguousarray(np.moveaxis(want.numpy(), 1, -1))
+    n = want.size
+    raw = np.full(n + 64, 7.0, np.float32)
+    lead = (-raw.ctypes.data % 64) // 4 + offset     # floats before the output
+    for stream_bytes in (1 << 60, 0):
+        raw[:] = 7.0
+        out = raw[lead:lead + n].reshape(want.shape)
+        with _run_at(monkeypatch, threads, 2, STREAM_BYTES=stream_bytes):
+            got = cypool.avg_pool2d(xl, out=out, channels_last=True, **kw)
+        assert np.shares_memory(got, raw)
+        assert got.tobytes() == want.tobytes(), stream_bytes
+        assert (raw[:lead] == 7).all() and (raw[lead + n:] == 7).all()
+    assert xl.tobytes() == before.tobytes()
