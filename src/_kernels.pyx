@@ -128,7 +128,7 @@ cdef extern from "cypool_lanes.h" nogil:
                             Py_ssize_t G, const int32_t *toff, Py_ssize_t T, int nt)
     int cp_cl_gather_row_f32(float *gr, const float *ring, const Py_ssize_t *slot,
                              Py_ssize_t nr, Py_ssize_t W, Py_ssize_t C, const int64_t *pw,
-                             const int64_t *ow)
+                             const int64_t *ow, int nt)
     void cp_fsum2_row_f32(float *y, const float *const *rows, Py_ssize_t nr, Py_ssize_t n,
                           Py_ssize_t kw, Py_ssize_t ahead)
     float cp_fsum_one_f32(const float *const *rows, Py_ssize_t nr, Py_ssize_t c0,
@@ -2305,7 +2305,8 @@ cdef Py_ssize_t _cover(const int64_t *p, Py_ssize_t size) noexcept nogil:
 cdef void _cl_back_rows_item(const real_t *go, real_t *gi, const Geom *g,   # IN, OUT
                              const int64_t **ptr, const int64_t **outs,
                              Py_ssize_t n, Py_ssize_t d, Py_ssize_t h0, Py_ssize_t h1,
-                             real_t *ring, Py_ssize_t *tags, Py_ssize_t RS) noexcept nogil:
+                             real_t *ring, Py_ssize_t *tags, Py_ssize_t RS,
+                             bint stream) noexcept nogil:
     # Channels-last input rows h0 .. h1 - 1 of (n, d), each its own run:
     # the output rows covering a row are scaled (as _scale_item) into RS ring
     # slots, tagged by (od, oh), when first needed, so that the next input
@@ -2354,7 +2355,7 @@ cdef void _cl_back_rows_item(const real_t *go, real_t *gi, const Geom *g,   # IN
                 nr += 1
         gr = gi + ((n * g.size[0] + d) * g.size[1] + h) * W * C
         if real_t is float:
-            if cp_cl_gather_row_f32(gr, ring, slot, nr, W, C, ptr[2], outs[2]):
+            if cp_cl_gather_row_f32(gr, ring, slot, nr, W, C, ptr[2], outs[2], stream):
                 continue
         for w in range(W):
             t = 0
@@ -2738,7 +2739,10 @@ def avg_backward(const real_t[::1] go, real_t[::1] gi, Geometry geo,
                     _cl_back_rows_item(&go[0], &gi[0], &g, ptr, outs, it // (g.size[0] * nhch),
                                        (it // nhch) % g.size[0],
                                        (it % nhch) * g.size[1] // nhch,
-                                       (it % nhch + 1) * g.size[1] // nhch, rt, ctags, 2 * CR)
+                                       (it % nhch + 1) * g.size[1] // nhch, rt, ctags, 2 * CR,
+                                       stream)
+                    if stream:
+                        cp_stream_fence()
             cp_afree(bbuf)
             free(ctags)
         if failed:
@@ -3486,3 +3490,4 @@ def replay_key(name, a, b, tuple args):
     if b is None:
         return name, a.shape, a.dtype, args, tuple(types)
     return name, a.shape, a.dtype, b.shape, b.dtype, args, tuple(types)
+

@@ -1458,12 +1458,16 @@ CP_DEFINE_IMAX(uint64_t, u64)
  * gradients of outputs ow[j] (pw[w] <= j < pw[w + 1]) of each of the nr
  * output rows at ring + slot[r] (the order of PyTorch's scatter, so its
  * bits).  AVX-512F: 64 lanes a step in four accumulators; returns 0 without
- * it (cp_window_isa below 2). */
+ * it (cp_window_isa below 2).  nt: with gr on a line and C a multiple of 16,
+ * written with non-temporal stores (the caller fences): k=3 s=1 of 128
+ * channels 0.62-0.66x the time, where each line was read before written. */
 #ifdef CP_HAVE_WINDOW_MAX
 __attribute__((target("avx512f"))) static int
 cp_cl_gather_row512_f32(float *gr, const float *ring, const ptrdiff_t *slot, ptrdiff_t nr,
-                        ptrdiff_t W, ptrdiff_t C, const int64_t *pw, const int64_t *ow)
+                        ptrdiff_t W, ptrdiff_t C, const int64_t *pw, const int64_t *ow,
+                        int nt)
 {
+    nt = nt && ((uintptr_t)gr & 63) == 0 && C % 16 == 0;
     for (ptrdiff_t w = 0; w < W; w++, gr += C) {
         const int64_t j0 = pw[w], j1 = pw[w + 1];
         ptrdiff_t c = 0;
@@ -1477,10 +1481,17 @@ cp_cl_gather_row512_f32(float *gr, const float *ring, const ptrdiff_t *slot, ptr
                     a2 = _mm512_add_ps(a2, _mm512_loadu_ps(p + 32));
                     a3 = _mm512_add_ps(a3, _mm512_loadu_ps(p + 48));
                 }
-            _mm512_storeu_ps(gr + c, a0);
-            _mm512_storeu_ps(gr + c + 16, a1);
-            _mm512_storeu_ps(gr + c + 32, a2);
-            _mm512_storeu_ps(gr + c + 48, a3);
+            if (nt) {
+                _mm512_stream_ps(gr + c, a0);
+                _mm512_stream_ps(gr + c + 16, a1);
+                _mm512_stream_ps(gr + c + 32, a2);
+                _mm512_stream_ps(gr + c + 48, a3);
+            } else {
+                _mm512_storeu_ps(gr + c, a0);
+                _mm512_storeu_ps(gr + c + 16, a1);
+                _mm512_storeu_ps(gr + c + 32, a2);
+                _mm512_storeu_ps(gr + c + 48, a3);
+            }
         }
         for (; c < C; c += 16) {
             __mmask16 k = (__mmask16)(C - c >= 16 ? 0xFFFF : (1u << (C - c)) - 1);
@@ -1488,7 +1499,10 @@ cp_cl_gather_row512_f32(float *gr, const float *ring, const ptrdiff_t *slot, ptr
             for (ptrdiff_t r = 0; r < nr; r++)
                 for (int64_t j = j0; j < j1; j++)
                     a0 = _mm512_add_ps(a0, CP_LD16(k, ring + slot[r] + ow[j] * C + c));
-            CP_ST16(gr + c, k, a0);
+            if (nt)
+                _mm512_stream_ps(gr + c, a0);
+            else
+                CP_ST16(gr + c, k, a0);
         }
     }
     return 1;
@@ -1496,18 +1510,19 @@ cp_cl_gather_row512_f32(float *gr, const float *ring, const ptrdiff_t *slot, ptr
 
 static int cp_cl_gather_row_f32(float *gr, const float *ring, const ptrdiff_t *slot,
                                 ptrdiff_t nr, ptrdiff_t W, ptrdiff_t C, const int64_t *pw,
-                                const int64_t *ow)
+                                const int64_t *ow, int nt)
 {
     if (cp_window_isa() < 2)
         return 0;
-    return cp_cl_gather_row512_f32(gr, ring, slot, nr, W, C, pw, ow);
+    return cp_cl_gather_row512_f32(gr, ring, slot, nr, W, C, pw, ow, nt);
 }
 #else
 static int cp_cl_gather_row_f32(float *gr, const float *ring, const ptrdiff_t *slot,
                                 ptrdiff_t nr, ptrdiff_t W, ptrdiff_t C, const int64_t *pw,
-                                const int64_t *ow)
+                                const int64_t *ow, int nt)
 {
     (void)gr; (void)ring; (void)slot; (void)nr; (void)W; (void)C; (void)pw; (void)ow;
+    (void)nt;
     return 0;
 }
 #endif

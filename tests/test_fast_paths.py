@@ -2229,3 +2229,50 @@ def test_channels_last_four_window_averages_streamed_match_torch(monkeypatch, C,
         assert got.tobytes() == want.tobytes(), stream_bytes
         assert (raw[:lead] == 7).all() and (raw[lead + n:] == 7).all()
     assert xl.tobytes() == before.tobytes()
+
+
+@pytest.mark.parametrize("C", [128, 48, 40])
+@pytest.mark.parametrize("adaptive,kw", [
+    (False, dict(kernel_size=3, stride=1, padding=1, count_include_pad=False)),
+    (False, dict(kernel_size=2, stride=1)),
+    (True, dict(output_size=(4, 9)))])                 # overlapping bins
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("offset", [0, 4])
+def test_channels_last_row_gathers_streamed_match_torch(monkeypatch, C, adaptive, kw, threads,
+                                                        offset):
+    # the channels-last average backward that gathers each input row from a
+    # ring of scaled output rows (cp_cl_gather_row_f32): a large gradient is
+    # written with non-temporal stores where it is aligned to a line and C
+    # is a multiple of 16 (128: 64-lane steps; 48: 16-lane ones; 40: none),
+    # else as plain stores (offset 4: an out= view off the line).  PyTorch's
+    # bits, the floats around the gradient untouched, streamed or not.
+    rng = np.random.default_rng(C + threads + offset + adaptive)
+    shape = (2, C, 7, 17)
+    x = rng.standard_normal(shape).astype(np.float32)
+    y = cypool.adaptive_avg_pool2d(x, **kw) if adaptive else cypool.avg_pool2d(x, **kw)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    flat = g.reshape(-1)
+    flat[::11] = -0.0
+    flat[rng.choice(flat.size, 12, replace=False)] = np.inf
+    flat[rng.choice(flat.size, 12, replace=False)] = np.nan
+    flat[rng.choice(flat.size, 12, replace=False)] = np.finfo(np.float32).max / 2
+    want = np.ascontiguousarray(np.moveaxis(_torch_avg_grad(x, g, 2, adaptive, kw), 1, -1))
+    g_cl = np.ascontiguousarray(np.moveaxis(g, 1, -1))
+    before = g_cl.copy()
+    n = want.size
+    raw = np.full(n + 64, 7.0, np.float32)
+    lead = (-raw.ctypes.data % 64) // 4 + offset     # floats before the gradient
+    for stream_bytes in (1 << 60, 0):
+        raw[:] = 7.0
+        out = raw[lead:lead + n].reshape(want.shape)
+        with _run_at(monkeypatch, threads, 2, STREAM_BYTES=stream_bytes):
+            if adaptive:
+                got = cypool.adaptive_avg_pool2d_backward(g_cl, want.shape, channels_last=True,
+                                                          out=out)
+            else:
+                got = cypool.avg_pool2d_backward(g_cl, want.shape, channels_last=True, out=out,
+                                                 **kw)
+        assert np.shares_memory(got, raw)
+        assert got.tobytes() == want.tobytes(), stream_bytes
+        assert (raw[:lead] == 7).all() and (raw[lead + n:] == 7).all()
+    assert g_cl.tobytes() == before.tobytes()
