@@ -141,6 +141,14 @@ static inline void cp_prefetch(const void *p, size_t n)
         __builtin_prefetch(c + i, 0, 3);
 }
 
+/* A hint to bring the line holding p into the cache to be written (a line
+ * that plain stores will write only in part, where a miss would hold up
+ * every store behind it). */
+static inline void cp_prefetch_w(const void *p)
+{
+    __builtin_prefetch(p, 1, 3);
+}
+
 /* malloc (zero: calloc) of n bytes at a 64-byte boundary, so that scratch
  * rows of whole cache lines are loaded and stored without straddling two
  * lines; free with cp_afree.  The block malloc returned is kept just below. */
