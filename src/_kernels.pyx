@@ -117,6 +117,8 @@ cdef extern from "cypool_lanes.h" nogil:
     int cp_fmax22_back_f32(float *gi, const float *go, const int64_t *idx, Py_ssize_t m0,
                            Py_ssize_t m1, Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH,
                            Py_ssize_t OW)
+    int cp_fmax222_back_f32(float *gi, const float *go, const int64_t *idx, Py_ssize_t m0,
+                            Py_ssize_t m1, Py_ssize_t OD, Py_ssize_t OH, Py_ssize_t OW, int nt)
     Py_ssize_t cp_fmax_s2_buf(Py_ssize_t OW, Py_ssize_t W)
     int cp_fmax_s2_back_f32(float *gi, const float *go, const int64_t *idx, Py_ssize_t H,
                             Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW, int kh, int ph, int sh,
@@ -3215,6 +3217,48 @@ def max_backward_pairs(const float[::1] go, const int64_t[::1] idx, float[::1] g
             bad |= cp_fmax22_back_f32(&gi[0], &go[0], &idx[0], it * M // nch,
                                       (it + 1) * M // nch, g.size[1], g.size[2],
                                       g.osize[1], g.osize[2])
+    return 2 if bad else 0
+
+
+cdef bint _halvings3(const Geom *g) noexcept nogil:
+    # channels-first 3-d windows of 2 x 2 x 2 taps 2 apart that tile the
+    # input exactly (each size twice the output's), a plane under 2^31
+    cdef Py_ssize_t k, o
+    if g.C != 1 or g.size[0] * g.size[1] * g.size[2] >= 2147483647:
+        return False
+    for k in range(3):
+        if g.osize[k] == 0 or g.size[k] != 2 * g.osize[k] or g.step[k] != 1:
+            return False
+        for o in range(g.osize[k]):
+            if _start(g, k, o) != 2 * o or _count(g, k, o) != 2:
+                return False
+    return True
+
+
+def max_backward_pairs3(const float[::1] go, const int64_t[::1] idx, float[::1] gi,
+                        Geometry geo, int nthreads, bint stream=False):
+    """Channels-first float32 max backward of 2 x 2 x 2 windows 2 apart that
+    tile the input exactly (max_pool3d(2) of even sizes), written densely
+    (cp_fmax222_back_f32): no zeroing pass, no scatter.  go, idx: IN; gi:
+    OUT.  Returns 0, or 2 when an index is neither -1 nor inside its window
+    (gi is then incomplete: use max_backward); None when the geometry is not
+    such windows or there is no AVX-512F.  stream: whole lines written with
+    non-temporal stores."""
+    cdef Geom g = geo.g
+    cdef Py_ssize_t M = g.N * g.osize[0] * g.osize[1], nch, it
+    cdef int bad = 0
+    if not (cp_fmax2_ok() and _halvings3(&g)):
+        return None
+    if M == 0:
+        return 0
+    nch = min(M, 8 * nthreads)
+    with nogil, parallel(num_threads=nthreads):
+        for it in prange(nch, schedule="static"):
+            bad |= cp_fmax222_back_f32(&gi[0], &go[0], &idx[0], it * M // nch,
+                                       (it + 1) * M // nch, g.osize[0], g.osize[1],
+                                       g.osize[2], stream)
+        if stream:
+            cp_stream_fence()
     return 2 if bad else 0
 
 

@@ -2569,6 +2569,77 @@ cp_fmax22_back_f32(float *gi, const float *go, const int64_t *idx, ptrdiff_t m0,
     return 0;
 }
 
+/* cp_fmax22_back_f32's 3-d counterpart: the gradient of channels-first
+ * 2 x 2 x 2 windows 2 apart that tile the input exactly (D, H, W = 2 OD,
+ * 2 OH, 2 OW), for super-rows [m0, m1) of the N x OD x OH output rows: each
+ * output row's windows cover 4 input rows (a, a + W, a + HW, a + HW + W),
+ * written densely, 8 windows a vector, each input 0 + its window's gradient
+ * where the index names it, else +0.  nt: with gi on a line and W a
+ * multiple of 16, every store is a whole line, written with non-temporal
+ * stores (the caller fences).  Returns 1 at the first window whose index
+ * is not one of its 8 taps (-1 or any other; rows written so far), so that
+ * the caller falls back to the scatter. */
+__attribute__((target("avx512f"), always_inline)) static inline int
+cp_fmax222_back_chunk(float *a, ptrdiff_t W, ptrdiff_t HW, const float *gr, const int64_t *ir,
+                      int32_t base, ptrdiff_t cnt, int nt)
+{
+    const __m512i dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,
+                                           15);
+    const __mmask8 k1 = (__mmask8)((1u << cnt) - 1);
+    const unsigned kk = (1u << (2 * cnt)) - 1, need = 0x5555u & kk;
+    __m512i iq = cnt == 8 ? _mm512_loadu_si512((const void *)ir)
+                          : _mm512_maskz_loadu_epi64(k1, (const void *)ir);
+    __m512 gv = cnt == 8 ? _mm512_castps256_ps512(_mm256_loadu_ps(gr))
+                         : _mm512_maskz_loadu_ps(k1, gr);
+    /* (saturated to int32: no index past 2^31 meets a tap's) */
+    __m512i i16 = _mm512_permutexvar_epi32(dup,
+                                           _mm512_castsi256_si512(_mm512_cvtsepi64_epi32(iq)));
+    __m512 g = _mm512_add_ps(_mm512_setzero_ps(), _mm512_permutexvar_ps(dup, gv));
+    __m512i pa = _mm512_add_epi32(lane, _mm512_set1_epi32(base));
+    __m512i pc = _mm512_add_epi32(pa, _mm512_set1_epi32((int32_t)HW));
+    const __m512i wv = _mm512_set1_epi32((int32_t)W);
+    __mmask16 ma = _mm512_cmpeq_epi32_mask(i16, pa);
+    __mmask16 mb = _mm512_cmpeq_epi32_mask(i16, _mm512_add_epi32(pa, wv));
+    __mmask16 mc = _mm512_cmpeq_epi32_mask(i16, pc);
+    __mmask16 md = _mm512_cmpeq_epi32_mask(i16, _mm512_add_epi32(pc, wv));
+    unsigned hit = (unsigned)(ma | mb | mc | md);
+    if (((hit | hit >> 1) & need) != need)
+        return 1;
+    if (nt) {
+        _mm512_stream_ps(a, _mm512_maskz_mov_ps(ma, g));
+        _mm512_stream_ps(a + W, _mm512_maskz_mov_ps(mb, g));
+        _mm512_stream_ps(a + HW, _mm512_maskz_mov_ps(mc, g));
+        _mm512_stream_ps(a + HW + W, _mm512_maskz_mov_ps(md, g));
+    } else {
+        CP_ST16(a, (__mmask16)kk, _mm512_maskz_mov_ps(ma, g));
+        CP_ST16(a + W, (__mmask16)kk, _mm512_maskz_mov_ps(mb, g));
+        CP_ST16(a + HW, (__mmask16)kk, _mm512_maskz_mov_ps(mc, g));
+        CP_ST16(a + HW + W, (__mmask16)kk, _mm512_maskz_mov_ps(md, g));
+    }
+    return 0;
+}
+
+__attribute__((target("avx512f"))) static int
+cp_fmax222_back_f32(float *gi, const float *go, const int64_t *idx, ptrdiff_t m0,
+                    ptrdiff_t m1, ptrdiff_t OD, ptrdiff_t OH, ptrdiff_t OW, int nt)
+{
+    const ptrdiff_t W = 2 * OW, HW = 2 * OH * W, S = 2 * OD * HW;
+    nt = nt && ((uintptr_t)gi & 63) == 0 && W % 16 == 0;
+    for (ptrdiff_t m = m0; m < m1; m++) {
+        const ptrdiff_t n = m / (OD * OH), od = m / OH % OD, oh = m % OH;
+        const int32_t base = (int32_t)(2 * od * HW + 2 * oh * W);
+        float *a = gi + n * S + base;
+        for (ptrdiff_t o = 0; o < OW; o += 8) {
+            const ptrdiff_t cnt = OW - o < 8 ? OW - o : 8;
+            if (cp_fmax222_back_chunk(a + 2 * o, W, HW, go + m * OW + o, idx + m * OW + o,
+                                      base + (int32_t)(2 * o), cnt, nt && cnt == 8))
+                return 1;
+        }
+    }
+    return 0;
+}
+
 /* Channels-first float32 window sums of kw <= 4 columns starting 2 apart,
  * 16 outputs a vector straight from the rows (even and odd columns as for
  * the max): y[o] (o < n) = 0 + each tap of output o's window in PyTorch's
@@ -2848,6 +2919,12 @@ static int cp_fmax22_back_f32(float *gi, const float *go, const int64_t *idx, pt
                               ptrdiff_t OW)
 {
     (void)gi; (void)go; (void)idx; (void)m0; (void)m1; (void)H; (void)W; (void)OH; (void)OW;
+    return 1;
+}
+static int cp_fmax222_back_f32(float *gi, const float *go, const int64_t *idx, ptrdiff_t m0,
+                               ptrdiff_t m1, ptrdiff_t OD, ptrdiff_t OH, ptrdiff_t OW, int nt)
+{
+    (void)gi; (void)go; (void)idx; (void)m0; (void)m1; (void)OD; (void)OH; (void)OW; (void)nt;
     return 1;
 }
 #endif

@@ -2276,3 +2276,60 @@ def test_channels_last_row_gathers_streamed_match_torch(monkeypatch, C, adaptive
         assert got.tobytes() == want.tobytes(), stream_bytes
         assert (raw[:lead] == 7).all() and (raw[lead + n:] == 7).all()
     assert g_cl.tobytes() == before.tobytes()
+
+
+# 2 x 2 x 2 windows 2 apart tiling a channels-first input (max_pool3d(2) of
+# even sizes, adaptive halvings): the gradient written densely, 8 windows a
+# vector into the 4 input rows of each output row (cp_fmax222_back_f32);
+# rows of 16 floats and more on a line streamed whole lines.
+PAIRS3_CASES = [
+    ((2, 3, 4, 6, 32), "fixed", dict(kernel_size=2)),             # 16 outputs: two vectors
+    ((1, 2, 6, 4, 34), "fixed", dict(kernel_size=2, stride=2)),   # 17: a vector and 1
+    ((3, 2, 2, 2, 2), "fixed", dict(kernel_size=2)),              # 1 output a plane
+    ((2, 2, 4, 8, 10), "adaptive", dict(output_size=(2, 4, 5))),
+    ((1, 3, 2, 6, 64), "fixed", dict(kernel_size=2)),
+    ((2, 2, 5, 4, 32), "fixed", dict(kernel_size=2)),             # odd D: the scatter
+    ((2, 2, 4, 4, 4), "fixed", dict(kernel_size=2, padding=1)),   # padded: the scatter
+]
+
+
+@pytest.mark.parametrize("shape,kind,kw", PAIRS3_CASES)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("stream_bytes", [1 << 60, 0])
+def test_channels_first_3d_pair_windows_backward_matches_torch(monkeypatch, shape, kind, kw,
+                                                                threads, stream_bytes):
+    x = _fmax_zoo(shape, sum(shape) + threads)
+    name = "adaptive_max_pool3d" if kind == "adaptive" else "max_pool3d"
+    t = torch.from_numpy(x).requires_grad_(True)
+    tv, ti = getattr(F, name)(t, return_indices=True, **kw)
+    g = np.random.default_rng(threads).standard_normal(tv.shape).astype(np.float32)
+    g.reshape(-1)[::5] = -0.0                   # 0 + -0 is +0, as the scatter from +0
+    g.reshape(-1)[3::7] = np.nan
+    tv.backward(torch.from_numpy(g))
+    want = t.grad.numpy()
+    bk = {k: v for k, v in kw.items() if k != "output_size"}
+    isz = want.size
+    raw = np.full(isz + 64, 7.0, np.float32)
+
+    def back(i, offset):
+        lead = (-raw.ctypes.data % 64) // 4 + offset
+        raw[:] = 7.0
+        out = raw[lead:lead + isz].reshape(shape)
+        if kind == "adaptive":
+            got = cypool.adaptive_max_pool3d_backward(g, i, x.shape, out=out)
+        else:
+            got = cypool.max_pool3d_backward(g, i, x.shape, out=out, **bk)
+        assert np.shares_memory(got, raw)
+        assert (raw[:lead] == 7).all() and (raw[lead + isz:] == 7).all()
+        return got
+
+    with _run_at(monkeypatch, threads, 2, STREAM_BYTES=stream_bytes):
+        for offset in (0, 4):           # on a line, and off it
+            assert back(ti.numpy(), offset).tobytes() == want.tobytes()
+            # indices outside their windows (any position in the plane, as
+            # PyTorch's scatter takes them) and -1 (no input): the scatter's sums
+            i2 = ti.numpy().copy()
+            i2.reshape(-1)[-1] = 0
+            i2.reshape(-1)[0] = -1
+            i2.reshape(-1)[len(i2.reshape(-1)) // 2] = int(np.prod(shape[2:])) - 1
+            assert back(i2, offset).tobytes() == _scatter_sums(g, i2, shape).tobytes()
