@@ -59,9 +59,11 @@ SERIAL_WORK = 1 << 15
 # kernel supports them (larger than the caches: nobody reads them back soon).
 STREAM_BYTES = 8 << 20
 # the channels-last max backward written densely streams gradients this
-# large (measured on Zen 5: 1.3x faster for 64 MB; 12.8 MB, which the L3
-# cache holds, were up to 1.4x slower at 2 threads)
-DENSE_STREAM_BYTES = 16 << 20
+# large: on AMD's cores 16 MiB (Zen 5: 1.3x faster for 64 MB; 12.8 MB, which
+# its 32 MB L3 cache holds, were up to 1.4x slower at 2 threads), elsewhere
+# from STREAM_BYTES (Emerald Rapids: the batch-1 (1, 224, 224, 64) k=3 s=2
+# backward's 12.8 MB streamed in 0.81x the time at 1 thread, 0.87x at 2)
+DENSE_STREAM_BYTES = 16 << 20 if K.amd_cores() else STREAM_BYTES
 # channels-last max backward bands: at most about this much input gradient
 # each, so that a band stays in the L2 cache from its zeroing to its adds
 BAND_BYTES = 1 << 20

@@ -1214,6 +1214,12 @@ cdef Py_ssize_t col_lanes_bytes_f32 = 16777216 if cp_collanes_preferred() else P
 cdef Py_ssize_t col_lanes_bytes_f64 = 16777216
 
 
+def amd_cores():
+    """Whether this CPU is AMD's (and the build has the AVX-512 kernels):
+    some choices measured one way there and the other way on Intel's."""
+    return bool(cp_collanes_preferred())
+
+
 def col_lanes_threshold(nbytes):
     """Set the least input size (bytes) pooled as column lanes: one for both
     float32 and float64, or a (float32, float64) pair (tests set 0 to run

@@ -2333,3 +2333,18 @@ def test_channels_first_3d_pair_windows_backward_matches_torch(monkeypatch, shap
             i2.reshape(-1)[0] = -1
             i2.reshape(-1)[len(i2.reshape(-1)) // 2] = int(np.prod(shape[2:])) - 1
             assert back(i2, offset).tobytes() == _scatter_sums(g, i2, shape).tobytes()
+
+
+def test_vendor_choices_follow_the_cpu():
+    # amd_cores() picks the choices measured on AMD's cores (the column
+    # lanes, the dense max backward's streaming threshold): never on Intel's
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+    except OSError:
+        pytest.skip("no /proc/cpuinfo")
+    if "GenuineIntel" in info:
+        assert not _kernels.amd_cores()
+    if _kernels.amd_cores():
+        assert "AuthenticAMD" in info
+    assert _cpu.DENSE_STREAM_BYTES == (16 << 20 if _kernels.amd_cores() else _cpu.STREAM_BYTES)
