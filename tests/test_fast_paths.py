@@ -1164,18 +1164,26 @@ PAIR_CASES = [
 ]
 
 
+def _torch_max_grad(x, name, kw, seed):
+    # torch's max pool `name` of x with indices, and its backward of a
+    # gradient g with -0s (0 + -0 is +0, as the scatter from +0) and NaNs:
+    # (the input tensor, holding the gradient; the indices; g)
+    t = torch.from_numpy(x).requires_grad_(True)
+    tv, ti = getattr(F, name)(t, return_indices=True, **kw)
+    g = np.random.default_rng(seed).standard_normal(tv.shape).astype(np.float32)
+    g.reshape(-1)[::5] = -0.0
+    g.reshape(-1)[3::7] = np.nan
+    tv.backward(torch.from_numpy(g))
+    return t, ti, g
+
+
 @pytest.mark.parametrize("shape,kind,kw", PAIR_CASES)
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_channels_first_pair_windows_match_torch(monkeypatch, shape, kind, kw, threads):
     x = _fmax_zoo(shape, sum(shape) + threads)
     _max_like_torch(monkeypatch, 2, kind, x, kw, threads, levels=(2, 1))
     name = f"adaptive_max_pool2d" if kind == "adaptive" else "max_pool2d"
-    t = torch.from_numpy(x).requires_grad_(True)
-    tv, ti = getattr(F, name)(t, return_indices=True, **kw)
-    g = np.random.default_rng(threads).standard_normal(tv.shape).astype(np.float32)
-    g.reshape(-1)[::5] = -0.0                   # 0 + -0 is +0, as the scatter from +0
-    g.reshape(-1)[3::7] = np.nan
-    tv.backward(torch.from_numpy(g))
+    t, ti, g = _torch_max_grad(x, name, kw, threads)
     bk = {k: v for k, v in kw.items() if k != "output_size"}
     back = (lambda i: cypool.adaptive_max_pool2d_backward(g, i, x.shape)) \
         if kind == "adaptive" else (lambda i: cypool.max_pool2d_backward(g, i, x.shape, **bk))
@@ -2209,26 +2217,39 @@ def test_channels_last_four_window_averages_streamed_match_torch(monkeypatch, C,
     rng = np.random.default_rng(C + threads + offset)
     x = rng.standard_normal((2, C, 9, 23)).astype(np.float32)
     flat = x.reshape(-1)
-    flat[::13] = -0.0
-    flat[rng.choice(flat.size, 20, replace=False)] = np.inf
-    flat[rng.choice(flat.size, 20, replace=False)] = np.nan
-    flat[rng.choice(flat.size, 20, replace=False)] = np.finfo(np.float32).max / 2
+    _specials(flat, rng, 13, 20)
     xl = np.ascontiguousarray(np.moveaxis(x, 1, -1))
     before = xl.copy()
     want = F.avg_pool2d(torch.from_numpy(x), **kw)
     want = np.ascontiguousarray(np.moveaxis(want.numpy(), 1, -1))
+    _check_streamed_out(monkeypatch, threads, want, offset,
+                        lambda out: cypool.avg_pool2d(xl, out=out, channels_last=True, **kw))
+    assert xl.tobytes() == before.tobytes()
+
+
+def _specials(flat, rng, every, k):
+    # -0 every `every` floats, then k infs, NaNs and huge values each
+    flat[::every] = -0.0
+    flat[rng.choice(flat.size, k, replace=False)] = np.inf
+    flat[rng.choice(flat.size, k, replace=False)] = np.nan
+    flat[rng.choice(flat.size, k, replace=False)] = np.finfo(np.float32).max / 2
+
+
+def _check_streamed_out(monkeypatch, threads, want, offset, call):
+    # call(out) into an out= view `offset` floats past a line, its result
+    # stored in place and streamed (STREAM_BYTES 0): want's bits either way,
+    # and the floats around the view untouched
     n = want.size
     raw = np.full(n + 64, 7.0, np.float32)
-    lead = (-raw.ctypes.data % 64) // 4 + offset     # floats before the output
+    lead = (-raw.ctypes.data % 64) // 4 + offset     # floats before the view
     for stream_bytes in (1 << 60, 0):
         raw[:] = 7.0
         out = raw[lead:lead + n].reshape(want.shape)
         with _run_at(monkeypatch, threads, 2, STREAM_BYTES=stream_bytes):
-            got = cypool.avg_pool2d(xl, out=out, channels_last=True, **kw)
+            got = call(out)
         assert np.shares_memory(got, raw)
         assert got.tobytes() == want.tobytes(), stream_bytes
         assert (raw[:lead] == 7).all() and (raw[lead + n:] == 7).all()
-    assert xl.tobytes() == before.tobytes()
 
 
 @pytest.mark.parametrize("C", [128, 48, 40])
@@ -2252,29 +2273,18 @@ def test_channels_last_row_gathers_streamed_match_torch(monkeypatch, C, adaptive
     y = cypool.adaptive_avg_pool2d(x, **kw) if adaptive else cypool.avg_pool2d(x, **kw)
     g = rng.standard_normal(y.shape).astype(np.float32)
     flat = g.reshape(-1)
-    flat[::11] = -0.0
-    flat[rng.choice(flat.size, 12, replace=False)] = np.inf
-    flat[rng.choice(flat.size, 12, replace=False)] = np.nan
-    flat[rng.choice(flat.size, 12, replace=False)] = np.finfo(np.float32).max / 2
+    _specials(flat, rng, 11, 12)
     want = np.ascontiguousarray(np.moveaxis(_torch_avg_grad(x, g, 2, adaptive, kw), 1, -1))
     g_cl = np.ascontiguousarray(np.moveaxis(g, 1, -1))
     before = g_cl.copy()
-    n = want.size
-    raw = np.full(n + 64, 7.0, np.float32)
-    lead = (-raw.ctypes.data % 64) // 4 + offset     # floats before the gradient
-    for stream_bytes in (1 << 60, 0):
-        raw[:] = 7.0
-        out = raw[lead:lead + n].reshape(want.shape)
-        with _run_at(monkeypatch, threads, 2, STREAM_BYTES=stream_bytes):
-            if adaptive:
-                got = cypool.adaptive_avg_pool2d_backward(g_cl, want.shape, channels_last=True,
-                                                          out=out)
-            else:
-                got = cypool.avg_pool2d_backward(g_cl, want.shape, channels_last=True, out=out,
-                                                 **kw)
-        assert np.shares_memory(got, raw)
-        assert got.tobytes() == want.tobytes(), stream_bytes
-        assert (raw[:lead] == 7).all() and (raw[lead + n:] == 7).all()
+
+    def call(out):
+        if adaptive:
+            return cypool.adaptive_avg_pool2d_backward(g_cl, want.shape, channels_last=True,
+                                                       out=out)
+        return cypool.avg_pool2d_backward(g_cl, want.shape, channels_last=True, out=out, **kw)
+
+    _check_streamed_out(monkeypatch, threads, want, offset, call)
     assert g_cl.tobytes() == before.tobytes()
 
 
@@ -2300,12 +2310,7 @@ def test_channels_first_3d_pair_windows_backward_matches_torch(monkeypatch, shap
                                                                 threads, stream_bytes):
     x = _fmax_zoo(shape, sum(shape) + threads)
     name = "adaptive_max_pool3d" if kind == "adaptive" else "max_pool3d"
-    t = torch.from_numpy(x).requires_grad_(True)
-    tv, ti = getattr(F, name)(t, return_indices=True, **kw)
-    g = np.random.default_rng(threads).standard_normal(tv.shape).astype(np.float32)
-    g.reshape(-1)[::5] = -0.0                   # 0 + -0 is +0, as the scatter from +0
-    g.reshape(-1)[3::7] = np.nan
-    tv.backward(torch.from_numpy(g))
+    t, ti, g = _torch_max_grad(x, name, kw, threads)
     want = t.grad.numpy()
     bk = {k: v for k, v in kw.items() if k != "output_size"}
     isz = want.size
