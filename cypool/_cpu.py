@@ -279,14 +279,11 @@ def max_backward(plan: Plan, grad_output: np.ndarray, indices: np.ndarray, *,
         rows = kshape[1] * kshape[2]
         bad = 2
         if c == 1 and comp == np.float32:
-            # 2 x 2 windows 2 apart: rows written densely (None: other windows)
+            # 2 x 2 windows 2 apart, or 2 x 2 x 2 ones tiling the input: rows
+            # written densely (None: other windows)
             done = K.max_backward_pairs(gk, ik, gi.reshape(-1), _geometry(plan),
-                                        min(threads, max(1, n * koshape[2])))
-            if done is None:
-                # 2 x 2 x 2 windows 2 apart tiling the input: written densely
-                done = K.max_backward_pairs3(gk, ik, gi.reshape(-1), _geometry(plan),
-                                             min(threads, max(1, n * koshape[1] * koshape[2])),
-                                             gi.nbytes >= STREAM_BYTES)
+                                        min(threads, max(1, n * koshape[1] * koshape[2])),
+                                        gi.nbytes >= STREAM_BYTES)
             s2 = _stride2_windows(plan) if done is None else None
             if s2 is not None:
                 # windows 2 apart along W, overlapping (the ResNet stem's):

@@ -3204,28 +3204,6 @@ def max_backward(const real_t[::1] go, const int64_t[::1] idx, real_t[::1] gi,
     return bad
 
 
-def max_backward_pairs(const float[::1] go, const int64_t[::1] idx, float[::1] gi,
-                       Geometry geo, int nthreads):
-    """Channels-first float32 max backward of 2 x 2 windows 2 apart, written
-    densely (cp_fmax22_back_f32).  go, idx: IN; gi: OUT.  Returns 0, or 2
-    when an index is neither -1 nor inside its window (gi is then incomplete:
-    use max_backward); None when the geometry is not such windows."""
-    cdef Geom g = geo.g
-    cdef Py_ssize_t M = g.N * g.osize[1], nch, it
-    cdef int bad = 0
-    if not (cp_fmax2_ok() and _pairs22(&g)):
-        return None
-    if M == 0:
-        return 0
-    nch = min(M, 8 * nthreads)
-    with nogil:
-        for it in prange(nch, schedule="static", num_threads=nthreads):
-            bad |= cp_fmax22_back_f32(&gi[0], &go[0], &idx[0], it * M // nch,
-                                      (it + 1) * M // nch, g.size[1], g.size[2],
-                                      g.osize[1], g.osize[2])
-    return 2 if bad else 0
-
-
 cdef bint _halvings3(const Geom *g) noexcept nogil:
     # channels-first 3-d windows of 2 x 2 x 2 taps 2 apart that tile the
     # input exactly (each size twice the output's), a plane under 2^31
@@ -3241,29 +3219,44 @@ cdef bint _halvings3(const Geom *g) noexcept nogil:
     return True
 
 
-def max_backward_pairs3(const float[::1] go, const int64_t[::1] idx, float[::1] gi,
-                        Geometry geo, int nthreads, bint stream=False):
-    """Channels-first float32 max backward of 2 x 2 x 2 windows 2 apart that
-    tile the input exactly (max_pool3d(2) of even sizes), written densely
-    (cp_fmax222_back_f32): no zeroing pass, no scatter.  go, idx: IN; gi:
-    OUT.  Returns 0, or 2 when an index is neither -1 nor inside its window
-    (gi is then incomplete: use max_backward); None when the geometry is not
-    such windows or there is no AVX-512F.  stream: whole lines written with
-    non-temporal stores."""
+def max_backward_pairs(const float[::1] go, const int64_t[::1] idx, float[::1] gi,
+                       Geometry geo, int nthreads, bint stream=False):
+    """Channels-first float32 max backward of windows 2 apart, 2 taps along
+    each dim, written densely, with no zeroing pass and no scatter: 2-d
+    2 x 2 windows, all whole (max_pool2d(2), adaptive halvings), by
+    cp_fmax22_back_f32; 3-d 2 x 2 x 2 windows tiling the input exactly
+    (max_pool3d(2) of even sizes) by cp_fmax222_back_f32, whose whole lines
+    are written with non-temporal stores when ``stream``.  The threads take
+    chunks of the output rows.  go, idx: IN; gi: OUT.  Returns 0, or 2 when
+    an index is neither -1 nor inside its window (gi is then incomplete: use
+    max_backward); None when the geometry is neither, or there is no
+    AVX-512F."""
     cdef Geom g = geo.g
-    cdef Py_ssize_t M = g.N * g.osize[0] * g.osize[1], nch, it
+    cdef Py_ssize_t M, nch, it
     cdef int bad = 0
-    if not (cp_fmax2_ok() and _halvings3(&g)):
+    cdef bint three
+    if not cp_fmax2_ok():
+        return None
+    if _pairs22(&g):
+        three, M = False, g.N * g.osize[1]
+    elif _halvings3(&g):
+        three, M = True, g.N * g.osize[0] * g.osize[1]
+    else:
         return None
     if M == 0:
         return 0
     nch = min(M, 8 * nthreads)
     with nogil, parallel(num_threads=nthreads):
         for it in prange(nch, schedule="static"):
-            bad |= cp_fmax222_back_f32(&gi[0], &go[0], &idx[0], it * M // nch,
-                                       (it + 1) * M // nch, g.osize[0], g.osize[1],
-                                       g.osize[2], stream)
-        if stream:
+            if three:
+                bad |= cp_fmax222_back_f32(&gi[0], &go[0], &idx[0], it * M // nch,
+                                           (it + 1) * M // nch, g.osize[0], g.osize[1],
+                                           g.osize[2], stream)
+            else:
+                bad |= cp_fmax22_back_f32(&gi[0], &go[0], &idx[0], it * M // nch,
+                                          (it + 1) * M // nch, g.size[1], g.size[2],
+                                          g.osize[1], g.osize[2])
+        if three and stream:
             cp_stream_fence()
     return 2 if bad else 0
 
