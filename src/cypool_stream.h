@@ -51,6 +51,45 @@ static inline void cp_stream_copy(void *dst, const void *src, size_t n)
 
 static inline void cp_stream_fence(void) { _mm_sfence(); }
 
+/* cp_stream_copy that leaves src zeroed behind it (the lines are in the
+ * cache as they are loaded: cheaper than a pass of its own to zero them) */
+static inline void cp_stream_copy_zero(void *dst, void *src, size_t n)
+{
+    char *d = (char *)dst, *s = (char *)src;
+    size_t head = (16 - ((uintptr_t)d & 15)) & 15;
+    const __m128i z = _mm_setzero_si128();
+    if (n < 64 || head > n) {
+        memcpy(d, s, n);
+        memset(s, 0, n);
+        return;
+    }
+    memcpy(d, s, head);
+    memset(s, 0, head);
+    d += head;
+    s += head;
+    n -= head;
+    for (; n >= 64; n -= 64, d += 64, s += 64) {
+        __m128i a = _mm_loadu_si128((const __m128i *)s);
+        __m128i b = _mm_loadu_si128((const __m128i *)(s + 16));
+        __m128i c = _mm_loadu_si128((const __m128i *)(s + 32));
+        __m128i e = _mm_loadu_si128((const __m128i *)(s + 48));
+        _mm_stream_si128((__m128i *)d, a);
+        _mm_stream_si128((__m128i *)(d + 16), b);
+        _mm_stream_si128((__m128i *)(d + 32), c);
+        _mm_stream_si128((__m128i *)(d + 48), e);
+        _mm_storeu_si128((__m128i *)s, z);
+        _mm_storeu_si128((__m128i *)(s + 16), z);
+        _mm_storeu_si128((__m128i *)(s + 32), z);
+        _mm_storeu_si128((__m128i *)(s + 48), z);
+    }
+    for (; n >= 16; n -= 16, d += 16, s += 16) {
+        _mm_stream_si128((__m128i *)d, _mm_loadu_si128((const __m128i *)s));
+        _mm_storeu_si128((__m128i *)s, z);
+    }
+    memcpy(d, s, n);
+    memset(s, 0, n);
+}
+
 /* n bytes at dst set to the 4-byte pattern (repeated from dst on), whole
  * 16-byte pieces streamed; then cp_stream_fence. */
 static inline void cp_stream_fill(void *dst, size_t n, uint32_t pattern)
@@ -122,6 +161,11 @@ static inline void cp_stream_periodic(void *dst, size_t n, const void *pat2, siz
         memcpy(d + o, pat2, n - o < period ? n - o : period);
 }
 static inline void cp_stream_copy(void *dst, const void *src, size_t n) { memcpy(dst, src, n); }
+static inline void cp_stream_copy_zero(void *dst, void *src, size_t n)
+{
+    memcpy(dst, src, n);
+    memset(src, 0, n);
+}
 static inline void cp_stream_fence(void) {}
 static inline void cp_stream_fill(void *dst, size_t n, uint32_t pattern)
 {
