@@ -185,6 +185,15 @@ static inline void cp_prefetch(const void *p, size_t n)
         __builtin_prefetch(c + i, 0, 3);
 }
 
+/* cp_prefetch into the L2 cache only (not the L1, where lines needed a
+ * while from now evict those needed now) */
+static inline void cp_prefetch_l2(const void *p, size_t n)
+{
+    const char *c = (const char *)p;
+    for (size_t i = 0; i < n; i += 64)
+        __builtin_prefetch(c + i, 0, 2);
+}
+
 /* A hint to bring the line holding p into the cache to be written (a line
  * that plain stores will write only in part, where a miss would hold up
  * every store behind it). */
