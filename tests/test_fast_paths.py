@@ -679,6 +679,41 @@ def test_global_average_of_channels_first_planes_is_cp_sum16(monkeypatch, planes
         assert glob.reshape(-1).tobytes() == want.tobytes(), threads
 
 
+@pytest.mark.parametrize("C", [256, 272, 320])
+@pytest.mark.parametrize("hw,osize", [((7, 7), (1, 1)), ((9, 6), (4, 3)), ((5, 4), (5, 4)),
+                                      ((13, 11), (3, 2))])
+@pytest.mark.parametrize("level", [2, 1])
+def test_channels_last_adaptive_averages_of_wide_pixels_match_torch(monkeypatch, C, hw, osize,
+                                                                    level):
+    # channels-last pixels of 1 KiB and more: each window summed a tap's
+    # whole pixel at a time through the output row, which is then divided
+    # by the window's extents in turn (cp_div3_row_f32: by exact
+    # reciprocals at level 2, divisors of 1 left out, the 5 x 4 -> 5 x 4
+    # bins being all 1s), the lanes past the first multiple of 64 in
+    # registers.  torch's _adaptive_avg_pool2d (not its mean, which
+    # F.adaptive_avg_pool2d takes for 1 x 1) bit for bit: -0, inf, NaN,
+    # huge values, and sums near the reciprocals' range ends (2^-40, 2^100)
+    # and below it (subnormal quotients)
+    rng = np.random.default_rng(C + hw[0] + osize[0])
+    x = rng.standard_normal((12, C) + hw).astype(np.float32)    # (whole pixels an item)
+    x[0] *= np.float32(2.0 ** -40)
+    x[1, : C // 2] *= np.float32(2.0 ** 100)
+    x[1, C // 2:] *= np.float32(2.0 ** -130)
+    _specials(x.reshape(-1), rng, 13, max(1, x.size // 200))
+    want = torch.ops.aten._adaptive_avg_pool2d(torch.from_numpy(x), list(osize)).numpy()
+    fin = np.abs(want[np.isfinite(want)])
+    assert np.isnan(want).any() and np.isinf(want).any() and (fin < 2.0 ** -126).any()
+    x_cl = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    want_cl = np.ascontiguousarray(want.transpose(0, 2, 3, 1))
+    for threads in (1, 2, 3):
+        with _run_at(monkeypatch, threads, level):
+            got = cypool.adaptive_avg_pool2d(x_cl, osize, channels_last=True)
+            if osize == (1, 1):
+                glob = cypool.global_avg_pool2d(x_cl, channels_last=True)
+                assert glob.tobytes() == want_cl.tobytes(), threads
+        assert got.tobytes() == want_cl.tobytes(), threads
+
+
 # ---------------------------------------------------------------------------
 # Replayed calls (the argument layer skipped for a repeated call)
 # ---------------------------------------------------------------------------
