@@ -714,6 +714,38 @@ def test_channels_last_adaptive_averages_of_wide_pixels_match_torch(monkeypatch,
         assert got.tobytes() == want_cl.tobytes(), threads
 
 
+@pytest.mark.parametrize("dtype,C", [(np.float64, 64), (np.float64, 72), (np.float32, 128),
+                                     (np.float32, 136)])
+@pytest.mark.parametrize("level", [2, 1, 0])
+def test_channels_last_average_lanes_of_512_byte_steps_match_torch(monkeypatch, dtype, C,
+                                                                   level):
+    # channels-last windows summed in registers 512 bytes of lanes a tap
+    # (float64's 64 channels, float32's 128), the rest in 256-, 64- and
+    # 32-byte steps: torch's bits at every instruction-set level, NaNs of
+    # several payloads (which one a sum keeps depends on the operand order)
+    rng = np.random.default_rng(C + level)
+    x = rng.standard_normal((2, C, 12, 10)).astype(dtype)
+    f = x.reshape(-1)
+    f[::11] = -0.0
+    nan_bits = [0x7FF8000000000123, 0xFFF8000000000456] if dtype == np.float64 else \
+        [0x7FC00123, 0xFFC00456]
+    for bits in nan_bits:
+        f[rng.choice(f.size, f.size // 300, replace=False)] = \
+            np.array([bits], np.uint64 if dtype == np.float64 else np.uint32).view(dtype)[0]
+    f[rng.choice(f.size, f.size // 300, replace=False)] = np.inf
+    tx = torch.from_numpy(x)
+    want_a = F.adaptive_avg_pool2d(tx, (3, 4)).numpy()
+    want_f = F.avg_pool2d(tx, 3, 2, 1, ceil_mode=True, count_include_pad=False).numpy()
+    assert np.isnan(want_a).any() and np.isnan(want_f).any() and np.isfinite(want_f).any()
+    cl = lambda a: np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+    with _run_at(monkeypatch, 2, level):
+        got_a = cypool.adaptive_avg_pool2d(cl(x), (3, 4), channels_last=True)
+        got_f = cypool.avg_pool2d(cl(x), 3, 2, 1, ceil_mode=True, count_include_pad=False,
+                                  channels_last=True)
+    assert got_a.tobytes() == cl(want_a).tobytes()
+    assert got_f.tobytes() == cl(want_f).tobytes()
+
+
 # ---------------------------------------------------------------------------
 # Replayed calls (the argument layer skipped for a repeated call)
 # ---------------------------------------------------------------------------
