@@ -295,10 +295,16 @@ def max_backward(plan: Plan, grad_output: np.ndarray, indices: np.ndarray, *,
             # channels-last: each input row once from the windows that read
             # it (windows that do not overlap, or samples too few for the
             # scatter's threads), bands of rows for the threads
-            nbands = min(rows, max(1, -(-8 * threads // n)))
-            done = K.max_backward_dense(gk, ik, gi.reshape(-1), _geometry(plan, True), nbands,
-                                        min(threads, n * nbands), n < 4 * threads,
+            # (2 x 2 x 2 windows tiling the input: each window writes its 8
+            # pixels, max_backward_pairs)
+            done = K.max_backward_pairs(gk, ik, gi.reshape(-1), _geometry(plan),
+                                        min(threads, max(1, n * koshape[1] * koshape[2])),
                                         gi.nbytes >= DENSE_STREAM_BYTES)
+            if done is None:
+                nbands = min(rows, max(1, -(-8 * threads // n)))
+                done = K.max_backward_dense(gk, ik, gi.reshape(-1), _geometry(plan, True),
+                                            nbands, min(threads, n * nbands), n < 4 * threads,
+                                            gi.nbytes >= DENSE_STREAM_BYTES)
             bad = 2 if done is None else done
         if bad == 2 and c > 1 and rows > 1:
             # channels-last: bands of rows, 8 a thread, or more where that

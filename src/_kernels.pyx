@@ -119,6 +119,9 @@ cdef extern from "cypool_lanes.h" nogil:
                            Py_ssize_t OW)
     int cp_fmax222_back_f32(float *gi, const float *go, const int64_t *idx, Py_ssize_t m0,
                             Py_ssize_t m1, Py_ssize_t OD, Py_ssize_t OH, Py_ssize_t OW, int nt)
+    int cp_cl_fmax222_back_f32(float *gi, const float *go, const int64_t *idx,
+                               Py_ssize_t m0, Py_ssize_t m1, Py_ssize_t OD, Py_ssize_t OH,
+                               Py_ssize_t OW, Py_ssize_t C, int nt)
     Py_ssize_t cp_fmax_s2_buf(Py_ssize_t OW, Py_ssize_t W)
     int cp_fmax_s2_back_f32(float *gi, const float *go, const int64_t *idx, Py_ssize_t H,
                             Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW, int kh, int ph, int sh,
@@ -3224,10 +3227,10 @@ def max_backward(const real_t[::1] go, const int64_t[::1] idx, real_t[::1] gi,
 
 
 cdef bint _halvings3(const Geom *g) noexcept nogil:
-    # channels-first 3-d windows of 2 x 2 x 2 taps 2 apart that tile the
-    # input exactly (each size twice the output's), a plane under 2^31
+    # 3-d windows of 2 x 2 x 2 taps 2 apart that tile the input exactly
+    # (each size twice the output's), a plane under 2^31
     cdef Py_ssize_t k, o
-    if g.C != 1 or g.size[0] * g.size[1] * g.size[2] >= 2147483647:
+    if g.size[0] * g.size[1] * g.size[2] >= 2147483647:
         return False
     for k in range(3):
         if g.osize[k] == 0 or g.size[k] != 2 * g.osize[k] or g.step[k] != 1:
@@ -3256,9 +3259,23 @@ def max_backward_pairs(const float[::1] go, const int64_t[::1] idx, float[::1] g
     cdef bint three
     if not cp_fmax2_ok():
         return None
+    if g.C > 1:
+        # channels-last 2 x 2 x 2: each window writes its 8 pixels
+        if not _halvings3(&g):
+            return None
+        M = g.N * g.osize[0] * g.osize[1]
+        if M == 0:
+            return 0
+        nch = min(M, 8 * nthreads)
+        with nogil:
+            for it in prange(nch, schedule="static", num_threads=nthreads):
+                bad |= cp_cl_fmax222_back_f32(&gi[0], &go[0], &idx[0], it * M // nch,
+                                              (it + 1) * M // nch, g.osize[0], g.osize[1],
+                                              g.osize[2], g.C, stream)
+        return 2 if bad else 0
     if _pairs22(&g):
         three, M = False, g.N * g.osize[1]
-    elif _halvings3(&g):
+    elif g.C == 1 and _halvings3(&g):
         three, M = True, g.N * g.osize[0] * g.osize[1]
     else:
         return None

@@ -2629,6 +2629,103 @@ cp_fmax222_back_chunk(float *a, ptrdiff_t W, ptrdiff_t HW, const float *gr, cons
     return 0;
 }
 
+/* The channels-last form (C channels a pixel, max_pool3d(x, 2) of even
+ * sizes on NDHWC data): each output row's windows write their 8 input
+ * pixels densely, 16 channels a vector, from the lanes' tap numbers (the
+ * index less the window's first position, which must be one of the 8
+ * taps' offsets or the index -1): a tap's lanes get 0 + the gradient, the
+ * others +0, as PyTorch's scatter into zeros gives.  Each window's indices
+ * and gradients are read once (the row kernel, cp_cl_max_back_row_f32,
+ * reads them once for each of the 8 pixels).  Output rows [m0, m1), m =
+ * (n OD + od) OH + oh.  nt: with C a multiple of 16 and gi on a line, the
+ * pixels (whole lines) written with non-temporal stores.  Returns 1 when
+ * some index is neither -1 nor one of its window's taps (gi is then
+ * incomplete), else 0. */
+__attribute__((target("avx512f"), always_inline)) static inline int
+cp_cl_fmax222_block(float *const *rows, const float *g0, const int64_t *i0, __m512i p,
+                    __m512i span, const __m512i *taps, ptrdiff_t C, __mmask16 lm,
+                    const int FULL, int nt)
+{
+    const __m512 z = _mm512_setzero_ps();
+    const __m512i none = _mm512_set1_epi64(-1);
+    __m512 g;
+    __m512i a, b;
+    if (FULL) {
+        g = _mm512_loadu_ps(g0);
+        a = _mm512_loadu_si512((const void *)i0);
+        b = _mm512_loadu_si512((const void *)(i0 + 8));
+    } else {
+        g = _mm512_maskz_loadu_ps(lm, g0);
+        a = _mm512_maskz_loadu_epi64((__mmask8)lm, i0);
+        b = _mm512_maskz_loadu_epi64((__mmask8)(lm >> 8), i0 + 8);
+    }
+    /* lanes whose index is -1, and lanes whose offset is in [0, span) */
+    __mmask16 nn = (__mmask16)(_mm512_cmpeq_epi64_mask(a, none) |
+                               ((unsigned)_mm512_cmpeq_epi64_mask(b, none) << 8));
+    a = _mm512_sub_epi64(a, p);
+    b = _mm512_sub_epi64(b, p);
+    __mmask16 in = (__mmask16)(_mm512_cmplt_epu64_mask(a, span) |
+                               ((unsigned)_mm512_cmplt_epu64_mask(b, span) << 8));
+    __m512i d = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(a)),
+                                   _mm512_cvtepi64_epi32(b), 1);
+    __mmask16 any = 0;
+    for (int t = 0; t < 8; t++) {
+        __mmask16 k = _mm512_mask_cmpeq_epi32_mask(in, d, taps[t]);
+        any |= k;
+        float *q = rows[t >> 1] + (t & 1) * C;
+        __m512 v = _mm512_maskz_add_ps(k, z, g);
+        if (FULL && nt)
+            _mm512_stream_ps(q, v);
+        else if (FULL)
+            _mm512_storeu_ps(q, v);
+        else
+            _mm512_mask_storeu_ps(q, lm, v);
+    }
+    return ((any | nn) & lm) != lm;
+}
+
+__attribute__((target("avx512f"))) static int
+cp_cl_fmax222_back_f32(float *gi, const float *go, const int64_t *idx, ptrdiff_t m0,
+                      ptrdiff_t m1, ptrdiff_t OD, ptrdiff_t OH, ptrdiff_t OW, ptrdiff_t C,
+                      int nt)
+{
+    const ptrdiff_t H = 2 * OH, W = 2 * OW, HW = H * W;
+    const ptrdiff_t cf = C & ~(ptrdiff_t)15;
+    const __mmask16 tl = (__mmask16)((1u << (C - cf)) - 1);
+    const __m512i span = _mm512_set1_epi64(HW + W + 2);
+    __m512i taps[8];
+    int bad = 0;
+    nt = nt && (C & 15) == 0 && ((uintptr_t)gi & 63) == 0;
+    for (int t = 0; t < 8; t++)      /* tap t = (a, b, e): depth a, row b, column e */
+        taps[t] = _mm512_set1_epi32((int32_t)((t >> 2) * HW + ((t >> 1) & 1) * W + (t & 1)));
+    for (ptrdiff_t m = m0; m < m1; m++) {
+        const ptrdiff_t oh = m % OH, od = (m / OH) % OD, n = m / OH / OD;
+        const int64_t p00 = ((int64_t)(2 * od) * H + 2 * oh) * W;   /* in the sample */
+        float *base = gi + ((n * 2 * OD + 2 * od) * H + 2 * oh) * W * C;
+        for (ptrdiff_t ow = 0; ow < OW; ow++) {
+            const __m512i p = _mm512_set1_epi64(p00 + 2 * ow);
+            const float *g0 = go + (m * OW + ow) * C;
+            const int64_t *i0 = idx + (m * OW + ow) * C;
+            float *rows[4];
+            for (int r = 0; r < 4; r++)
+                rows[r] = base + ((r >> 1) * HW + (r & 1) * W + 2 * ow) * C;
+            ptrdiff_t c = 0;
+            for (; c < cf; c += 16) {
+                float *rc[4] = {rows[0] + c, rows[1] + c, rows[2] + c, rows[3] + c};
+                bad |= cp_cl_fmax222_block(rc, g0 + c, i0 + c, p, span, taps, C, 0xFFFF, 1,
+                                           nt);
+            }
+            if (c < C) {
+                float *rc[4] = {rows[0] + c, rows[1] + c, rows[2] + c, rows[3] + c};
+                bad |= cp_cl_fmax222_block(rc, g0 + c, i0 + c, p, span, taps, C, tl, 0, 0);
+            }
+        }
+    }
+    if (nt)
+        _mm_sfence();
+    return bad;
+}
+
 __attribute__((target("avx512f"))) static int
 cp_fmax222_back_f32(float *gi, const float *go, const int64_t *idx, ptrdiff_t m0,
                     ptrdiff_t m1, ptrdiff_t OD, ptrdiff_t OH, ptrdiff_t OW, int nt)
@@ -2934,6 +3031,14 @@ static int cp_fmax222_back_f32(float *gi, const float *go, const int64_t *idx, p
                                ptrdiff_t m1, ptrdiff_t OD, ptrdiff_t OH, ptrdiff_t OW, int nt)
 {
     (void)gi; (void)go; (void)idx; (void)m0; (void)m1; (void)OD; (void)OH; (void)OW; (void)nt;
+    return 1;
+}
+static int cp_cl_fmax222_back_f32(float *gi, const float *go, const int64_t *idx,
+                                  ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t OD, ptrdiff_t OH,
+                                  ptrdiff_t OW, ptrdiff_t C, int nt)
+{
+    (void)gi; (void)go; (void)idx; (void)m0; (void)m1; (void)OD; (void)OH; (void)OW; (void)C;
+    (void)nt;
     return 1;
 }
 #endif

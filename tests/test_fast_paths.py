@@ -2407,6 +2407,70 @@ def test_channels_first_3d_pair_windows_backward_matches_torch(monkeypatch, shap
             assert back(i2, offset).tobytes() == _scatter_sums(g, i2, shape).tobytes()
 
 
+@pytest.mark.parametrize("shape,kind,kw", [
+    ((2, 32, 4, 6, 8), "fixed", dict(kernel_size=2)),
+    ((1, 40, 2, 4, 6), "fixed", dict(kernel_size=2, stride=2)),     # 40: an 8-lane tail
+    ((3, 16, 2, 2, 2), "fixed", dict(kernel_size=2)),               # 1 output a sample
+    ((2, 7, 4, 8, 10), "adaptive", dict(output_size=(2, 4, 5))),    # 7: a tail only
+    ((2, 16, 5, 4, 6), "fixed", dict(kernel_size=2)),               # odd D: not this kernel
+])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("stream_bytes", [1 << 60, 0])
+def test_channels_last_3d_pair_windows_backward_matches_torch(monkeypatch, shape, kind, kw,
+                                                              threads, stream_bytes):
+    # channels-last 2 x 2 x 2 windows tiling the input: each window writes
+    # its 8 pixels (cp_cl_fmax222_back_f32), streamed or not, into out=
+    # views on a line and off it; torch's bits (NaN and -0 gradients); then
+    # indices outside their windows, and -1: the scatter's sums
+    x = _fmax_zoo(shape, sum(shape) + threads)
+    name = "adaptive_max_pool3d" if kind == "adaptive" else "max_pool3d"
+    t, ti, g = _torch_max_grad(x, name, kw, threads)
+    cl = lambda a: np.ascontiguousarray(np.moveaxis(a, 1, -1))
+    want = cl(t.grad.numpy())
+    bk = {k: v for k, v in kw.items() if k != "output_size"}
+    isz = want.size
+    raw = np.full(isz + 64, 7.0, np.float32)
+    picked = []
+    kernel = _cpu._kernel
+    monkeypatch.setattr(_cpu, "_kernel", lambda name, dt: picked.append(name) or kernel(name, dt))
+
+    def back(i, offset):
+        lead = (-raw.ctypes.data % 64) // 4 + offset
+        raw[:] = 7.0
+        out = raw[lead:lead + isz].reshape(want.shape)
+        if kind == "adaptive":
+            got = cypool.adaptive_max_pool3d_backward(cl(g), cl(i), want.shape, out=out,
+                                                      channels_last=True)
+        else:
+            got = cypool.max_pool3d_backward(cl(g), cl(i), want.shape, out=out,
+                                             channels_last=True, **bk)
+        assert np.shares_memory(got, raw)
+        assert (raw[:lead] == 7).all() and (raw[lead + isz:] == 7).all()
+        return got
+
+    with _run_at(monkeypatch, threads, 2, DENSE_STREAM_BYTES=stream_bytes):
+        for offset in (0, 4):
+            picked.clear()
+            assert back(ti.numpy(), offset).tobytes() == want.tobytes()
+            assert not picked                 # (no scatter, no bands)
+            i2 = ti.numpy().copy()
+            i2.reshape(-1)[-1] = 0
+            i2.reshape(-1)[0] = -1
+            i2.reshape(-1)[len(i2.reshape(-1)) // 2] = int(np.prod(shape[2:])) - 1
+            assert back(i2, offset).tobytes() == cl(_scatter_sums(g, i2, shape)).tobytes()
+            # an index 2^32 past its own (the same low 32 bits): refused by
+            # the kernel (no out=: no check of the indices beforehand)
+            i3 = ti.numpy().copy()
+            i3.reshape(-1)[5] += 1 << 32
+            with pytest.raises(ValueError, match=r"indices must lie in"):
+                if kind == "adaptive":
+                    cypool.adaptive_max_pool3d_backward(cl(g), cl(i3), want.shape,
+                                                        channels_last=True)
+                else:
+                    cypool.max_pool3d_backward(cl(g), cl(i3), want.shape, channels_last=True,
+                                               **bk)
+
+
 def test_vendor_choices_follow_the_cpu():
     # amd_cores() picks the choices measured on AMD's cores (the column
     # lanes, the dense max backward's streaming threshold): never on Intel's
