@@ -3243,12 +3243,14 @@ cdef bint _halvings3(const Geom *g) noexcept nogil:
 
 def max_backward_pairs(const float[::1] go, const int64_t[::1] idx, float[::1] gi,
                        Geometry geo, int nthreads, bint stream=False):
-    """Channels-first float32 max backward of windows 2 apart, 2 taps along
-    each dim, written densely, with no zeroing pass and no scatter: 2-d
-    2 x 2 windows, all whole (max_pool2d(2), adaptive halvings), by
+    """Float32 max backward of windows 2 apart, 2 taps along each dim,
+    written densely, with no zeroing pass and no scatter.  Channels-first:
+    2-d 2 x 2 windows, all whole (max_pool2d(2), adaptive halvings), by
     cp_fmax22_back_f32; 3-d 2 x 2 x 2 windows tiling the input exactly
     (max_pool3d(2) of even sizes) by cp_fmax222_back_f32, whose whole lines
-    are written with non-temporal stores when ``stream``.  The threads take
+    are written with non-temporal stores when ``stream``.  Channels-last
+    (C > 1): the same 3-d windows by cp_cl_fmax222_back_f32, each window
+    writing its 8 pixels (streamed when ``stream``).  The threads take
     chunks of the output rows.  go, idx: IN; gi: OUT.  Returns 0, or 2 when
     an index is neither -1 nor inside its window (gi is then incomplete: use
     max_backward); None when the geometry is neither, or there is no
