@@ -21,16 +21,17 @@
 #if defined(__x86_64__) || defined(_M_X64)
 #include <emmintrin.h>
 
-static inline void cp_stream_copy(void *dst, const void *src, size_t n)
+/* cp_stream_copy, and with zero (a constant) src zeroed behind it */
+static inline void cp_stream_move(void *dst, void *src, size_t n, const int zero)
 {
-    char *d = (char *)dst;
-    const char *s = (const char *)src;
+    char *d = (char *)dst, *s = (char *)src;
     size_t head = (16 - ((uintptr_t)d & 15)) & 15;
-    if (n < 64 || head > n) {
-        memcpy(d, s, n);
-        return;
-    }
+    const __m128i z = _mm_setzero_si128();
+    if (n < 64 || head > n)
+        head = n;
     memcpy(d, s, head);
+    if (zero)
+        memset(s, 0, head);
     d += head;
     s += head;
     n -= head;
@@ -43,52 +44,36 @@ static inline void cp_stream_copy(void *dst, const void *src, size_t n)
         _mm_stream_si128((__m128i *)(d + 16), b);
         _mm_stream_si128((__m128i *)(d + 32), c);
         _mm_stream_si128((__m128i *)(d + 48), e);
+        if (zero) {
+            _mm_storeu_si128((__m128i *)s, z);
+            _mm_storeu_si128((__m128i *)(s + 16), z);
+            _mm_storeu_si128((__m128i *)(s + 32), z);
+            _mm_storeu_si128((__m128i *)(s + 48), z);
+        }
     }
-    for (; n >= 16; n -= 16, d += 16, s += 16)
+    for (; n >= 16; n -= 16, d += 16, s += 16) {
         _mm_stream_si128((__m128i *)d, _mm_loadu_si128((const __m128i *)s));
+        if (zero)
+            _mm_storeu_si128((__m128i *)s, z);
+    }
     memcpy(d, s, n);
+    if (zero)
+        memset(s, 0, n);
 }
 
-static inline void cp_stream_fence(void) { _mm_sfence(); }
+static inline void cp_stream_copy(void *dst, const void *src, size_t n)
+{
+    cp_stream_move(dst, (void *)src, n, 0);     /* (src is only read) */
+}
 
 /* cp_stream_copy that leaves src zeroed behind it (the lines are in the
  * cache as they are loaded: cheaper than a pass of its own to zero them) */
 static inline void cp_stream_copy_zero(void *dst, void *src, size_t n)
 {
-    char *d = (char *)dst, *s = (char *)src;
-    size_t head = (16 - ((uintptr_t)d & 15)) & 15;
-    const __m128i z = _mm_setzero_si128();
-    if (n < 64 || head > n) {
-        memcpy(d, s, n);
-        memset(s, 0, n);
-        return;
-    }
-    memcpy(d, s, head);
-    memset(s, 0, head);
-    d += head;
-    s += head;
-    n -= head;
-    for (; n >= 64; n -= 64, d += 64, s += 64) {
-        __m128i a = _mm_loadu_si128((const __m128i *)s);
-        __m128i b = _mm_loadu_si128((const __m128i *)(s + 16));
-        __m128i c = _mm_loadu_si128((const __m128i *)(s + 32));
-        __m128i e = _mm_loadu_si128((const __m128i *)(s + 48));
-        _mm_stream_si128((__m128i *)d, a);
-        _mm_stream_si128((__m128i *)(d + 16), b);
-        _mm_stream_si128((__m128i *)(d + 32), c);
-        _mm_stream_si128((__m128i *)(d + 48), e);
-        _mm_storeu_si128((__m128i *)s, z);
-        _mm_storeu_si128((__m128i *)(s + 16), z);
-        _mm_storeu_si128((__m128i *)(s + 32), z);
-        _mm_storeu_si128((__m128i *)(s + 48), z);
-    }
-    for (; n >= 16; n -= 16, d += 16, s += 16) {
-        _mm_stream_si128((__m128i *)d, _mm_loadu_si128((const __m128i *)s));
-        _mm_storeu_si128((__m128i *)s, z);
-    }
-    memcpy(d, s, n);
-    memset(s, 0, n);
+    cp_stream_move(dst, src, n, 1);
 }
+
+static inline void cp_stream_fence(void) { _mm_sfence(); }
 
 /* n bytes at dst set to the 4-byte pattern (repeated from dst on), whole
  * 16-byte pieces streamed; then cp_stream_fence. */

@@ -727,11 +727,7 @@ def test_channels_last_average_lanes_of_512_byte_steps_match_torch(monkeypatch, 
     x = rng.standard_normal((2, C, 12, 10)).astype(dtype)
     f = x.reshape(-1)
     f[::11] = -0.0
-    nan_bits = [0x7FF8000000000123, 0xFFF8000000000456] if dtype == np.float64 else \
-        [0x7FC00123, 0xFFC00456]
-    for bits in nan_bits:
-        f[rng.choice(f.size, f.size // 300, replace=False)] = \
-            np.array([bits], np.uint64 if dtype == np.float64 else np.uint32).view(dtype)[0]
+    _nan_payloads(f, rng, f.size // 300)
     f[rng.choice(f.size, f.size // 300, replace=False)] = np.inf
     tx = torch.from_numpy(x)
     want_a = F.adaptive_avg_pool2d(tx, (3, 4)).numpy()
@@ -2240,10 +2236,7 @@ def test_channels_last_window_rows_summed_in_registers_match_torch(monkeypatch, 
     flat[rng.choice(flat.size, 40, replace=False)] = np.inf
     flat[rng.choice(flat.size, 40, replace=False)] = np.finfo(dtype).max / 3
     if dtype == np.float32:
-        flat[rng.choice(flat.size, 30, replace=False)] = \
-            np.array([0x7FC00123], np.uint32).view(np.float32)[0]
-        flat[rng.choice(flat.size, 30, replace=False)] = \
-            np.array([0xFFC00456], np.uint32).view(np.float32)[0]
+        _nan_payloads(flat, rng, 30)
     else:
         flat[rng.choice(flat.size, 60, replace=False)] = np.nan
     x[0, 1] = -0.0
@@ -2292,6 +2285,15 @@ def test_channels_last_four_window_averages_streamed_match_torch(monkeypatch, C,
     _check_streamed_out(monkeypatch, threads, want, offset,
                         lambda out: cypool.avg_pool2d(xl, out=out, channels_last=True, **kw))
     assert xl.tobytes() == before.tobytes()
+
+
+def _nan_payloads(flat, rng, k):
+    # k NaNs of each of two payloads, one of either sign, at random places
+    # (which NaN a sum keeps depends on its operand order)
+    wide = flat.dtype == np.float64
+    for bits in ([0x7FF8000000000123, 0xFFF8000000000456] if wide else [0x7FC00123, 0xFFC00456]):
+        flat[rng.choice(flat.size, k, replace=False)] = \
+            np.array([bits], np.uint64 if wide else np.uint32).view(flat.dtype)[0]
 
 
 def _specials(flat, rng, every, k):
@@ -2375,36 +2377,53 @@ PAIRS3_CASES = [
 @pytest.mark.parametrize("stream_bytes", [1 << 60, 0])
 def test_channels_first_3d_pair_windows_backward_matches_torch(monkeypatch, shape, kind, kw,
                                                                 threads, stream_bytes):
-    x = _fmax_zoo(shape, sum(shape) + threads)
-    name = "adaptive_max_pool3d" if kind == "adaptive" else "max_pool3d"
-    t, ti, g = _torch_max_grad(x, name, kw, threads)
+    t, ti, g = _pairs3_grads(shape, kind, kw, threads)
     want = t.grad.numpy()
-    bk = {k: v for k, v in kw.items() if k != "output_size"}
-    isz = want.size
-    raw = np.full(isz + 64, 7.0, np.float32)
-
-    def back(i, offset):
-        lead = (-raw.ctypes.data % 64) // 4 + offset
-        raw[:] = 7.0
-        out = raw[lead:lead + isz].reshape(shape)
-        if kind == "adaptive":
-            got = cypool.adaptive_max_pool3d_backward(g, i, x.shape, out=out)
-        else:
-            got = cypool.max_pool3d_backward(g, i, x.shape, out=out, **bk)
-        assert np.shares_memory(got, raw)
-        assert (raw[:lead] == 7).all() and (raw[lead + isz:] == 7).all()
-        return got
-
+    raw = np.full(want.size + 64, 7.0, np.float32)
     with _run_at(monkeypatch, threads, 2, STREAM_BYTES=stream_bytes):
         for offset in (0, 4):           # on a line, and off it
-            assert back(ti.numpy(), offset).tobytes() == want.tobytes()
-            # indices outside their windows (any position in the plane, as
-            # PyTorch's scatter takes them) and -1 (no input): the scatter's sums
-            i2 = ti.numpy().copy()
-            i2.reshape(-1)[-1] = 0
-            i2.reshape(-1)[0] = -1
-            i2.reshape(-1)[len(i2.reshape(-1)) // 2] = int(np.prod(shape[2:])) - 1
-            assert back(i2, offset).tobytes() == _scatter_sums(g, i2, shape).tobytes()
+            got = _pairs3_back_into(raw, offset, kind, kw, g, ti.numpy(), shape)
+            assert got.tobytes() == want.tobytes()
+            i2 = _outside_windows(ti, shape)
+            got = _pairs3_back_into(raw, offset, kind, kw, g, i2, shape)
+            assert got.tobytes() == _scatter_sums(g, i2, shape).tobytes()
+
+
+def _pairs3_grads(shape, kind, kw, seed):
+    # torch's max_pool3d (kw) or adaptive max pool of the float32 zoo: the
+    # input tensor (its gradient filled), its indices, the gradient given
+    x = _fmax_zoo(shape, sum(shape) + seed)
+    name = "adaptive_max_pool3d" if kind == "adaptive" else "max_pool3d"
+    return _torch_max_grad(x, name, kw, seed)
+
+
+def _pairs3_back_into(raw, offset, kind, kw, g, idx, in_shape, channels_last=False):
+    # a 3-d max backward (max_pool3d with kw, or adaptive) into an out= view
+    # of raw `offset` floats past a line: its result, raw around it untouched
+    isz = int(np.prod(in_shape))
+    lead = (-raw.ctypes.data % 64) // 4 + offset
+    raw[:] = 7.0
+    out = raw[lead:lead + isz].reshape(in_shape)
+    if kind == "adaptive":
+        got = cypool.adaptive_max_pool3d_backward(g, idx, in_shape, out=out,
+                                                  channels_last=channels_last)
+    else:
+        bk = {k: v for k, v in kw.items() if k != "output_size"}
+        got = cypool.max_pool3d_backward(g, idx, in_shape, out=out,
+                                         channels_last=channels_last, **bk)
+    assert np.shares_memory(got, raw)
+    assert (raw[:lead] == 7).all() and (raw[lead + isz:] == 7).all()
+    return got
+
+
+def _outside_windows(ti, shape):
+    # torch's indices ti with some outside their windows (any position in
+    # the plane, as PyTorch's scatter takes them) and a -1 (no input)
+    i2 = ti.numpy().copy()
+    i2.reshape(-1)[-1] = 0
+    i2.reshape(-1)[0] = -1
+    i2.reshape(-1)[len(i2.reshape(-1)) // 2] = int(np.prod(shape[2:])) - 1
+    return i2
 
 
 @pytest.mark.parametrize("shape,kind,kw", [
@@ -2422,42 +2441,23 @@ def test_channels_last_3d_pair_windows_backward_matches_torch(monkeypatch, shape
     # its 8 pixels (cp_cl_fmax222_back_f32), streamed or not, into out=
     # views on a line and off it; torch's bits (NaN and -0 gradients); then
     # indices outside their windows, and -1: the scatter's sums
-    x = _fmax_zoo(shape, sum(shape) + threads)
-    name = "adaptive_max_pool3d" if kind == "adaptive" else "max_pool3d"
-    t, ti, g = _torch_max_grad(x, name, kw, threads)
+    t, ti, g = _pairs3_grads(shape, kind, kw, threads)
     cl = lambda a: np.ascontiguousarray(np.moveaxis(a, 1, -1))
     want = cl(t.grad.numpy())
-    bk = {k: v for k, v in kw.items() if k != "output_size"}
-    isz = want.size
-    raw = np.full(isz + 64, 7.0, np.float32)
+    raw = np.full(want.size + 64, 7.0, np.float32)
     picked = []
     kernel = _cpu._kernel
     monkeypatch.setattr(_cpu, "_kernel", lambda name, dt: picked.append(name) or kernel(name, dt))
-
-    def back(i, offset):
-        lead = (-raw.ctypes.data % 64) // 4 + offset
-        raw[:] = 7.0
-        out = raw[lead:lead + isz].reshape(want.shape)
-        if kind == "adaptive":
-            got = cypool.adaptive_max_pool3d_backward(cl(g), cl(i), want.shape, out=out,
-                                                      channels_last=True)
-        else:
-            got = cypool.max_pool3d_backward(cl(g), cl(i), want.shape, out=out,
-                                             channels_last=True, **bk)
-        assert np.shares_memory(got, raw)
-        assert (raw[:lead] == 7).all() and (raw[lead + isz:] == 7).all()
-        return got
-
     with _run_at(monkeypatch, threads, 2, DENSE_STREAM_BYTES=stream_bytes):
         for offset in (0, 4):
             picked.clear()
-            assert back(ti.numpy(), offset).tobytes() == want.tobytes()
+            got = _pairs3_back_into(raw, offset, kind, kw, cl(g), cl(ti.numpy()), want.shape,
+                                    True)
+            assert got.tobytes() == want.tobytes()
             assert not picked                 # (no scatter, no bands)
-            i2 = ti.numpy().copy()
-            i2.reshape(-1)[-1] = 0
-            i2.reshape(-1)[0] = -1
-            i2.reshape(-1)[len(i2.reshape(-1)) // 2] = int(np.prod(shape[2:])) - 1
-            assert back(i2, offset).tobytes() == cl(_scatter_sums(g, i2, shape)).tobytes()
+            i2 = _outside_windows(ti, shape)
+            got = _pairs3_back_into(raw, offset, kind, kw, cl(g), cl(i2), want.shape, True)
+            assert got.tobytes() == cl(_scatter_sums(g, i2, shape)).tobytes()
             # an index 2^32 past its own (the same low 32 bits): refused by
             # the kernel (no out=: no check of the indices beforehand)
             i3 = ti.numpy().copy()
@@ -2468,7 +2468,7 @@ def test_channels_last_3d_pair_windows_backward_matches_torch(monkeypatch, shape
                                                         channels_last=True)
                 else:
                     cypool.max_pool3d_backward(cl(g), cl(i3), want.shape, channels_last=True,
-                                               **bk)
+                                               **kw)
 
 
 def test_vendor_choices_follow_the_cpu():
