@@ -723,10 +723,7 @@ def test_channels_last_average_lanes_of_512_byte_steps_match_torch(monkeypatch, 
     # (float64's 64 channels, float32's 128), the rest in 256-, 64- and
     # 32-byte steps: torch's bits at every instruction-set level, NaNs of
     # several payloads (which one a sum keeps depends on the operand order)
-    rng = np.random.default_rng(C + level)
-    x = rng.standard_normal((2, C, 12, 10)).astype(dtype)
-    f = x.reshape(-1)
-    f[::11] = -0.0
+    x, f, rng = _zeros_zoo((2, C, 12, 10), dtype, C + level, 11)
     _nan_payloads(f, rng, f.size // 300)
     f[rng.choice(f.size, f.size // 300, replace=False)] = np.inf
     tx = torch.from_numpy(x)
@@ -2229,10 +2226,7 @@ def test_channels_last_window_rows_summed_in_registers_match_torch(monkeypatch, 
     # row's taps, others add into the output tap by tap: PyTorch's bits with
     # NaNs of two payloads (the running sum's wins), -0, inf and huge taps,
     # overlapping windows (rows and columns shared by two outputs)
-    rng = np.random.default_rng(C + threads)
-    x = rng.standard_normal((2, C, 41, 39)).astype(dtype)
-    flat = x.reshape(-1)
-    flat[::7] = -0.0
+    x, flat, rng = _zeros_zoo((2, C, 41, 39), dtype, C + threads, 7)
     flat[rng.choice(flat.size, 40, replace=False)] = np.inf
     flat[rng.choice(flat.size, 40, replace=False)] = np.finfo(dtype).max / 3
     if dtype == np.float32:
@@ -2285,6 +2279,16 @@ def test_channels_last_four_window_averages_streamed_match_torch(monkeypatch, C,
     _check_streamed_out(monkeypatch, threads, want, offset,
                         lambda out: cypool.avg_pool2d(xl, out=out, channels_last=True, **kw))
     assert xl.tobytes() == before.tobytes()
+
+
+def _zeros_zoo(shape, dtype, seed, every):
+    # standard normal values of dtype with -0 every `every` floats: the
+    # array, its flat view and the generator (for the special values to add)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(dtype)
+    flat = x.reshape(-1)
+    flat[::every] = -0.0
+    return x, flat, rng
 
 
 def _nan_payloads(flat, rng, k):
