@@ -133,7 +133,7 @@ cdef extern from "cypool_lanes.h" nogil:
                             Py_ssize_t G, const int32_t *toff, Py_ssize_t T, int nt)
     int cp_cl_gather_row_f32(float *gr, const float *ring, const Py_ssize_t *slot,
                              Py_ssize_t nr, Py_ssize_t W, Py_ssize_t C, const int64_t *pw,
-                             const int64_t *ow, int nt)
+                             const int64_t *ow, int nt, int from_first)
     void cp_fsum2_row_f32(float *y, const float *const *rows, Py_ssize_t nr, Py_ssize_t n,
                           Py_ssize_t kw, Py_ssize_t ahead)
     float cp_fsum_one_f32(const float *const *rows, Py_ssize_t nr, Py_ssize_t c0,
@@ -2336,12 +2336,17 @@ cdef void _cl_back_rows_item(const real_t *go, real_t *gi, const Geom *g,   # IN
     # slots, tagged by (od, oh), when first needed, so that the next input
     # rows find them in the cache; then each input column sums its terms in
     # output order from +0.0 (cp_window_add, as _gather_item), in place.
+    # Scaled by cp_scale_cl_row_f32 (scaled), no term is -0.0 (each is 0 +
+    # g / d), so a sum may start from its first term: +0.0 + t is t.
     cdef Py_ssize_t C = g.C, W = g.size[2], OW = g.osize[2], OH = g.osize[1]
     cdef Py_ssize_t m = OW * C, h, a, b, j, w, k, t, r, nr, key, nxt = 0, od, oh
     cdef Py_ssize_t *stamp = tags + RS          # the input row a slot serves last
     cdef Py_ssize_t slot[MAX_WINDOW_TAPS]
     cdef Py_ssize_t offs[MAX_WINDOW_TAPS]
     cdef real_t *gr
+    cdef bint scaled = False
+    if real_t is float:
+        scaled = g.div_mode == 1 and g.wdiv != NULL and cp_rows_ok()
     for k in range(RS):
         tags[k] = -1
         stamp[k] = -1
@@ -2361,7 +2366,7 @@ cdef void _cl_back_rows_item(const real_t *go, real_t *gi, const Geom *g,   # IN
                     k = nxt
                     tags[k] = key
                     if real_t is float:
-                        if g.div_mode == 1 and g.wdiv != NULL and cp_rows_ok():
+                        if scaled:
                             # (copied and scaled in one pass)
                             cp_scale_cl_row_f32(ring + k * m,
                                                 go + ((n * g.osize[0] + od) * OH + oh) * m, OW,
@@ -2379,7 +2384,7 @@ cdef void _cl_back_rows_item(const real_t *go, real_t *gi, const Geom *g,   # IN
                 nr += 1
         gr = gi + ((n * g.size[0] + d) * g.size[1] + h) * W * C
         if real_t is float:
-            if cp_cl_gather_row_f32(gr, ring, slot, nr, W, C, ptr[2], outs[2], stream):
+            if cp_cl_gather_row_f32(gr, ring, slot, nr, W, C, ptr[2], outs[2], stream, scaled):
                 continue
         for w in range(W):
             t = 0
@@ -3582,4 +3587,3 @@ def replay_key(name, a, b, tuple args):
     if b is None:
         return name, a.shape, a.dtype, args, tuple(types)
     return name, a.shape, a.dtype, b.shape, b.dtype, args, tuple(types)
-

@@ -1466,7 +1466,9 @@ CP_DEFINE_IMAX(uint64_t, u64)
  * lanes: column w sums, from +0.0 and in output order, the scaled
  * gradients of outputs ow[j] (pw[w] <= j < pw[w + 1]) of each of the nr
  * output rows at ring + slot[r] (the order of PyTorch's scatter, so its
- * bits).  AVX-512F: 64 lanes a step in four accumulators; returns 0 without
+ * bits).  from_first: no scaled gradient is -0.0 (each is 0 + g / d), so
+ * that the sums of whole 64-lane steps start from their first term (+0.0 +
+ * t is t), one add fewer a column.  AVX-512F: 64 lanes a step in four accumulators; returns 0 without
  * it (cp_window_isa below 2).  nt: with gr on a line and C a multiple of 16,
  * written with non-temporal stores (the caller fences): k=3 s=1 of 128
  * channels 0.62-0.66x the time, where each line was read before written. */
@@ -1474,7 +1476,7 @@ CP_DEFINE_IMAX(uint64_t, u64)
 __attribute__((target("avx512f"))) static int
 cp_cl_gather_row512_f32(float *gr, const float *ring, const ptrdiff_t *slot, ptrdiff_t nr,
                         ptrdiff_t W, ptrdiff_t C, const int64_t *pw, const int64_t *ow,
-                        int nt)
+                        int nt, int from_first)
 {
     nt = nt && ((uintptr_t)gr & 63) == 0 && C % 16 == 0;
     for (ptrdiff_t w = 0; w < W; w++, gr += C) {
@@ -1482,8 +1484,18 @@ cp_cl_gather_row512_f32(float *gr, const float *ring, const ptrdiff_t *slot, ptr
         ptrdiff_t c = 0;
         for (; c + 64 <= C; c += 64) {
             __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            for (ptrdiff_t r = 0; r < nr; r++)
-                for (int64_t j = j0; j < j1; j++) {
+            ptrdiff_t r = 0;
+            int64_t j = j0;
+            if (from_first && nr > 0 && j1 > j0) {
+                const float *p = ring + slot[0] + ow[j0] * C + c;
+                a0 = _mm512_loadu_ps(p);
+                a1 = _mm512_loadu_ps(p + 16);
+                a2 = _mm512_loadu_ps(p + 32);
+                a3 = _mm512_loadu_ps(p + 48);
+                j++;
+            }
+            for (; r < nr; r++, j = j0)
+                for (; j < j1; j++) {
                     const float *p = ring + slot[r] + ow[j] * C + c;
                     a0 = _mm512_add_ps(a0, _mm512_loadu_ps(p));
                     a1 = _mm512_add_ps(a1, _mm512_loadu_ps(p + 16));
@@ -1519,19 +1531,19 @@ cp_cl_gather_row512_f32(float *gr, const float *ring, const ptrdiff_t *slot, ptr
 
 static int cp_cl_gather_row_f32(float *gr, const float *ring, const ptrdiff_t *slot,
                                 ptrdiff_t nr, ptrdiff_t W, ptrdiff_t C, const int64_t *pw,
-                                const int64_t *ow, int nt)
+                                const int64_t *ow, int nt, int from_first)
 {
     if (cp_window_isa() < 2)
         return 0;
-    return cp_cl_gather_row512_f32(gr, ring, slot, nr, W, C, pw, ow, nt);
+    return cp_cl_gather_row512_f32(gr, ring, slot, nr, W, C, pw, ow, nt, from_first);
 }
 #else
 static int cp_cl_gather_row_f32(float *gr, const float *ring, const ptrdiff_t *slot,
                                 ptrdiff_t nr, ptrdiff_t W, ptrdiff_t C, const int64_t *pw,
-                                const int64_t *ow, int nt)
+                                const int64_t *ow, int nt, int from_first)
 {
     (void)gr; (void)ring; (void)slot; (void)nr; (void)W; (void)C; (void)pw; (void)ow;
-    (void)nt;
+    (void)nt; (void)from_first;
     return 0;
 }
 #endif
@@ -4442,31 +4454,57 @@ static void cp_rowlanes_finish_f32(float *y, ptrdiff_t n, int mode, double a, do
 }
 
 #ifdef CP_HAVE_WINDOW_MAX
+/* y = 0 + x / d for C lanes (C < 16: masked), d a float divisor of kind
+ * K: 0 divides (cp_rdiv_ok refuses d), 1 by an exact reciprocal
+ * (cp_rdiv512), 2 multiplies by r = 1/d, a power of two (the same real
+ * number as x / d, rounded once: the IEEE quotient); r = RN(1/d). */
+#define CP_SCALE_LANES(K)                                                                  \
+    do {                                                                                   \
+        ptrdiff_t c = 0;                                                                   \
+        for (; c + 16 <= C; c += 16) {                                                     \
+            __m512 v = _mm512_loadu_ps(x + c);                                             \
+            v = (K) == 2 ? _mm512_mul_ps(v, rv) : (K) == 1 ? cp_rdiv512(v, dv, rv)         \
+                                                           : _mm512_div_ps(v, dv);         \
+            _mm512_storeu_ps(y + c, _mm512_add_ps(z, v));                                  \
+        }                                                                                  \
+        if (c < C) {                                                                       \
+            __mmask16 m = (__mmask16)((1u << (C - c)) - 1);                                \
+            __m512 v = _mm512_maskz_loadu_ps(m, x + c);                                    \
+            v = (K) == 2 ? _mm512_mul_ps(v, rv) : (K) == 1 ? cp_rdiv512(v, dv, rv)         \
+                                                           : _mm512_div_ps(v, dv);         \
+            _mm512_mask_storeu_ps(y + c, m, _mm512_add_ps(z, v));                          \
+        }                                                                                  \
+    } while (0)
+
 __attribute__((target("avx512f"))) static void
 cp_scale_cl_row512(float *y, const float *x, ptrdiff_t OW, ptrdiff_t C, double a,
                    const double *w)
 {
     const __m512 z = _mm512_setzero_ps();
-    struct cp_rdiv_memo memo = {-1.0, 0.0f, 0.0f, 0};
     for (ptrdiff_t ow = 0; ow < OW; ow++, x += C, y += C) {
-        double dv = a * w[ow];
-        ptrdiff_t c = 0;
-        if (dv == 0) {
+        const double dd = a * w[ow];
+        const float d = (float)dd;
+        uint32_t db;
+        memcpy(&db, &d, sizeof db);
+        if (dd == 0) {
+            ptrdiff_t c = 0;
             for (; c + 16 <= C; c += 16)
                 _mm512_storeu_ps(y + c, z);
-        } else {
-            for (; c + 16 <= C; c += 16)
-                _mm512_storeu_ps(y + c, _mm512_add_ps(z, cp_rdiv512_by(_mm512_loadu_ps(x + c),
-                                                                       dv, &memo)));
+            if (c < C)
+                _mm512_mask_storeu_ps(y + c, (__mmask16)((1u << (C - c)) - 1), z);
+            continue;
         }
-        if (c < C) {
-            __mmask16 m = (__mmask16)((1u << (C - c)) - 1);
-            __m512 q = dv == 0 ? z : _mm512_add_ps(z, cp_rdiv512_by(
-                                         _mm512_maskz_loadu_ps(m, x + c), dv, &memo));
-            _mm512_mask_storeu_ps(y + c, m, q);
-        }
+        const int ok = cp_rdiv_ok(dd);
+        const __m512 dv = _mm512_set1_ps(d), rv = _mm512_set1_ps(ok ? 1.0f / d : 0.0f);
+        if (ok && (db & 0x007FFFFFu) == 0)         /* +-2^k */
+            CP_SCALE_LANES(2);
+        else if (ok)
+            CP_SCALE_LANES(1);
+        else
+            CP_SCALE_LANES(0);
     }
 }
+#undef CP_SCALE_LANES
 #endif
 
 /* A channels-last output row of OW x C window-sum gradients scaled as
