@@ -32,18 +32,25 @@
 #define CP_ISA_LEVELS 1
 static int cp_window_isa_level = -1;
 
+/* Level 2 needs AVX-512DQ besides AVX-512F (every AVX-512 CPU but the Xeon
+ * Phis has it): cp_rdiv512 classifies its quotients with vfpclassps. */
+static int cp_window_best_isa(void)
+{
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") ? 2
+           : __builtin_cpu_supports("avx2") ? 1 : 0;
+}
+
 static int cp_window_isa(void)
 {
     if (cp_window_isa_level < 0)
-        cp_window_isa_level = __builtin_cpu_supports("avx512f") ? 2
-                              : __builtin_cpu_supports("avx2") ? 1 : 0;
+        cp_window_isa_level = cp_window_best_isa();
     return cp_window_isa_level;
 }
 
 /* Use at most ISA level `level` from now on; returns the level in force. */
 static int cp_window_limit_isa(int level)
 {
-    int best = __builtin_cpu_supports("avx512f") ? 2 : __builtin_cpu_supports("avx2") ? 1 : 0;
+    int best = cp_window_best_isa();
     cp_window_isa_level = level < best ? level : best;
     return cp_window_isa_level;
 }
@@ -121,7 +128,7 @@ static int cp_window_limit_isa(int level) { (void)level; return 0; }
     }
 #ifdef CP_ISA_LEVELS
 #define CP_VCLONES(T, RET, RETKW, NAME, PARAMS, ARGS, BODY)                               \
-    __attribute__((target("avx512f"))) static RET NAME##_v64 PARAMS                       \
+    __attribute__((target("avx512f,avx512dq"))) static RET NAME##_v64 PARAMS                       \
     {                                                                                     \
         CP_VTYPES(T, 64)                                                                  \
         BODY(T)                                                                           \
@@ -526,7 +533,7 @@ static int cp_use_gathers(int flag)
  * for the last lanes; yi == NULL: values only.  V, P (s/d) and the index width
  * (IT: int32 lanes for float, int64 for double) name the intrinsics. */
 #define CP_DEFINE_WMAX512(T, SUFFIX, L, MASK, FULL, V, P, IT, EPI)                       \
-    __attribute__((target("avx512f"))) static ptrdiff_t                                   \
+    __attribute__((target("avx512f,avx512dq"))) static ptrdiff_t                                   \
     cp_wmax512_##SUFFIX(T *y, int64_t *yi, const T *x, ptrdiff_t n, const ptrdiff_t *offs, \
                         const int64_t *tidx, ptrdiff_t taps, T init, int64_t first,       \
                         const int64_t *firsts, int64_t lstep, int nt)                     \
@@ -658,7 +665,7 @@ static inline __mmask8 cp_mask8(ptrdiff_t m)
  * (-1: none), as cp_wmax512_f32 computes them one lane at a time.  With
  * perm (at most 16 taps), the taps' indices are looked up in registers
  * (t0: tidx[0..7], t1: tidx[8..15]) by a two-source permute, not gathered. */
-__attribute__((target("avx512f"), always_inline)) static inline void
+__attribute__((target("avx512f,avx512dq"), always_inline)) static inline void
 cp_wmax_idx16(int64_t *yi, __m512i k, const int64_t *tidx, ptrdiff_t i0, int64_t first,
               const int64_t *firsts, int64_t lstep, __m512i liota, int perm, __m512i t0,
               __m512i t1, int nt)
@@ -701,7 +708,7 @@ cp_wmax_idx16(int64_t *yi, __m512i k, const int64_t *tidx, ptrdiff_t i0, int64_t
  * remain; returns the lanes done.  The same taps win: each lane's scan is unchanged.  nt:
  * whole cache lines of y and yi are written with non-temporal stores (an
  * output larger than the caches; the caller fences). */
-__attribute__((target("avx512f"))) static ptrdiff_t
+__attribute__((target("avx512f,avx512dq"))) static ptrdiff_t
 cp_wmax512x2_f32(float *y, int64_t *yi, const float *x, ptrdiff_t n, const ptrdiff_t *offs,
                  const int64_t *tidx, ptrdiff_t taps, float init, int64_t first,
                  const int64_t *firsts, int64_t lstep, int nt, ptrdiff_t i0)
@@ -742,7 +749,7 @@ cp_wmax512x2_f32(float *y, int64_t *yi, const float *x, ptrdiff_t n, const ptrdi
  * flight: each tap's compare waits on the last, so two chains leave the
  * ports idle; the channels-last stem of 64 channels 1.10-1.17x faster on
  * Zen 5), then cp_wmax512x2_f32 from there; returns the lanes done. */
-__attribute__((target("avx512f"))) static ptrdiff_t
+__attribute__((target("avx512f,avx512dq"))) static ptrdiff_t
 cp_wmax512x4_f32(float *y, int64_t *yi, const float *x, ptrdiff_t n, const ptrdiff_t *offs,
                  const int64_t *tidx, ptrdiff_t taps, float init, int64_t first,
                  const int64_t *firsts, int64_t lstep, int nt)
@@ -1107,7 +1114,7 @@ CP_DEFINE_RLMAX_PLAIN(double, f64, int64_t)
 
 #ifdef CP_HAVE_WINDOW_MAX
 #define CP_DEFINE_RLMAX512(T, SUFFIX, IT, MASK, V, P, EPI)                                \
-    __attribute__((target("avx512f"))) static void                                        \
+    __attribute__((target("avx512f,avx512dq"))) static void                                        \
     cp_rlmax512_##SUFFIX(T *m, IT *mi, const T *t, ptrdiff_t n, const int64_t *start,     \
                          const int64_t *count, ptrdiff_t sw, int64_t rowpos, int first,   \
                          T init)                                                          \
@@ -1203,7 +1210,7 @@ CP_DEFINE_ROWLANES_MAX(double, f64, int64_t)
  * loads and stores masked to those bytes.  Returns the pixels done (0
  * without VBMI, or with cp_window_isa below 2: see cp_compact2_ok). */
 #ifdef CP_HAVE_WINDOW_MAX
-__attribute__((target("avx512f,avx512bw,avx512vbmi"))) static ptrdiff_t
+__attribute__((target("avx512f,avx512dq,avx512bw,avx512vbmi"))) static ptrdiff_t
 cp_compact2_vbmi(uint8_t *y, const uint8_t *r, const uint8_t *r2, ptrdiff_t n, ptrdiff_t C,
                  int sgn)
 {
@@ -1286,7 +1293,7 @@ static inline __mmask64 cp_mask64(ptrdiff_t m)   /* the low m bits (m <= 0: none
     return m >= 64 ? ~(__mmask64)0 : m <= 0 ? 0 : (((__mmask64)1 << m) - 1);
 }
 
-__attribute__((target("avx512f,avx512bw"))) static void
+__attribute__((target("avx512f,avx512dq,avx512bw"))) static void
 cp_pair_rows_bw(uint8_t *y, const uint8_t *const *rows, ptrdiff_t nr, ptrdiff_t n, int sgn)
 {
     for (ptrdiff_t o = 0; o < n; o += 64) {
@@ -1473,7 +1480,7 @@ CP_DEFINE_IMAX(uint64_t, u64)
  * written with non-temporal stores (the caller fences): k=3 s=1 of 128
  * channels 0.62-0.66x the time, where each line was read before written. */
 #ifdef CP_HAVE_WINDOW_MAX
-__attribute__((target("avx512f"))) static int
+__attribute__((target("avx512f,avx512dq"))) static int
 cp_cl_gather_row512_f32(float *gr, const float *ring, const ptrdiff_t *slot, ptrdiff_t nr,
                         ptrdiff_t W, ptrdiff_t C, const int64_t *pw, const int64_t *ow,
                         int nt, int from_first)
@@ -1550,7 +1557,7 @@ static int cp_cl_gather_row_f32(float *gr, const float *ring, const ptrdiff_t *s
 
 #ifdef CP_HAVE_WINDOW_MAX
 /* (v, vi) taken into (best, bi) where greater or NaN: PyTorch's max step */
-__attribute__((target("avx512f"), always_inline)) static inline void
+__attribute__((target("avx512f,avx512dq"), always_inline)) static inline void
 cp_take16(__m512 *best, __m512i *bi, __m512 v, __m512i vi)
 {
     __mmask16 take = _mm512_cmp_ps_mask(v, *best, _CMP_GT_OQ) |
@@ -1561,7 +1568,7 @@ cp_take16(__m512 *best, __m512i *bi, __m512 v, __m512i vi)
 
 /* the lanes of best at y, and of bi widened to int64 at yi (if not NULL);
  * nt: whole aligned lines with non-temporal stores (the caller fences) */
-__attribute__((target("avx512f"), always_inline)) static inline void
+__attribute__((target("avx512f,avx512dq"), always_inline)) static inline void
 cp_store16_max(float *y, int64_t *yi, __mmask16 lanes, __m512 best, __m512i bi, int nt)
 {
     nt = nt && lanes == 0xFFFF;
@@ -1594,7 +1601,7 @@ cp_store16_max(float *y, int64_t *yi, __mmask16 lanes, __m512 best, __m512i bi, 
  * base[o]), poff[q*OS + o] = q*S turns a tap's offset back into its plane's
  * index, and a G that makes G * OS a multiple of 16 leaves no lane idle. */
 #ifdef CP_HAVE_WINDOW_MAX
-__attribute__((target("avx512f"))) static void
+__attribute__((target("avx512f,avx512dq"))) static void
 cp_fmax_gather_f32(float *y, int64_t *yi, const float *x, ptrdiff_t p0, ptrdiff_t p1,
                    ptrdiff_t S, ptrdiff_t OS, const int32_t *base, const int32_t *poff,
                    ptrdiff_t G, const int32_t *toff, ptrdiff_t T, int nt)
@@ -1686,7 +1693,7 @@ static int cp_gather_ok(void) { return cp_window_isa() >= 2 && cp_gather_fast();
  * outputs 2 columns apart, m < 16: the row's last m (masked loads: nothing
  * past the windows is read); even columns then give tap t, odd ones tap
  * t + 1 (cp_pair_tap). */
-__attribute__((target("avx512f"), always_inline)) static inline void
+__attribute__((target("avx512f,avx512dq"), always_inline)) static inline void
 cp_pair_ld(const float *q, ptrdiff_t t, ptrdiff_t m, ptrdiff_t kw, __m512 *va, __m512 *vb)
 {
     if (m == 16 && t + 1 < kw) {                /* columns t .. t + 31: all needed */
@@ -1702,7 +1709,7 @@ cp_pair_ld(const float *q, ptrdiff_t t, ptrdiff_t m, ptrdiff_t kw, __m512 *va, _
     }
 }
 
-__attribute__((target("avx512f"), always_inline)) static inline __m512
+__attribute__((target("avx512f,avx512dq"), always_inline)) static inline __m512
 cp_pair_tap(__m512 va, __m512 vb, int odd)
 {
     const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24,
@@ -1713,7 +1720,7 @@ cp_pair_tap(__m512 va, __m512 vb, int odd)
 
 /* The pick of one row's kw columns for 16 outputs from q (column s0 + 2o);
  * idx: the flat index of each output's first column. */
-__attribute__((target("avx512f"), always_inline)) static inline void
+__attribute__((target("avx512f,avx512dq"), always_inline)) static inline void
 cp_fmax2_blk(const float *q, __m512i idx, ptrdiff_t kw, ptrdiff_t m, __m512 *rb,
              __m512i *rbi)
 {
@@ -1738,7 +1745,7 @@ cp_fmax2_blk(const float *q, __m512i idx, ptrdiff_t kw, ptrdiff_t m, __m512 *rb,
 /* 16 outputs (m < 16: the row's last m) from the window rows: each fresh
  * row reduced from the input (and kept in its slot sv, si), each other row
  * loaded from its slot, the rows taken in order.  KW: a constant. */
-__attribute__((target("avx512f"), always_inline)) static inline void
+__attribute__((target("avx512f,avx512dq"), always_inline)) static inline void
 cp_fmax2_vec(float *y, int64_t *yi, const float *const *rows, const ptrdiff_t *roff,
              const int *fresh, float *const *sv, int32_t *const *si, ptrdiff_t nr,
              __m512i col, ptrdiff_t o, ptrdiff_t m, ptrdiff_t KW, ptrdiff_t ahead, int nt)
@@ -1782,7 +1789,7 @@ cp_fmax2_vec(float *y, int64_t *yi, const float *const *rows, const ptrdiff_t *r
  * next output rows: rv, ri: RS >= 2 x nd x max(hc) slots of uhi - ulo
  * results each; tags: 2 x RS (the slots' rows and the output rows they
  * served last).  Rows prefetched `ahead` floats on. */
-__attribute__((target("avx512f"), always_inline)) static inline void
+__attribute__((target("avx512f,avx512dq"), always_inline)) static inline void
 cp_fmax2_item_body(float *y, int64_t *yi, const float *xp, ptrdiff_t H, ptrdiff_t W,
                    ptrdiff_t OW, ptrdiff_t d0, ptrdiff_t nd, ptrdiff_t dstep,
                    const int64_t *hs, const int64_t *hc, ptrdiff_t hstep, ptrdiff_t oh0,
@@ -1844,7 +1851,7 @@ cp_fmax2_item_body(float *y, int64_t *yi, const float *xp, ptrdiff_t H, ptrdiff_
 }
 
 #define CP_DEFINE_FMAX2_ITEM(KW)                                                          \
-    __attribute__((target("avx512f"))) static void                                        \
+    __attribute__((target("avx512f,avx512dq"))) static void                                        \
     cp_fmax2_item##KW##_f32(float *y, int64_t *yi, const float *xp, ptrdiff_t H,          \
                             ptrdiff_t W, ptrdiff_t OW, ptrdiff_t d0, ptrdiff_t nd,        \
                             ptrdiff_t dstep, const int64_t *hs, const int64_t *hc,        \
@@ -1885,7 +1892,7 @@ static inline float *cp_pair_next(float *a, ptrdiff_t *oh, ptrdiff_t H, ptrdiff_
  * string copy (rep movsb); 1, or 0 where there is no AVX-512F.  (229 KB
  * rows: the string copy 0.80 against 1.18 ms on Zen 5, but 1.6x the time
  * of the stores on Intel's Emerald Rapids.) */
-__attribute__((target("avx512f"))) static int
+__attribute__((target("avx512f,avx512dq"))) static int
 cp_stream_lines(void *dst, const void *src, size_t n)
 {
     char *d = (char *)dst;
@@ -1909,7 +1916,7 @@ cp_stream_lines(void *dst, const void *src, size_t n)
  * 0 + s, as PyTorch's scatter from +0.  nt: each super-row (2 W floats, a
  * whole number of cache lines, 64-byte aligned) is built in stage and
  * streamed out; the caller's (2 W) % 16 == 0 and aligned gi make it so. */
-__attribute__((target("avx512f"))) static void
+__attribute__((target("avx512f,avx512dq"))) static void
 cp_avg22_back_f32(float *gi, const float *go, ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t H,
                   ptrdiff_t W, ptrdiff_t OH, ptrdiff_t OW, int mode, float d, float *stage,
                   int nt)
@@ -1954,7 +1961,7 @@ cp_avg22_back_f32(float *gi, const float *go, ptrdiff_t m0, ptrdiff_t m1, ptrdif
  * output pixel's C scaled gradients go to the four pixels of its window,
  * 16 lanes a store (the last C % 16 masked); nt: every store streamed (the
  * caller's C % 16 == 0 and aligned gi make each a whole cache line). */
-__attribute__((target("avx512f"))) static void
+__attribute__((target("avx512f,avx512dq"))) static void
 cp_avg22_back_cl_f32(float *gi, const float *go, ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t H,
                      ptrdiff_t W, ptrdiff_t OH, ptrdiff_t OW, ptrdiff_t C, int mode, float d,
                      int nt)
@@ -2023,7 +2030,7 @@ cp_avg22_back_cl_f32(float *gi, const float *go, ptrdiff_t m0, ptrdiff_t m1, ptr
  * first.  The first row of the first plane is loaded
  * masked (nothing before x is read), and so are rows whose loads reach past
  * xend. */
-__attribute__((target("avx512f"), always_inline)) static inline void
+__attribute__((target("avx512f,avx512dq"), always_inline)) static inline void
 cp_fmax32_hrow(const float *c, const float *x, const float *xend, __m512i col, int first,
                __m512 *hv, __m512i *hi)
 {
@@ -2068,7 +2075,7 @@ cp_fmax32_hrow(const float *c, const float *x, const float *xend, __m512i col, i
 /* one output row's vectors, stored at yr, irow or, staged, at ys, is: rows
  * q1 and, if two, q1 + W; kept: the row before (hv, hi) first; out: stored
  * (else only the last row kept) */
-__attribute__((target("avx512f"), always_inline)) static inline void
+__attribute__((target("avx512f,avx512dq"), always_inline)) static inline void
 cp_fmax32_row(float *yr, int64_t *irow, float *ys, int32_t *is, const float *q1,
               const float *x, const float *xend, ptrdiff_t W, ptrdiff_t OW, int32_t base,
               float *hv, int32_t *hi, const float *yend, int nt, int staged, int two, int kept,
@@ -2118,7 +2125,7 @@ cp_fmax32_row(float *yr, int64_t *irow, float *ys, int32_t *is, const float *q1,
 
 /* output rows [from, to) (those before first only kept), at yp, ip or,
  * staged, row oh at (oh - first) OW of sv, si */
-__attribute__((target("avx512f"), always_inline)) static inline void
+__attribute__((target("avx512f,avx512dq"), always_inline)) static inline void
 cp_fmax32_span(float *yp, int64_t *ip, float *sv, int32_t *si, const float *xp,
                const float *x, const float *xend, ptrdiff_t H, ptrdiff_t W, ptrdiff_t OW,
                ptrdiff_t from, ptrdiff_t to, ptrdiff_t first, float *hv, int32_t *hi,
@@ -2159,7 +2166,7 @@ cp_fmax32_span(float *yp, int64_t *ip, float *sv, int32_t *si, const float *xp,
 
 /* n staged values and int32 indices to y and yi (widened; if not NULL),
  * whole lines streamed (the caller fences) */
-__attribute__((target("avx512f"))) static void
+__attribute__((target("avx512f,avx512dq"))) static void
 cp_fmax32_flush(float *y, int64_t *yi, const float *sv, const int32_t *si, ptrdiff_t n)
 {
     ptrdiff_t i = 0;
@@ -2194,7 +2201,7 @@ cp_fmax32_flush(float *y, int64_t *yi, const float *sv, const int32_t *si, ptrdi
 #undef CP_WIDEN8
 }
 
-__attribute__((target("avx512f"))) static void
+__attribute__((target("avx512f,avx512dq"))) static void
 cp_fmax32_rows_f32(float *yp, int64_t *ip, const float *xp, const float *x, const float *xend,
                    ptrdiff_t H, ptrdiff_t W, ptrdiff_t OH, ptrdiff_t OW, ptrdiff_t oh0,
                    ptrdiff_t oh1, float *hv, int32_t *hi, float *yend, float *sv, int32_t *si,
@@ -2239,7 +2246,7 @@ cp_fmax32_rows_f32(float *yp, int64_t *ip, const float *xp, const float *x, cons
         ST16(gr + c, acc);                                                                \
     } while (0)
 
-__attribute__((target("avx512f"))) static int64_t
+__attribute__((target("avx512f,avx512dq"))) static int64_t
 cp_cl_max_back_row_f32(float *gr, const float *go, const int64_t *idx, const ptrdiff_t *orow,
                        ptrdiff_t nrow, int64_t pbase, ptrdiff_t W, ptrdiff_t C,
                        const int64_t *wptr, const int64_t *wouts, ptrdiff_t *off, int nt)
@@ -2287,7 +2294,7 @@ cp_cl_max_back_row_f32(float *gr, const float *go, const int64_t *idx, const ptr
 }
 
 /* how many of n indices are not -1 */
-__attribute__((target("avx512f"))) static int64_t
+__attribute__((target("avx512f,avx512dq"))) static int64_t
 cp_count_not_none(const int64_t *ip, ptrdiff_t n)
 {
     const __m512i none = _mm512_set1_epi64(-1);
@@ -2317,7 +2324,7 @@ cp_count_not_none(const int64_t *ip, ptrdiff_t n)
  * 2 o at flat index base; k2: the columns loaded (all 16 where the input
  * goes on: the spare lanes are ignored), k1: the outputs stored (all 8
  * where the outputs they reach past the row are rewritten later) */
-__attribute__((target("avx512f"), always_inline)) static inline void
+__attribute__((target("avx512f,avx512dq"), always_inline)) static inline void
 cp_fmax22_chunk(float *y, int64_t *yi, const float *a, ptrdiff_t W, int32_t base,
                 __mmask16 k2, __mmask8 k1, __m512i col)
 {
@@ -2339,7 +2346,7 @@ cp_fmax22_chunk(float *y, int64_t *yi, const float *a, ptrdiff_t W, int32_t base
         CP_ST8Q(yi, k1, _mm512_cvtepi32_epi64(_mm512_castsi512_si256(bi)));
 }
 
-__attribute__((target("avx512f"))) static void
+__attribute__((target("avx512f,avx512dq"))) static void
 cp_fmax22_rows_f32(float *y, int64_t *yi, const float *x, ptrdiff_t P, ptrdiff_t m0,
                    ptrdiff_t m1, ptrdiff_t H, ptrdiff_t W, ptrdiff_t OH, ptrdiff_t OW)
 {
@@ -2383,7 +2390,7 @@ cp_fmax22_rows_f32(float *y, int64_t *yi, const float *x, ptrdiff_t P, ptrdiff_t
  * kernels divide (see cp_avg22_back_f32): mode 0 (adaptive) (s / 1) / 2 / 2
  * with s from +0.0, mode 1 0 + s / 4, mode 2 0 + s / d; halving and
  * quartering are multiplications by 1/2 and 1/4, exact as the divisions. */
-__attribute__((target("avx512f"), always_inline)) static inline void
+__attribute__((target("avx512f,avx512dq"), always_inline)) static inline void
 cp_favg22_chunk(float *y, const float *a, ptrdiff_t W, __mmask16 k0, __mmask16 k1,
                 __mmask16 ko, int mode, __m512 dv, ptrdiff_t ahead)
 {
@@ -2421,7 +2428,7 @@ cp_favg22_chunk(float *y, const float *a, ptrdiff_t W, __mmask16 k0, __mmask16 k
 /* Whole lines of the outputs staged in st[*i0 .. fill) streamed to *out (64-byte
  * aligned), the lines' floats consumed (*i0, *out advanced); last: the rest too,
  * with ordinary stores. */
-__attribute__((target("avx512f"))) static void
+__attribute__((target("avx512f,avx512dq"))) static void
 cp_stage_flush(float **out, const float *st, ptrdiff_t *i0, ptrdiff_t fill, int last)
 {
     ptrdiff_t i = *i0;
@@ -2446,7 +2453,7 @@ cp_stage_flush(float **out, const float *st, ptrdiff_t *i0, ptrdiff_t fill, int 
  * forward took 0.65-0.70x the time with 1536 on Intel's Emerald Rapids, at
  * one thread and two (its hardware prefetchers fell behind two rows read
  * 224 bytes at a time) */
-__attribute__((target("avx512f"))) static void
+__attribute__((target("avx512f,avx512dq"))) static void
 cp_favg22_rows_f32(float *y, const float *x, ptrdiff_t P, ptrdiff_t m0, ptrdiff_t m1,
                    ptrdiff_t H, ptrdiff_t W, ptrdiff_t OH, ptrdiff_t OW, int mode, float d,
                    int nt, ptrdiff_t ahead)
@@ -2521,7 +2528,7 @@ cp_favg22_rows_f32(float *y, const float *x, ptrdiff_t P, ptrdiff_t m0, ptrdiff_
 /* 8 windows (the first cnt kept) at column 2 o of the rows at a and a + W,
  * flat index base; their gradients gr and indices ir (all 8 loaded where
  * full_ld, only cnt otherwise); ka, kb: the lanes stored in each row */
-__attribute__((target("avx512f"), always_inline)) static inline int
+__attribute__((target("avx512f,avx512dq"), always_inline)) static inline int
 cp_fmax22_back_chunk(float *a, ptrdiff_t W, const float *gr, const int64_t *ir, int32_t base,
                      ptrdiff_t cnt, int full_ld, __mmask16 ka, __mmask16 kb)
 {
@@ -2550,7 +2557,7 @@ cp_fmax22_back_chunk(float *a, ptrdiff_t W, const float *gr, const int64_t *ir, 
     return 0;
 }
 
-__attribute__((target("avx512f"))) static int
+__attribute__((target("avx512f,avx512dq"))) static int
 cp_fmax22_back_f32(float *gi, const float *go, const int64_t *idx, ptrdiff_t m0,
                    ptrdiff_t m1, ptrdiff_t H, ptrdiff_t W, ptrdiff_t OH, ptrdiff_t OW)
 {
@@ -2600,7 +2607,7 @@ cp_fmax22_back_f32(float *gi, const float *go, const int64_t *idx, ptrdiff_t m0,
  * stores (the caller fences).  Returns 1 at the first window whose index
  * is not one of its 8 taps (-1 or any other; rows written so far), so that
  * the caller falls back to the scatter. */
-__attribute__((target("avx512f"), always_inline)) static inline int
+__attribute__((target("avx512f,avx512dq"), always_inline)) static inline int
 cp_fmax222_back_chunk(float *a, ptrdiff_t W, ptrdiff_t HW, const float *gr, const int64_t *ir,
                       int32_t base, ptrdiff_t cnt, int nt)
 {
@@ -2653,7 +2660,7 @@ cp_fmax222_back_chunk(float *a, ptrdiff_t W, ptrdiff_t HW, const float *gr, cons
  * pixels (whole lines) written with non-temporal stores.  Returns 1 when
  * some index is neither -1 nor one of its window's taps (gi is then
  * incomplete), else 0. */
-__attribute__((target("avx512f"), always_inline)) static inline int
+__attribute__((target("avx512f,avx512dq"), always_inline)) static inline int
 cp_cl_fmax222_block(float *const *rows, const float *g0, const int64_t *i0, __m512i p,
                     __m512i span, const __m512i *taps, ptrdiff_t C, __mmask16 lm,
                     const int FULL, int nt)
@@ -2696,7 +2703,7 @@ cp_cl_fmax222_block(float *const *rows, const float *g0, const int64_t *i0, __m5
     return ((any | nn) & lm) != lm;
 }
 
-__attribute__((target("avx512f"))) static int
+__attribute__((target("avx512f,avx512dq"))) static int
 cp_cl_fmax222_back_f32(float *gi, const float *go, const int64_t *idx, ptrdiff_t m0,
                       ptrdiff_t m1, ptrdiff_t OD, ptrdiff_t OH, ptrdiff_t OW, ptrdiff_t C,
                       int nt)
@@ -2738,7 +2745,7 @@ cp_cl_fmax222_back_f32(float *gi, const float *go, const int64_t *idx, ptrdiff_t
     return bad;
 }
 
-__attribute__((target("avx512f"))) static int
+__attribute__((target("avx512f,avx512dq"))) static int
 cp_fmax222_back_f32(float *gi, const float *go, const int64_t *idx, ptrdiff_t m0,
                     ptrdiff_t m1, ptrdiff_t OD, ptrdiff_t OH, ptrdiff_t OW, int nt)
 {
@@ -2762,7 +2769,7 @@ cp_fmax222_back_f32(float *gi, const float *go, const int64_t *idx, ptrdiff_t m0
  * 16 outputs a vector straight from the rows (even and odd columns as for
  * the max): y[o] (o < n) = 0 + each tap of output o's window in PyTorch's
  * order, row by row (rows[r], at column s0 + 2o), column by column. */
-__attribute__((target("avx512f"), always_inline)) static inline void
+__attribute__((target("avx512f,avx512dq"), always_inline)) static inline void
 cp_fsum2_vec(float *y, const float *const *rows, ptrdiff_t nr, ptrdiff_t o, ptrdiff_t m,
              ptrdiff_t KW, ptrdiff_t ahead)
 {
@@ -2785,7 +2792,7 @@ cp_fsum2_vec(float *y, const float *const *rows, ptrdiff_t nr, ptrdiff_t o, ptrd
 }
 
 #define CP_DEFINE_FSUM2_ROW(KW)                                                           \
-    __attribute__((target("avx512f"))) static void                                        \
+    __attribute__((target("avx512f,avx512dq"))) static void                                        \
     cp_fsum2_row##KW##_f32(float *y, const float *const *rows, ptrdiff_t nr, ptrdiff_t n, \
                            ptrdiff_t ahead)                                               \
     {                                                                                     \
@@ -2831,7 +2838,7 @@ static inline ptrdiff_t cp_fmax_s2_buf(ptrdiff_t OW, ptrdiff_t W)
 }
 
 /* input row r (W floats at g) from its halves a, b (pw: which comes first) */
-__attribute__((target("avx512f"))) static void
+__attribute__((target("avx512f,avx512dq"))) static void
 cp_fmax_s2_emit(float *g, const float *a, const float *b, ptrdiff_t W, int pw, int nt)
 {
     const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7,
@@ -2857,7 +2864,7 @@ cp_fmax_s2_emit(float *g, const float *a, const float *b, ptrdiff_t W, int pw, i
     }
 }
 
-__attribute__((target("avx512f"))) static int
+__attribute__((target("avx512f,avx512dq"))) static int
 cp_fmax_s2_back_f32(float *gi, const float *go, const int64_t *idx, ptrdiff_t H,
                     ptrdiff_t W, ptrdiff_t OH, ptrdiff_t OW, int kh, int ph, int sh, int kw,
                     int pw, float *buf, int nt)
@@ -3154,7 +3161,7 @@ CP_CLONES static int cp_index_outside(const int64_t *restrict ip, ptrdiff_t n, i
  * check of cp_index_outside, made on the indices as they are loaded).
  * Needs jhi * C < 2**31.  Returns 1 when done (0 without AVX-512F). */
 #ifdef CP_HAVE_WINDOW_MAX
-__attribute__((target("avx512f"))) static int
+__attribute__((target("avx512f,avx512dq"))) static int
 cp_scatter512_f32(float *gp, const float *op, const int64_t *ip, ptrdiff_t n, ptrdiff_t C,
                   ptrdiff_t c0, ptrdiff_t c1, int64_t jlo, int64_t jhi, int64_t clo,
                   int64_t chi, int *bad)
@@ -3252,7 +3259,7 @@ cp_sum16_finish(__m256 a8, const float *q, ptrdiff_t full, ptrdiff_t n)
     return s;
 }
 
-__attribute__((target("avx512f"))) static void
+__attribute__((target("avx512f,avx512dq"))) static void
 cp_sum16_planes512_f32(const float *x, ptrdiff_t n, ptrdiff_t np, float *out)
 {
     ptrdiff_t full = n / 16 * 16;
@@ -3313,10 +3320,19 @@ static void cp_sum_planes_f64(const double *x, ptrdiff_t n, ptrdiff_t np, double
  * remainder is exact) is RN(a/d), the IEEE quotient, bit for bit: Markstein's
  * theorem, and checked exhaustively for every odd d < 65536 against every
  * significand of a (tests/divcheck.c; even divisors and a's exponent only
- * scale both sides).  That holds while nothing underflows or overflows: for
- * |a| in [2^-40, 2^100], or a = +0; every other lane (tiny, subnormal, huge,
- * inf, NaN, -0) takes a true division.  Three multiplies in place of a
- * division, which AVX-512 issues at most once every several cycles. */
+ * scale both sides).  That holds while nothing underflows or overflows.
+ * With AVX-512 (cp_rdiv512) the lanes whose q0 is a normal number or +0
+ * keep q: with q0 normal the remainder is a multiple of q0's ulp (at least
+ * 2^-149) below 2^16 of them, so exact; where the quotient is just below
+ * 2^-126 the subnormal spacing is that of [2^-126, 2^-125), so q still
+ * rounds as at the checked exponents; and q0 = +0 comes only from a zero a
+ * (-0 only for d < 0, whose quotient is +0, as q is) or a subnormal a whose
+ * quotient is at most 2^-150 and so rounds to +0, as q does.  Every other lane (q0 subnormal, -0, inf or NaN)
+ * takes a true division; tests/divcheck.c checks every significand at the
+ * exponents around 2^-126 and the largest (mode -1).  Elsewhere (AVX2) the
+ * lanes kept are |a| in [2^-40, 2^100], or a = +0.  Three multiplies in
+ * place of a division, which AVX-512 issues at most once every several
+ * cycles. */
 #define CP_RDIV_MAX 65535
 #define CP_RDIV_LO 0x2B800000     /* 2^-40 as float bits */
 #define CP_RDIV_HI 0x71800000     /* 2^100 */
@@ -3328,17 +3344,14 @@ static inline int cp_rdiv_ok(double d)
 }
 
 #ifdef CP_HAVE_WINDOW_MAX
-__attribute__((target("avx512f"))) static inline __m512
+__attribute__((target("avx512f,avx512dq"))) static inline __m512
 cp_rdiv512(__m512 a, __m512 d, __m512 r)
 {
     __m512 q0 = _mm512_mul_ps(a, r);
     __m512 q = _mm512_fmadd_ps(_mm512_fnmadd_ps(q0, d, a), r, q0);
-    __m512i b = _mm512_castps_si512(a);
-    __m512i m = _mm512_and_si512(b, _mm512_set1_epi32(0x7fffffff));
-    /* the lanes to divide: |a| outside [LO, HI], but not +0 (bits 0) */
-    __mmask16 bad = _mm512_mask_cmpgt_epu32_mask(
-        _mm512_test_epi32_mask(b, b), _mm512_sub_epi32(m, _mm512_set1_epi32(CP_RDIV_LO)),
-        _mm512_set1_epi32(CP_RDIV_HI - CP_RDIV_LO));
+    /* the lanes to divide: q0 a NaN (0x01 quiet, 0x80 signalling), -0
+     * (0x04), an infinity (0x08, 0x10) or subnormal (0x20) */
+    __mmask16 bad = _mm512_fpclass_ps_mask(q0, 0xBD);
     if (bad)
         q = _mm512_mask_div_ps(q, bad, a, d);
     return q;
@@ -3350,7 +3363,7 @@ cp_rdiv512(__m512 a, __m512 d, __m512 r)
  * the quotient stays above 2^-99 and the remainder a multiple of its ulp,
  * so nothing underflows and every step rounds as it does at the checked
  * exponents. */
-__attribute__((target("avx512f"))) static inline __m512
+__attribute__((target("avx512f,avx512dq"))) static inline __m512
 cp_rdiv512_fast(__m512 a, __m512 d, __m512 r)
 {
     __m512 q0 = _mm512_mul_ps(a, r);
@@ -3360,7 +3373,7 @@ cp_rdiv512_fast(__m512 a, __m512 d, __m512 r)
 /* y[i] = 0 + y[i] / d[i*ds] for i < the returned count (a multiple of 16),
  * and +0 where d[i*ds] is 0 (a window with no divisor has no taps); r[i*ds]
  * is RN(1/d[i*ds]) (0 where d is 0); ds is 1 or 0 (one divisor for all). */
-__attribute__((target("avx512f"))) static ptrdiff_t
+__attribute__((target("avx512f,avx512dq"))) static ptrdiff_t
 cp_rdiv_row512(float *y, ptrdiff_t n, const float *d, const float *r, ptrdiff_t ds)
 {
     ptrdiff_t i = 0;
@@ -3432,7 +3445,7 @@ static ptrdiff_t cp_rdiv_row_f32(float *y, ptrdiff_t n, const float *d, const fl
  * range truly).  vdivps issues once every several cycles: three of them a
  * vector were a tenth of a global average's time. */
 #ifdef CP_HAVE_WINDOW_MAX
-__attribute__((target("avx512f"))) static void
+__attribute__((target("avx512f,avx512dq"))) static void
 cp_div3_row512(float *y, ptrdiff_t n, const float *d, int k)
 {
     __m512 dv[3], rv[3];
@@ -3495,7 +3508,7 @@ static void cp_finish_rdiv_f32(float *y, ptrdiff_t n, const float *d, const floa
  * / d[i], +0 where d[i] is 0: cp_window_add's sums and cp_finish_rdiv_f32's
  * divisions in one pass, the sums kept in registers.  Returns how many
  * outputs it did (a multiple of 16). */
-__attribute__((target("avx512f"))) static ptrdiff_t
+__attribute__((target("avx512f,avx512dq"))) static ptrdiff_t
 cp_window_avg_rdiv512(float *y, const float *x, ptrdiff_t n, const ptrdiff_t *offs,
                       ptrdiff_t taps, const float *d, const float *r)
 {
@@ -3551,7 +3564,7 @@ static void cp_window_avg_rdiv_f32(float *y, const float *x, ptrdiff_t n,
 /* cp_window_avg_by_f32's lanes in whole vectors: the sums start from their
  * first tap (the same bits as from +0.0 but for a sum of -0.0 taps only,
  * which the 0 + q below makes +0.0 as PyTorch's is); returns the lanes done. */
-__attribute__((target("avx512f"), always_inline)) static inline ptrdiff_t
+__attribute__((target("avx512f,avx512dq"), always_inline)) static inline ptrdiff_t
 cp_window_avg_by512_one(float *y, const float *x, ptrdiff_t n, const ptrdiff_t *offs,
                         ptrdiff_t taps, float d, float r, int nt)
 {
@@ -3624,7 +3637,7 @@ cp_window_avg_by512_one(float *y, const float *x, ptrdiff_t n, const ptrdiff_t *
 /* cp_window_avg_by512_one for count outputs, output o at y + o*ystep from
  * the window at x + o*xstep (one call for a run of windows moved the same
  * columns at a time, by the same divisor); returns the lanes done of each. */
-__attribute__((target("avx512f"))) static ptrdiff_t
+__attribute__((target("avx512f,avx512dq"))) static ptrdiff_t
 cp_window_avg_by512(float *y, const float *x, ptrdiff_t n, const ptrdiff_t *offs,
                     ptrdiff_t taps, float d, float r, int nt, ptrdiff_t count,
                     ptrdiff_t xstep, ptrdiff_t ystep)
@@ -3706,7 +3719,7 @@ cp_window_avg_by512(float *y, const float *x, ptrdiff_t n, const ptrdiff_t *offs
             _mm512_mask_storeu_ps(y + (P) * C + j + 16 * (S), (S) ? m1 : m0, q);           \
     } while (0)
 
-__attribute__((target("avx512f"), always_inline)) static inline void
+__attribute__((target("avx512f,avx512dq"), always_inline)) static inline void
 cp_window_avg_by4_step512(float *y, const float *x, ptrdiff_t C, const ptrdiff_t *ro,
                           ptrdiff_t rows, ptrdiff_t j, __mmask16 m0, __mmask16 m1,
                           __m512 dv, __m512 rv, const int NW, const int FULL, int nt)
@@ -3723,7 +3736,7 @@ cp_window_avg_by4_step512(float *y, const float *x, ptrdiff_t C, const ptrdiff_t
 #undef CP_CL_ROW
 #undef CP_CL_OUT
 
-__attribute__((target("avx512f"), always_inline)) static inline void
+__attribute__((target("avx512f,avx512dq"), always_inline)) static inline void
 cp_window_avg_by4_512(float *y, const float *x, ptrdiff_t n, ptrdiff_t C, const ptrdiff_t *ro,
                       ptrdiff_t rows, float d, float r, const int NW, int nt)
 {
@@ -3742,14 +3755,14 @@ cp_window_avg_by4_512(float *y, const float *x, ptrdiff_t n, ptrdiff_t C, const 
     }
 }
 
-__attribute__((target("avx512f"))) static void
+__attribute__((target("avx512f,avx512dq"))) static void
 cp_window_avg_by4_2(float *y, const float *x, ptrdiff_t n, ptrdiff_t C, const ptrdiff_t *ro,
                     ptrdiff_t rows, float d, float r, int nt)
 {
     cp_window_avg_by4_512(y, x, n, C, ro, rows, d, r, 2, nt);
 }
 
-__attribute__((target("avx512f"))) static void
+__attribute__((target("avx512f,avx512dq"))) static void
 cp_window_avg_by4_3(float *y, const float *x, ptrdiff_t n, ptrdiff_t C, const ptrdiff_t *ro,
                     ptrdiff_t rows, float d, float r, int nt)
 {
@@ -3814,7 +3827,7 @@ static void cp_window_avg_by_f32(float *y, const float *x, ptrdiff_t n,
 /* cp_window_avg_rdiv512 for two output rows at once (y0 with taps o0, y1
  * with o1, as many of each): twice the independent sums in flight, so the
  * adds' latency is hidden; each output still adds its own taps in order. */
-__attribute__((target("avx512f"))) static ptrdiff_t
+__attribute__((target("avx512f,avx512dq"))) static ptrdiff_t
 cp_window_avg_rdiv2_512(float *y0, float *y1, const float *x, ptrdiff_t n,
                         const ptrdiff_t *o0, const ptrdiff_t *o1, ptrdiff_t taps,
                         const float *d0, const float *r0, const float *d1, const float *r1)
@@ -3876,7 +3889,7 @@ static void cp_window_avg_rdiv2_f32(float *y0, float *y1, const float *x, ptrdif
  * d[b], r[b] the divisors and reciprocals of row b; otherwise the backward's
  * y = the sum from +0.0.  Lanes past n use masked loads (the buffer may end
  * there). */
-__attribute__((target("avx512f"), always_inline)) static inline void
+__attribute__((target("avx512f,avx512dq"), always_inline)) static inline void
 cp_rows_taps512(float *y, ptrdiff_t ys, const float *xp, ptrdiff_t rs, ptrdiff_t n,
                 const ptrdiff_t *to, ptrdiff_t T, const int avg, const float *const *d,
                 const float *const *r, const int NB, const int S)
@@ -3938,28 +3951,28 @@ cp_rows_taps512(float *y, ptrdiff_t ys, const float *xp, ptrdiff_t rs, ptrdiff_t
     }
 }
 
-__attribute__((target("avx512f"))) static void
+__attribute__((target("avx512f,avx512dq"))) static void
 cp_rows_avg4(float *y, ptrdiff_t ys, const float *xp, ptrdiff_t rs, ptrdiff_t n,
              const ptrdiff_t *to, ptrdiff_t T, const float *const *d, const float *const *r)
 {
     cp_rows_taps512(y, ys, xp, rs, n, to, T, 1, d, r, 4, 2);
 }
 
-__attribute__((target("avx512f"))) static void
+__attribute__((target("avx512f,avx512dq"))) static void
 cp_rows_avg1(float *y, const float *xp, ptrdiff_t n, const ptrdiff_t *to, ptrdiff_t T,
              const float *d, const float *r)
 {
     cp_rows_taps512(y, 0, xp, 0, n, to, T, 1, &d, &r, 1, 4);
 }
 
-__attribute__((target("avx512f"))) static void
+__attribute__((target("avx512f,avx512dq"))) static void
 cp_rows_sum4(float *y, ptrdiff_t ys, const float *xp, ptrdiff_t rs, ptrdiff_t n,
              const ptrdiff_t *to, ptrdiff_t T)
 {
     cp_rows_taps512(y, ys, xp, rs, n, to, T, 0, NULL, NULL, 4, 2);
 }
 
-__attribute__((target("avx512f"))) static void
+__attribute__((target("avx512f,avx512dq"))) static void
 cp_rows_sum1(float *y, const float *xp, ptrdiff_t n, const ptrdiff_t *to, ptrdiff_t T)
 {
     cp_rows_taps512(y, 0, xp, 0, n, to, T, 0, NULL, NULL, 1, 4);
@@ -4023,7 +4036,7 @@ cp_rows_sum1(float *y, const float *xp, ptrdiff_t n, const ptrdiff_t *to, ptrdif
         }                                                                                  \
     } while (0)
 
-__attribute__((target("avx512f"), always_inline)) static inline void
+__attribute__((target("avx512f,avx512dq"), always_inline)) static inline void
 cp_rows_shared_step512(float *y, ptrdiff_t ys, const float *xp, ptrdiff_t L, ptrdiff_t j,
                        __mmask16 m0, __mmask16 m1, ptrdiff_t nd, ptrdiff_t pstep,
                        const float *const *d, const float *const *r, const int KH,
@@ -4052,7 +4065,7 @@ cp_rows_shared_step512(float *y, ptrdiff_t ys, const float *xp, ptrdiff_t L, ptr
 #undef CP_SH_OUT
 #undef CP_SH_SLICE
 
-__attribute__((target("avx512f"), always_inline)) static inline void
+__attribute__((target("avx512f,avx512dq"), always_inline)) static inline void
 cp_rows_shared_mode512(float *y, ptrdiff_t ys, const float *xp, ptrdiff_t L, ptrdiff_t n,
                        ptrdiff_t nd, ptrdiff_t pstep, const float *const *d,
                        const float *const *r, const int KH, const int KW, const int SH,
@@ -4076,7 +4089,7 @@ cp_rows_shared_mode512(float *y, ptrdiff_t ys, const float *xp, ptrdiff_t L, ptr
 #undef CP_SH_STEP
 }
 
-__attribute__((target("avx512f"), always_inline)) static inline void
+__attribute__((target("avx512f,avx512dq"), always_inline)) static inline void
 cp_rows_shared512(float *y, ptrdiff_t ys, const float *xp, ptrdiff_t L, ptrdiff_t n,
                   ptrdiff_t nd, ptrdiff_t pstep, const float *const *d, const float *const *r,
                   const int KH, const int KW, const int SH, int nt, int mode)
@@ -4105,14 +4118,14 @@ cp_rows_shared512(float *y, ptrdiff_t ys, const float *xp, ptrdiff_t L, ptrdiff_
 #undef CP_SH_MODE
 }
 
-__attribute__((target("avx512f"))) static void
+__attribute__((target("avx512f,avx512dq"))) static void
 cp_rows_shared2(float *y, ptrdiff_t ys, const float *xp, ptrdiff_t L, ptrdiff_t n, ptrdiff_t nd,
                 ptrdiff_t pstep, const float *const *d, const float *const *r, int nt, int mode)
 {
     cp_rows_shared512(y, ys, xp, L, n, nd, pstep, d, r, 2, 2, 1, nt, mode);
 }
 
-__attribute__((target("avx512f"))) static void
+__attribute__((target("avx512f,avx512dq"))) static void
 cp_rows_shared3(float *y, ptrdiff_t ys, const float *xp, ptrdiff_t L, ptrdiff_t n, ptrdiff_t nd,
                 ptrdiff_t pstep, const float *const *d, const float *const *r, int nt, int mode)
 {
@@ -4156,7 +4169,7 @@ static int cp_rows_shared_f32(float *y, ptrdiff_t ys, const float *xp, ptrdiff_t
 
 #ifdef CP_HAVE_WINDOW_MAX
 /* The lanes of v that are not 0 and not of magnitude in [2^-60, 2^60]. */
-__attribute__((target("avx512f"))) static inline __mmask16 cp_unsafe512(__m512 v)
+__attribute__((target("avx512f,avx512dq"))) static inline __mmask16 cp_unsafe512(__m512 v)
 {
     __m512i b = _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7fffffff));
     return _mm512_mask_cmpgt_epu32_mask(_mm512_test_epi32_mask(b, b),
@@ -4164,7 +4177,7 @@ __attribute__((target("avx512f"))) static inline __mmask16 cp_unsafe512(__m512 v
                                         _mm512_set1_epi32(CP_SAFE_HI - CP_SAFE_LO));
 }
 
-__attribute__((target("avx512f"))) static int
+__attribute__((target("avx512f,avx512dq"))) static int
 cp_copy_check512(float *dst, ptrdiff_t ds, const float *src, ptrdiff_t ss, ptrdiff_t n,
                  ptrdiff_t rows, ptrdiff_t ahead)
 {
@@ -4225,7 +4238,7 @@ static inline int cp_copy_check_rows_f32(float *dst, ptrdiff_t ds, const float *
 }
 
 #ifdef CP_HAVE_WINDOW_MAX
-__attribute__((target("avx512f"), always_inline)) static inline ptrdiff_t
+__attribute__((target("avx512f,avx512dq"), always_inline)) static inline ptrdiff_t
 cp_plane_shared512(const float *xn, float *yn, float *xpad, ptrdiff_t L, ptrdiff_t pb,
                    ptrdiff_t H, ptrdiff_t W, ptrdiff_t col, ptrdiff_t OH, ptrdiff_t OW,
                    ptrdiff_t hpb,
@@ -4259,7 +4272,7 @@ cp_plane_shared512(const float *xn, float *yn, float *xpad, ptrdiff_t L, ptrdiff
 
 /* cp_plane_shared512 compiled for K = 2 and K = 3 (cp_plane_shared2, 3) */
 #define CP_PLANE_SHARED(K)                                                                 \
-    __attribute__((target("avx512f"))) static ptrdiff_t                                   \
+    __attribute__((target("avx512f,avx512dq"))) static ptrdiff_t                                   \
     cp_plane_shared##K(const float *xn, float *yn, float *xpad, ptrdiff_t L, ptrdiff_t pb,  \
                        ptrdiff_t H, ptrdiff_t W, ptrdiff_t col, ptrdiff_t OH, ptrdiff_t OW, \
                        ptrdiff_t hpb, const float *rdiv, const int32_t *rdiv_of, int nt,    \
@@ -4304,7 +4317,7 @@ static ptrdiff_t cp_plane_shared_f32(const float *xn, float *yn, float *xpad, pt
 }
 
 #ifdef CP_HAVE_WINDOW_MAX
-__attribute__((target("avx512f"))) static void
+__attribute__((target("avx512f,avx512dq"))) static void
 cp_scale_row512(float *y, const float *x, ptrdiff_t n, const float *d, const float *r)
 {
     const __m512 z = _mm512_setzero_ps();
@@ -4401,7 +4414,7 @@ struct cp_rdiv_memo {
     int ok;
 };
 
-__attribute__((target("avx512f"))) static inline __m512
+__attribute__((target("avx512f,avx512dq"))) static inline __m512
 cp_rdiv512_by(__m512 q, double d, struct cp_rdiv_memo *m)
 {
     if (d != m->last) {
@@ -4417,7 +4430,7 @@ cp_rdiv512_by(__m512 q, double d, struct cp_rdiv_memo *m)
 
 /* cp_rowlanes_finish_f32 on AVX-512F: CP_ROWLANES_DIVIDE's divisions, each
  * by an exact reciprocal (computed once per distinct divisor in a row). */
-__attribute__((target("avx512f"))) static void
+__attribute__((target("avx512f,avx512dq"))) static void
 cp_rowlanes_rdiv512(float *y, ptrdiff_t n, int mode, double a, double b, const double *w,
                     double k)
 {
@@ -4476,7 +4489,7 @@ static void cp_rowlanes_finish_f32(float *y, ptrdiff_t n, int mode, double a, do
         }                                                                                  \
     } while (0)
 
-__attribute__((target("avx512f"))) static void
+__attribute__((target("avx512f,avx512dq"))) static void
 cp_scale_cl_row512(float *y, const float *x, ptrdiff_t OW, ptrdiff_t C, double a,
                    const double *w)
 {
@@ -4541,7 +4554,7 @@ static void cp_scale_cl_row_f32(float *y, const float *x, ptrdiff_t OW, ptrdiff_
 /* The 4 x 4 transposes inside the 128-bit pieces of each group of four
  * vectors v[4m .. 4m + 3] (n a multiple of 4, at most 16): 128-bit piece k of
  * u[4m + q] = element q of piece k of v[4m], v[4m + 1], v[4m + 2], v[4m + 3] */
-__attribute__((target("avx512f"), always_inline)) static inline void
+__attribute__((target("avx512f,avx512dq"), always_inline)) static inline void
 cp_tr4x4_pieces(const __m512 *v, __m512 *u, int n)
 {
     __m512 t[16];
@@ -4562,7 +4575,7 @@ cp_tr4x4_pieces(const __m512 *v, __m512 *u, int n)
 /* The 4 x 4 transposes of 128-bit pieces across u[g], u[s + g], u[2s + g],
  * u[3s + g], for each g < s (s at most 4): piece k of v[js + g] = piece j of
  * u[ks + g] (pure data movement: float and double tiles alike) */
-__attribute__((target("avx512f"), always_inline)) static inline void
+__attribute__((target("avx512f,avx512dq"), always_inline)) static inline void
 cp_tr_pieces(__m512 *v, const __m512 *u, int s)
 {
 #pragma GCC unroll 4
@@ -4579,7 +4592,7 @@ cp_tr_pieces(__m512 *v, const __m512 *u, int s)
 }
 
 /* v[i] = row i of a 16 x 16 tile -> v[j] = column j */
-__attribute__((target("avx512f"), always_inline)) static inline void
+__attribute__((target("avx512f,avx512dq"), always_inline)) static inline void
 cp_tr16_regs(__m512 *v)
 {
     __m512 u[16];
@@ -4589,7 +4602,7 @@ cp_tr16_regs(__m512 *v)
 }
 
 /* v[i] = row i of an 8 x 8 tile of doubles -> v[j] = column j */
-__attribute__((target("avx512f"), always_inline)) static inline void
+__attribute__((target("avx512f,avx512dq"), always_inline)) static inline void
 cp_tr8d_regs(__m512d *v)
 {
     __m512 t[8], w[8];
@@ -4638,7 +4651,7 @@ cp_tr8d_regs(__m512d *v)
  * row's 8 columns loaded as half a vector, paired (l, l + 4) for l < 4 and
  * (l + 4, l + 8) for l >= 4, so that the transpose inside the 128-bit pieces
  * and one exchange of pieces give the columns with the lanes in order */
-__attribute__((target("avx512f"), always_inline)) static inline void
+__attribute__((target("avx512f,avx512dq"), always_inline)) static inline void
 cp_tr16x8_load(__m512 *v, const float *const *q)
 {
     __m512 w[8], u[8];
@@ -4660,7 +4673,7 @@ cp_tr16x8_load(__m512 *v, const float *const *q)
 /* One tile of 16 columns from j0 of each lane's row piece (row + base[l],
  * l < nl) added to acc in column order (lanes with cnt[l] <= j0 + j add -0.0
  * at column j0 + j; none from maxc on); prefetching ahead bytes on. */
-__attribute__((target("avx512f"), always_inline)) static inline __m512
+__attribute__((target("avx512f,avx512dq"), always_inline)) static inline __m512
 cp_cl_tile16(__m512 acc, const float *row, const ptrdiff_t *base, ptrdiff_t nl,
              ptrdiff_t j0, ptrdiff_t minc, ptrdiff_t maxc, ptrdiff_t maxb, __m512i cv,
              const float *xend, ptrdiff_t ahead)
@@ -4699,7 +4712,7 @@ cp_cl_tile16(__m512 acc, const float *row, const ptrdiff_t *base, ptrdiff_t nl,
 }
 
 /* cp_cl_tile16 for float64: 8 columns, 8 lanes (maxb unused: no half tiles) */
-__attribute__((target("avx512f"), always_inline)) static inline __m512d
+__attribute__((target("avx512f,avx512dq"), always_inline)) static inline __m512d
 cp_cl_tile8d(__m512d acc, const double *row, const ptrdiff_t *base, ptrdiff_t nl,
              ptrdiff_t j0, ptrdiff_t minc, ptrdiff_t maxc, ptrdiff_t maxb, __m512i cv,
              const double *xend, ptrdiff_t ahead)
@@ -4734,7 +4747,7 @@ cp_cl_tile8d(__m512d acc, const double *row, const ptrdiff_t *base, ptrdiff_t nl
  * lanes a vector of T (VT), tiles by TILE: two vectors of lanes where np
  * needs them, so that two chains of additions are in flight */
 #define CP_DEFINE_COLLANES512(SUFFIX, T, VT, NL, CT, TILE, ZERO, STORE)                    \
-    __attribute__((target("avx512f"))) static void                                        \
+    __attribute__((target("avx512f,avx512dq"))) static void                                        \
     cp_collanes512_##SUFFIX(T *y, ptrdiff_t ys, const T *x, const T *xend, ptrdiff_t S,   \
                             ptrdiff_t np, const ptrdiff_t *roff, ptrdiff_t nr,            \
                             const int64_t *ws, const int64_t *wc, ptrdiff_t OW)           \

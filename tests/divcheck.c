@@ -38,6 +38,41 @@ static long check_block(float td, float tr, long *vec)
     return nb;
 }
 
+/* lo = -1: every divisor d up to hi (even ones too: near the underflow,
+ * the exponent does not just scale), every positive significand at the
+ * dividend exponents where the quotient's first product q0 meets the
+ * subnormals (the subnormal a, and a below 2^-124 * d), and at the largest
+ * exponent (a in [2^127, 2^128)).  A negative a is the same computation
+ * mirrored, but where q0 is -0 (which takes the true division). */
+static int check_extremes(long hi, long *vec)
+{
+    long bad = 0;
+    for (long d = 1; d <= hi; d++) {
+        float td = (float)d, tr = 1.0f / td;
+        long nb = 0;
+        int top = 3;
+        while ((1L << (top - 3)) < d)
+            top++;
+        for (int e = 0; e <= top + 1; e++) {
+            unsigned ex = e <= top ? (unsigned)e : 254u;
+            for (unsigned long k = 0; k < (1ul << 23) / B; k++) {
+                for (unsigned j = 0; j < B; j++) {
+                    unsigned bits = ex << 23 | (unsigned)(k * B + j);
+                    memcpy(&a[j], &bits, sizeof bits);
+                }
+                nb += check_block(td, tr, vec);
+            }
+        }
+        if (nb) {
+            if (bad < 10)
+                printf("divisor %ld: %ld quotients differ\n", d, nb);
+            bad++;
+        }
+    }
+    printf("divisors failing: %ld, vector quotients: %ld\n", bad, *vec);
+    return bad != 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3)
@@ -47,6 +82,8 @@ int main(int argc, char **argv)
     if (argc > 3)
         cp_window_limit_isa(atoi(argv[3]));
 #endif
+    if (lo < 0)
+        return check_extremes(hi, &vec);
     /* lo = 0: every divisor up to hi, dividends sampled from all 2^32 bit
      * patterns; else odd divisors, every significand in [1, 2) */
     const int edges = lo == 0;
