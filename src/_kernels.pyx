@@ -163,14 +163,14 @@ cdef extern from "cypool_lanes.h" nogil:
     void cp_scale_row_f32(float *y, const float *x, Py_ssize_t n, const float *d, const float *r)
     void cp_scale_cl_row_f32(float *y, const float *x, Py_ssize_t OW, Py_ssize_t C, double a,
                              const double *w)
-    bint cp_copy_check_f32(float *dst, const float *src, Py_ssize_t n, Py_ssize_t ahead)
-    bint cp_copy_check_rows_f32(float *dst, Py_ssize_t ds, const float *src, Py_ssize_t ss,
+    void cp_copy_ahead_f32(float *dst, const float *src, Py_ssize_t n, Py_ssize_t ahead)
+    void cp_copy_ahead_rows_f32(float *dst, Py_ssize_t ds, const float *src, Py_ssize_t ss,
                                 Py_ssize_t n, Py_ssize_t rows, Py_ssize_t ahead)
     Py_ssize_t cp_plane_shared_f32(const float *xn, float *yn, float *xpad, Py_ssize_t L,
                                    Py_ssize_t pb, Py_ssize_t H, Py_ssize_t W, Py_ssize_t col, Py_ssize_t OH,
                                    Py_ssize_t OW, Py_ssize_t hpb, Py_ssize_t K,
                                    const float *rdiv, const int32_t *rdiv_of, int nt, int nz,
-                                   Py_ssize_t ahead, Py_ssize_t *done, int *unsafe)
+                                   Py_ssize_t ahead, Py_ssize_t *done)
     bint cp_rows_shared_f32(float *y, Py_ssize_t ys, const float *xp, Py_ssize_t L, Py_ssize_t n,
                             Py_ssize_t kh, Py_ssize_t nd, Py_ssize_t pstep, Py_ssize_t kw,
                             Py_ssize_t dw, const float **d, const float **r, bint nt,
@@ -1704,7 +1704,7 @@ cdef void _rows_plane_f32(const float *xn, float *yn, const Geom *g, float *xpad
                 last = (_start(g, 0, od) + (kd - 1) * g.step[0]) * H \
                     + _start(g, 1, oh + nb - 1) + (_count(g, 1, oh + nb - 1) - 1) * g.step[1]
                 while done <= last:
-                    cp_copy_check_f32(xpad + done * L + pb, xn + done * W, col,
+                    cp_copy_ahead_f32(xpad + done * L + pb, xn + done * W, col,
                                       COPY_AHEAD_ROWS * W)
                     done += 1
             for b in range(nb):
@@ -1753,7 +1753,6 @@ cdef void _rows_padded_f32(const float *xn, float *yn, const Geom *g, float *xpa
     cdef Py_ssize_t OW = g.osize[2], hk = g.hk, hs = g.hs, pb = g.wpb
     cdef Py_ssize_t Hp = g.hpb + H + _rows_below(g)
     cdef Py_ssize_t done = 0, dd = 0, hh = 0, od, oh, q, nb, b, i, a, t, kd, d0, hl, need, k
-    cdef int unsafe = 0          # has a row copied so far a tap the fast division cannot take?
     cdef Py_ssize_t oh0 = 0
     cdef Py_ssize_t offs[MAX_WINDOW_TAPS]
     cdef const float *drows[4]
@@ -1765,7 +1764,7 @@ cdef void _rows_padded_f32(const float *xn, float *yn, const Geom *g, float *xpa
         # one 2-d plane: its groups of 4 rows in one call, the rest below
         oh0 = cp_plane_shared_f32(xn, yn, xpad, L, pb, H, W, col, OH, OW, g.hpb, hk,
                                   g.rdiv, g.rdiv_of, stream, g.rdiv_nz, COPY_AHEAD_ROWS * W,
-                                  &done, &unsafe)
+                                  &done)
         hh = done
     for od in range(OD):
         kd = _count(g, 0, od)
@@ -1783,9 +1782,8 @@ cdef void _rows_padded_f32(const float *xn, float *yn, const Geom *g, float *xpa
                 while done <= need:
                     # the slice's rows up to need, in one call
                     t = min(need + 1 - done, H - hh)
-                    unsafe |= cp_copy_check_rows_f32(xpad + (dd * Hp + g.hpb + hh) * L + pb, L,
-                                                     xn + done * W, W, col, t,
-                                                     COPY_AHEAD_ROWS * W)
+                    cp_copy_ahead_rows_f32(xpad + (dd * Hp + g.hpb + hh) * L + pb, L,
+                                           xn + done * W, W, col, t, COPY_AHEAD_ROWS * W)
                     done += t
                     hh += t
                     if hh == H:
@@ -1796,7 +1794,7 @@ cdef void _rows_padded_f32(const float *xn, float *yn, const Geom *g, float *xpa
             xp = xpad + (d0 * Hp + oh * hs) * L
             if not (nb == 4 and hs == 1 and cp_rows_shared_f32(
                     yr, OW, xp, L, OW, hk, kd, g.step[0] * Hp * L, g.wk, g.wd, drows, rrows,
-                    stream, (0 if unsafe else 1) | g.rdiv_nz)):
+                    stream, g.rdiv_nz)):
                 k = 0
                 for i in range(kd):
                     for a in range(hk):

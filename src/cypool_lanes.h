@@ -3357,19 +3357,6 @@ cp_rdiv512(__m512 a, __m512 d, __m512 r)
     return q;
 }
 
-/* cp_rdiv512 for an a known to be +0 or of magnitude in [2^-83, 2^77] (see
- * cp_copy_check_f32): no lane needs the true division.  Below 2^-40 that
- * is still the checked computation scaled by a power of two: with d < 2^16
- * the quotient stays above 2^-99 and the remainder a multiple of its ulp,
- * so nothing underflows and every step rounds as it does at the checked
- * exponents. */
-__attribute__((target("avx512f,avx512dq"))) static inline __m512
-cp_rdiv512_fast(__m512 a, __m512 d, __m512 r)
-{
-    __m512 q0 = _mm512_mul_ps(a, r);
-    return _mm512_fmadd_ps(_mm512_fnmadd_ps(q0, d, a), r, q0);
-}
-
 /* y[i] = 0 + y[i] / d[i*ds] for i < the returned count (a multiple of 16),
  * and +0 where d[i*ds] is 0 (a window with no divisor has no taps); r[i*ds]
  * is RN(1/d[i*ds]) (0 where d is 0); ds is 1 or 0 (one divisor for all). */
@@ -3989,7 +3976,7 @@ cp_rows_sum1(float *y, const float *xp, ptrdiff_t n, const ptrdiff_t *to, ptrdif
  * -0.0 (-0.0 against +0.0: x + -0.0 is x for every other x, NaN payloads
  * included), and the +0.0 added to each result below (0 + q, which
  * PyTorch's quotient of a +0.0 sum already is) makes that +0.0 too.
- * MODE as cp_rows_shared_f32's (0-2; mode 2's taps are never -0.0, being
+ * MODE as cp_rows_shared_f32's (0 or 2; mode 2's taps are never -0.0, being
  * the backward's 0 + g / d, so that no sum is -0.0 and none needs the +0.0);
  * NZ: no divisor is 0 (0 + q, not the masked add); SAME: the 4 rows share
  * one divisor row (d[0], r[0]).  One step of 32 columns (m: the lanes of
@@ -4006,7 +3993,7 @@ cp_rows_sum1(float *y, const float *xp, ptrdiff_t n, const ptrdiff_t *to, ptrdif
         if (MODE != 2) {                                                                   \
             __m512 dv = SAME ? dd##S : CP_SH_LOAD(d[B], S);                                \
             __m512 rv = SAME ? rr##S : CP_SH_LOAD(r[B], S);                                \
-            q = MODE == 0 ? cp_rdiv512(q, dv, rv) : cp_rdiv512_fast(q, dv, rv);            \
+            q = cp_rdiv512(q, dv, rv);                                                     \
             q = NZ ? _mm512_add_ps(z, q)                                                   \
                    : _mm512_maskz_add_ps(_mm512_cmpneq_ps_mask(dv, z), z, q);              \
         }                                                                                  \
@@ -4107,11 +4094,6 @@ cp_rows_shared512(float *y, ptrdiff_t ys, const float *xp, ptrdiff_t L, ptrdiff_
         else if (nz) CP_SH_MODE(0, 1, 0);
         else CP_SH_MODE(0, 0, 0);
         break;
-    case 1:
-        if (nz && same) CP_SH_MODE(1, 1, 1);
-        else if (nz) CP_SH_MODE(1, 1, 0);
-        else CP_SH_MODE(1, 0, 0);
-        break;
     default:
         CP_SH_MODE(2, 0, 0);
     }
@@ -4137,10 +4119,8 @@ cp_rows_shared3(float *y, ptrdiff_t ys, const float *xp, ptrdiff_t L, ptrdiff_t 
  * one row further down for each, of kw adjacent taps (cp_rows_shared512),
  * where kh and kw are both 2 or both 3 and dw is 1, with non-temporal
  * stores when nt (then call cp_stream_fence when done).  mode 0: the
- * forward's divisions; 1: the same where every tap the rows read passed
- * cp_copy_check_f32 (no sum needs the divisions' range check); 2: the sums
- * themselves (the average backward's gathers; d and r unused); mode 0 or 1
- * plus 4: no divisor in d is 0.  Returns 0, having done nothing, for other
+ * forward's divisions; 2: the sums themselves (the average backward's
+ * gathers; d and r unused); mode 0 plus 4: no divisor in d is 0.  Returns 0, having done nothing, for other
  * windows. */
 static int cp_rows_shared_f32(float *y, ptrdiff_t ys, const float *xp, ptrdiff_t L,
                               ptrdiff_t n, ptrdiff_t kh, ptrdiff_t nd, ptrdiff_t pstep,
@@ -4164,77 +4144,57 @@ static int cp_rows_shared_f32(float *y, ptrdiff_t ys, const float *xp, ptrdiff_t
 #endif
 }
 
-#define CP_SAFE_LO 0x21800000     /* 2^-60 as float bits */
-#define CP_SAFE_HI 0x5D800000     /* 2^60 */
-
 #ifdef CP_HAVE_WINDOW_MAX
-/* The lanes of v that are not 0 and not of magnitude in [2^-60, 2^60]. */
-__attribute__((target("avx512f,avx512dq"))) static inline __mmask16 cp_unsafe512(__m512 v)
-{
-    __m512i b = _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7fffffff));
-    return _mm512_mask_cmpgt_epu32_mask(_mm512_test_epi32_mask(b, b),
-                                        _mm512_sub_epi32(b, _mm512_set1_epi32(CP_SAFE_LO)),
-                                        _mm512_set1_epi32(CP_SAFE_HI - CP_SAFE_LO));
-}
-
-__attribute__((target("avx512f,avx512dq"))) static int
-cp_copy_check512(float *dst, ptrdiff_t ds, const float *src, ptrdiff_t ss, ptrdiff_t n,
+__attribute__((target("avx512f,avx512dq"))) static void
+cp_copy_ahead512(float *dst, ptrdiff_t ds, const float *src, ptrdiff_t ss, ptrdiff_t n,
                  ptrdiff_t rows, ptrdiff_t ahead)
 {
-    __mmask16 bad = 0;
     const __mmask16 m = (__mmask16)((1u << (n & 15)) - 1);
     for (ptrdiff_t k = 0; k < rows; k++, dst += ds, src += ss) {
         ptrdiff_t i = 0;
         for (; i + 16 <= n; i += 16) {
             __builtin_prefetch(src + ahead + i, 0, 3);
-            __m512 v = _mm512_loadu_ps(src + i);
-            bad |= cp_unsafe512(v);
-            _mm512_storeu_ps(dst + i, v);
+            _mm512_storeu_ps(dst + i, _mm512_loadu_ps(src + i));
         }
         if (i < n) {
             __builtin_prefetch(src + ahead + i, 0, 3);
-            __m512 v = _mm512_maskz_loadu_ps(m, src + i);
-            bad |= cp_unsafe512(v);
-            _mm512_mask_storeu_ps(dst + i, m, v);
+            _mm512_mask_storeu_ps(dst + i, m, _mm512_maskz_loadu_ps(m, src + i));
         }
     }
-    return bad != 0;
 }
 #endif
 
 /* memcpy of n floats, with the cache lines of the n floats from src + ahead
  * on asked for (rows read in order: their memory latency then overlaps the
- * work on the rows before them).  Returns 0 when every float copied is 0 or
- * of magnitude in [2^-60, 2^60] (finite): a sum of up to 2^16 of them is
- * then +0 or of magnitude in [2^-83, 2^77] (each is a multiple of 2^-83, and
- * so is every rounded partial sum), which cp_rdiv512_fast divides exactly;
- * else (or without AVX-512) 1. */
-static inline int cp_copy_check_f32(float *dst, const float *src, ptrdiff_t n, ptrdiff_t ahead)
+ * work on the rows before them).  (The sums' divisions check their own
+ * lanes, cp_rdiv512: a check of the taps here cost more than it saved.) */
+static inline void cp_copy_ahead_f32(float *dst, const float *src, ptrdiff_t n, ptrdiff_t ahead)
 {
 #ifdef CP_HAVE_WINDOW_MAX
-    if (cp_window_isa() == 2)
-        return cp_copy_check512(dst, 0, src, 0, n, 1, ahead);
+    if (cp_window_isa() == 2) {
+        cp_copy_ahead512(dst, 0, src, 0, n, 1, ahead);
+        return;
+    }
 #endif
     for (ptrdiff_t i = 0; i < n; i += 16)
         __builtin_prefetch(src + ahead + i, 0, 3);
     memcpy(dst, src, (size_t)n * sizeof(float));
-    return 1;
 }
 
-/* cp_copy_check_f32 of rows rows of n floats, from src (rows ss floats
- * apart) to dst (ds apart), in one call; 0 when every float passed. */
-static inline int cp_copy_check_rows_f32(float *dst, ptrdiff_t ds, const float *src,
-                                         ptrdiff_t ss, ptrdiff_t n, ptrdiff_t rows,
-                                         ptrdiff_t ahead)
+/* cp_copy_ahead_f32 of rows rows of n floats, from src (rows ss floats
+ * apart) to dst (ds apart), in one call. */
+static inline void cp_copy_ahead_rows_f32(float *dst, ptrdiff_t ds, const float *src,
+                                          ptrdiff_t ss, ptrdiff_t n, ptrdiff_t rows,
+                                          ptrdiff_t ahead)
 {
-    int bad = 0;
 #ifdef CP_HAVE_WINDOW_MAX
-    if (cp_window_isa() == 2)
-        return cp_copy_check512(dst, ds, src, ss, n, rows, ahead);
+    if (cp_window_isa() == 2) {
+        cp_copy_ahead512(dst, ds, src, ss, n, rows, ahead);
+        return;
+    }
 #endif
     for (ptrdiff_t k = 0; k < rows; k++)
-        bad |= cp_copy_check_f32(dst + k * ds, src + k * ss, n, ahead);
-    return bad;
+        cp_copy_ahead_f32(dst + k * ds, src + k * ss, n, ahead);
 }
 
 #ifdef CP_HAVE_WINDOW_MAX
@@ -4243,10 +4203,9 @@ cp_plane_shared512(const float *xn, float *yn, float *xpad, ptrdiff_t L, ptrdiff
                    ptrdiff_t H, ptrdiff_t W, ptrdiff_t col, ptrdiff_t OH, ptrdiff_t OW,
                    ptrdiff_t hpb,
                    const float *rdiv, const int32_t *rdiv_of, int nt, int nz, ptrdiff_t ahead,
-                   ptrdiff_t *done, int *unsafe, const int K)
+                   ptrdiff_t *done, const int K)
 {
     ptrdiff_t oh = 0, dn = *done;
-    int bad = *unsafe;
     const float *d[4], *r[4];
     for (; oh + 4 <= OH; oh += 4) {
         /* the rows these 4 read, and those of the next 4 */
@@ -4254,8 +4213,8 @@ cp_plane_shared512(const float *xn, float *yn, float *xpad, ptrdiff_t L, ptrdiff
         if (hl > H - 1)
             hl = H - 1;
         if (hl >= dn) {
-            bad |= cp_copy_check512(xpad + (hpb + dn) * L + pb, L, xn + dn * W, W, col,
-                                    hl + 1 - dn, ahead);
+            cp_copy_ahead512(xpad + (hpb + dn) * L + pb, L, xn + dn * W, W, col, hl + 1 - dn,
+                             ahead);
             dn = hl + 1;
         }
         for (int b = 0; b < 4; b++) {
@@ -4263,23 +4222,22 @@ cp_plane_shared512(const float *xn, float *yn, float *xpad, ptrdiff_t L, ptrdiff
             r[b] = d[b] + OW;
         }
         cp_rows_shared512(yn + oh * OW, OW, xpad + oh * L, L, OW, 1, 0, d, r, K, K, 1, nt,
-                          (bad ? 0 : 1) | (nz ? 4 : 0));
+                          nz ? 4 : 0);
     }
     *done = dn;
-    *unsafe = bad;
     return oh;
 }
 
 /* cp_plane_shared512 compiled for K = 2 and K = 3 (cp_plane_shared2, 3) */
 #define CP_PLANE_SHARED(K)                                                                 \
-    __attribute__((target("avx512f,avx512dq"))) static ptrdiff_t                                   \
+    __attribute__((target("avx512f,avx512dq"))) static ptrdiff_t                          \
     cp_plane_shared##K(const float *xn, float *yn, float *xpad, ptrdiff_t L, ptrdiff_t pb,  \
                        ptrdiff_t H, ptrdiff_t W, ptrdiff_t col, ptrdiff_t OH, ptrdiff_t OW, \
                        ptrdiff_t hpb, const float *rdiv, const int32_t *rdiv_of, int nt,    \
-                       int nz, ptrdiff_t ahead, ptrdiff_t *done, int *unsafe)              \
+                       int nz, ptrdiff_t ahead, ptrdiff_t *done)                           \
     {                                                                                     \
         return cp_plane_shared512(xn, yn, xpad, L, pb, H, W, col, OH, OW, hpb, rdiv,       \
-                                  rdiv_of, nt, nz, ahead, done, unsafe, K);               \
+                                  rdiv_of, nt, nz, ahead, done, K);                       \
     }
 CP_PLANE_SHARED(2)
 CP_PLANE_SHARED(3)
@@ -4289,30 +4247,30 @@ CP_PLANE_SHARED(3)
 /* _rows_padded_f32's loop for a 2-d plane (one slice) of a K x K window
  * (K 2 or 3) of stride and dilation 1, in one call: the plane's H rows of
  * W floats (xn) are copied (col floats of each) into xpad's rows of L
- * floats from row hpb, as the sums first need them (cp_copy_check512,
+ * floats from row hpb, as the sums first need them (cp_copy_ahead512,
  * asking for the floats ahead floats on), and each 4 output rows are summed
  * and divided at once (cp_rows_shared512, by rdiv's rows as rdiv_of says;
- * nz: none is 0; nt: non-temporal stores).  *done (rows copied) and
- * *unsafe (has a copied float failed the check) carry over, in and out.
+ * nz: none is 0; nt: non-temporal stores).  *done (rows copied) carries
+ * over, in and out.
  * Returns the output rows done: OH rounded down to 4, or 0 (having done
  * nothing) for other K or without AVX-512F. */
 static ptrdiff_t cp_plane_shared_f32(const float *xn, float *yn, float *xpad, ptrdiff_t L,
                                      ptrdiff_t pb, ptrdiff_t H, ptrdiff_t W, ptrdiff_t col,
                                      ptrdiff_t OH, ptrdiff_t OW, ptrdiff_t hpb, ptrdiff_t K,
                                      const float *rdiv, const int32_t *rdiv_of, int nt, int nz,
-                                     ptrdiff_t ahead, ptrdiff_t *done, int *unsafe)
+                                     ptrdiff_t ahead, ptrdiff_t *done)
 {
 #ifdef CP_HAVE_WINDOW_MAX
     if (cp_window_isa() == 2 && K == 3)
         return cp_plane_shared3(xn, yn, xpad, L, pb, H, W, col, OH, OW, hpb, rdiv, rdiv_of, nt, nz,
-                                ahead, done, unsafe);
+                                ahead, done);
     if (cp_window_isa() == 2 && K == 2)
         return cp_plane_shared2(xn, yn, xpad, L, pb, H, W, col, OH, OW, hpb, rdiv, rdiv_of, nt, nz,
-                                ahead, done, unsafe);
+                                ahead, done);
 #endif
     (void)xn; (void)yn; (void)xpad; (void)L; (void)pb; (void)H; (void)W; (void)col; (void)OH;
     (void)OW; (void)hpb; (void)K; (void)rdiv; (void)rdiv_of; (void)nt; (void)nz; (void)ahead;
-    (void)done; (void)unsafe;
+    (void)done;
     return 0;
 }
 
