@@ -24,7 +24,7 @@
 #endif
 
 /* The instruction set the hand-picked kernels use, chosen at run time:
- * 2: AVX-512F, 1: AVX2, 0: neither (the baseline; also every non-x86-64
+ * 2: AVX-512F and DQ, 1: AVX2, 0: neither (the baseline; also every non-x86-64
  * machine).  cp_window_limit_isa lowers it, so that tests run each level's
  * code on one machine and compare the results. */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) \
