@@ -3238,8 +3238,16 @@ static int cp_scatter_lanes_f32(float *gp, const float *op, const int64_t *ip, p
 /* the plane at q: prefetch the planes CP_PLANES_AHEAD bytes on */
 static inline void cp_planes_prefetch(const float *q, ptrdiff_t n)
 {
-    for (ptrdiff_t i = 0; i < n; i += 16)
-        __builtin_prefetch(q + CP_PLANES_AHEAD / sizeof(float) + i, 0, 3);
+    /* each line once: the lines that start in [q, q + n) CP_PLANES_AHEAD
+     * bytes on (planes of 49 floats prefetching every 16 floats of their
+     * own issued 4 prefetches for about 3 lines, consecutive planes the
+     * same lines again: the (64, 2048, 7, 7) global average took
+     * 0.86-1.0x the time at 1 thread and 0.85-0.94x at 2 with one a line,
+     * Emerald Rapids) */
+    uintptr_t a = ((uintptr_t)q + CP_PLANES_AHEAD + 63) & ~(uintptr_t)63;
+    uintptr_t e = (uintptr_t)(q + n) + CP_PLANES_AHEAD;
+    for (; a < e; a += 64)
+        __builtin_prefetch((const void *)a, 0, 3);
 }
 
 
