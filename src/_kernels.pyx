@@ -224,6 +224,8 @@ cdef extern from "cypool_stream.h" nogil:
     void cp_prefetch(const void *p, size_t n)
     void cp_prefetch_l2(const void *p, size_t n)
     void cp_prefetch_w(const void *p)
+    float cp_add_f32(float a, float b)
+    double cp_add_f64(double a, double b)
     void *cp_amalloc(size_t n, int zero)
     void cp_afree(void *p)
 
@@ -558,6 +560,18 @@ DEF AVG22_AHEAD = 1536     # floats (cp_favg22_rows_f32)
 DEF STEM_STAGE = 256       # outputs staged at a time (cp_fmax32_rows_f32; 4096: 1.1x the time)
 
 
+cdef inline value_t _add(value_t a, value_t b) noexcept nogil:
+    # a + b; where both are NaN, a's (cp_add_f32): a running sum's NaN
+    # wins over the tap's, as in PyTorch's loops, whatever the compiler's
+    # choice of operand order for a plain add
+    if value_t is float:
+        return cp_add_f32(a, b)
+    elif value_t is double:
+        return cp_add_f64(a, b)
+    else:
+        return a + b
+
+
 cdef inline void _pool_window(value_t *y, int64_t *yi, const value_t *x,    # OUT, OUT, IN
                               Py_ssize_t n, const Py_ssize_t *offs, const int64_t *tidx,
                               Py_ssize_t k, bint is_max, value_t init, int64_t first,
@@ -598,14 +612,14 @@ cdef inline void _sum8(const value_t *xr, value_t *y, const Geom *g,      # IN, 
     cdef value_t a3 = y[min(3, k - 1)], a4 = y[min(4, k - 1)], a5 = y[min(5, k - 1)]
     cdef value_t a6 = y[min(6, k - 1)], a7 = y[min(7, k - 1)]
     for t in range(nw):
-        a0 = a0 + xr[s0 + t * sw]
-        a1 = a1 + xr[s1 + t * sw]
-        a2 = a2 + xr[s2 + t * sw]
-        a3 = a3 + xr[s3 + t * sw]
-        a4 = a4 + xr[s4 + t * sw]
-        a5 = a5 + xr[s5 + t * sw]
-        a6 = a6 + xr[s6 + t * sw]
-        a7 = a7 + xr[s7 + t * sw]
+        a0 = _add(a0, xr[s0 + t * sw])
+        a1 = _add(a1, xr[s1 + t * sw])
+        a2 = _add(a2, xr[s2 + t * sw])
+        a3 = _add(a3, xr[s3 + t * sw])
+        a4 = _add(a4, xr[s4 + t * sw])
+        a5 = _add(a5, xr[s5 + t * sw])
+        a6 = _add(a6, xr[s6 + t * sw])
+        a7 = _add(a7, xr[s7 + t * sw])
     y[0] = a0
     if k > 1: y[1] = a1
     if k > 2: y[2] = a2
@@ -841,7 +855,7 @@ cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OU
                         ir[ow] = best
                     else:
                         for t in range(nw):
-                            acc = acc + xr[w0 + t * sw]
+                            acc = _add(acc, xr[w0 + t * sw])
                     yr[ow] = acc
                 elif value_t is float or value_t is double:
                     # channels-last: C independent lanes, contiguous; one call
@@ -878,7 +892,7 @@ cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OU
                                     ir[j + c] = best if take else ir[j + c]
                         else:
                             for c in range(c0, c1):
-                                yr[j + c] = yr[j + c] + xp[c]
+                                yr[j + c] = _add(yr[j + c], xp[c])
 
     if not is_max:
         _finish_avg(yr, g, od, oh, c0, c1)
@@ -2298,7 +2312,7 @@ cdef void _gather_item(const real_t *gs, real_t *gr, const Geom *g,    # IN, OUT
                 for w in range(W):
                     v = gr[w]
                     for t in range(ptr[2][w], ptr[2][w + 1]):
-                        v = v + sr[outs[2][t]]
+                        v = _add(v, sr[outs[2][t]])
                     gr[w] = v
                 continue
             for ow in range(OW):

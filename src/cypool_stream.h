@@ -163,6 +163,27 @@ static inline void cp_stream_fill(void *dst, size_t n, uint32_t pattern)
 
 /* A hint to load the n bytes from p into the caches (prefetches never
  * fault, so p may lie past the end of an array). */
+/* a + b where, both being NaN, the sum is a's (quieted): the x86 rule for
+ * the first operand of addss and addsd, as in PyTorch's running sums
+ * (acc += x).  The compiler may swap a plain add's operands (they commute
+ * but for which NaN they keep), and did so as the code around the adds
+ * changed: spelt out here, so that it cannot. */
+#if defined(__x86_64__) && defined(__SSE2__) && (defined(__GNUC__) || defined(__clang__))
+static inline float cp_add_f32(float a, float b)
+{
+    __asm__("addss %1, %0" : "+x"(a) : "x"(b));
+    return a;
+}
+static inline double cp_add_f64(double a, double b)
+{
+    __asm__("addsd %1, %0" : "+x"(a) : "x"(b));
+    return a;
+}
+#else
+static inline float cp_add_f32(float a, float b) { return a + b; }
+static inline double cp_add_f64(double a, double b) { return a + b; }
+#endif
+
 static inline void cp_prefetch(const void *p, size_t n)
 {
     const char *c = (const char *)p;
