@@ -67,6 +67,11 @@ cdef extern from "cypool_lanes.h" nogil:
                            int nt)
     void cp_window_maxv_f32(float *y, const float *x, Py_ssize_t n, const Py_ssize_t *offs,
                             Py_ssize_t taps, float init)
+    int cp_clmax_run_f32(float *y, int64_t *yi, const float *x, Py_ssize_t m, Py_ssize_t nv,
+                         Py_ssize_t ys, const Py_ssize_t *offs, const int32_t *rel,
+                         Py_ssize_t taps, Py_ssize_t xs, int64_t first, int64_t step,
+                         float init, const Py_ssize_t *pre, Py_ssize_t npre,
+                         Py_ssize_t nbytes, int nt)
     void cp_window_maxv_f64(double *y, const double *x, Py_ssize_t n, const Py_ssize_t *offs,
                             Py_ssize_t taps, double init)
     int cp_window_limit_isa(int level)
@@ -735,6 +740,9 @@ cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OU
     cdef double da, db, dc
     cdef Py_ssize_t offs[MAX_WINDOW_TAPS]
     cdef int64_t tidx[MAX_WINDOW_TAPS]
+    cdef int32_t rel[MAX_WINDOW_TAPS]
+    cdef Py_ssize_t pre[32]
+    cdef Py_ssize_t npre
     cdef bint ahead
 
     if (value_t is float or value_t is double) and C > 1 \
@@ -750,7 +758,8 @@ cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OU
                 if stream:
                     cp_stream_fence()
                 return
-        for ow in range(g.ow_lo, g.ow_hi):
+        ow = g.ow_lo
+        while ow < g.ow_hi:
             w0 = _start(g, 2, ow)
             nw = _count(g, 2, ow)
             k = 0
@@ -764,18 +773,39 @@ cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OU
                         tidx[k] = plane_row + w0 + t * sw
                         k = k + 1
             j = ow * C + c0
+            npre = 0
+            w = _start(g, 2, ow + 1) - w0 if ow + 1 < g.ow_hi else 0
             if ahead and ow + 1 < g.ow_hi and k <= 32:
                 # the taps of the window 3 outputs on that the window before
                 # it does not read: with the input larger than the caches,
                 # channels-last max (C = 32 to 64) 1.7-2x faster on Zen 5
-                w = _start(g, 2, ow + 1) - w0
                 b = 0                           # (t's column in its window, t % nw,
                 for t in range(k):              # without a division: 0.95x the time)
                     if w + b * sw > (nw - 1) * sw:
-                        cp_prefetch(xr + offs[t] + 3 * w * C, (c1 - c0) * sizeof(value_t))
+                        pre[npre] = offs[t] + 3 * w * C
+                        npre = npre + 1
                     b = b + 1
                     if b == nw:
                         b = 0
+            if value_t is float:
+                if (is_max and k > 0 and (c1 - c0) % 16 == 0
+                        and tidx[k - 1] - tidx[0] <= 2147483647):
+                    # the run of outputs whose windows are this one's taps
+                    # shifted by w columns each (cp_clmax_run_f32)
+                    ow1 = ow + 1
+                    while (ow1 < g.ow_hi and _count(g, 2, ow1) == nw
+                           and _start(g, 2, ow1) == w0 + (ow1 - ow) * w):
+                        ow1 = ow1 + 1
+                    for t in range(k):
+                        rel[t] = <int32_t> (tidx[t] - tidx[0])
+                    if cp_clmax_run_f32(yr + j, NULL if ir == NULL else ir + j, xr, ow1 - ow,
+                                        (c1 - c0) // 16, C, offs, rel, k, w * C, tidx[0], w,
+                                        init, pre, npre, (c1 - c0) * sizeof(float),
+                                        stream and ir != NULL):
+                        ow = ow1
+                        continue
+            for t in range(npre):
+                cp_prefetch(xr + pre[t], (c1 - c0) * sizeof(value_t))
             # averages divided in registers, as _finish_avg divides
             if g.div_mode == 0:
                 mode, da, db, dc = 0, _count(g, 0, od), _count(g, 1, oh), _count(g, 2, ow)
@@ -787,6 +817,7 @@ cdef void _forward_item(const value_t *x, value_t *y, int64_t *yi,      # IN, OU
             _pool_window(yr + j, NULL if ir == NULL else ir + j, xr, c1 - c0, offs, tidx, k,
                          is_max, init, tidx[0] if k > 0 else -1, NULL, 0,
                          -1 if is_max else mode, da, db, dc, stream)
+            ow = ow + 1
         if stream and is_max and ir != NULL:
             cp_stream_fence()           # (the row's non-temporal stores)
         return

@@ -808,6 +808,102 @@ CP_DEFINE_WMAX512(double, f64, 8, __mmask8, 0xFF, __m512d, d, int64_t, epi64)
 CP_DEFINE_WMAX256(float, f32, 8, __m256, s, int32_t, _mm256_set1_epi32, _mm256_add_epi32)
 CP_DEFINE_WMAX256(double, f64, 4, __m256d, d, int64_t, _mm256_set1_epi64x, _mm256_add_epi64)
 
+/* Channels-last float32 max of a run of m outputs whose windows have the
+ * same taps shifted along W: output j's tap t reads x + offs[t] + j xs and
+ * has index tidx[0] + rel[t] + j is (rel: each tap's index less the first
+ * tap's, as int32).  nv vectors of 16 lanes an output (the lanes of
+ * output j are y + j ys, ys apart from one output to the next, the same
+ * for yi; yi NULL: values only).  Four (output, vector) units are scanned
+ * side by side, units of consecutive outputs when nv < 4 (two outputs of
+ * 32 channels), so that four compare chains are in flight, each lane's scan
+ * in tap order from init, taking a tap where it is greater or NaN, as
+ * cp_wmax512_f32 does; the lanes track the winning tap's rel, set from
+ * memory, so no tap numbers are turned into indices afterwards.  pre:
+ * npre offsets (from an output's x) prefetched for each output, nbytes
+ * each.  nt: vectors of whole lines written with non-temporal stores (the
+ * caller fences). */
+__attribute__((target("avx512f,avx512dq"))) static void
+cp_clmax_run512_f32(float *y, int64_t *yi, const float *x, ptrdiff_t m, ptrdiff_t nv,
+                    ptrdiff_t ys, const ptrdiff_t *offs, const int32_t *rel, ptrdiff_t taps,
+                    ptrdiff_t xs, int64_t first, int64_t is, float init,
+                    const ptrdiff_t *pre, ptrdiff_t npre, ptrdiff_t nbytes, int nt)
+{
+    const ptrdiff_t units = m * nv;
+    /* init -inf: the first tap is the start (a lane that does not take it
+     * holds -inf, its bits, with the first tap's index anyway) */
+    const int skip = init == -__builtin_inff() && taps > 0;
+    ptrdiff_t pj = -1;                  /* the last output whose prefetches went out */
+    ptrdiff_t u = 0;
+#define CP_CLRUN_UNIT(q)                                                                  \
+    const ptrdiff_t j##q = (u + q) / nv, v##q = (u + q) % nv;                             \
+    const float *x##q = x + j##q * xs + 16 * v##q;                                        \
+    __m512 m##q = skip ? _mm512_loadu_ps(x##q + offs[0]) : _mm512_set1_ps(init);          \
+    __m512i k##q = _mm512_setzero_si512();
+#define CP_CLRUN_TAP(q)                                                                   \
+    {                                                                                     \
+        __m512 a = _mm512_loadu_ps(x##q + o);                                             \
+        __mmask16 take = _mm512_cmp_ps_mask(a, m##q, _CMP_GT_OQ) |                        \
+                         _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q);                          \
+        m##q = _mm512_mask_mov_ps(m##q, take, a);                                         \
+        if (yi)                                                                           \
+            k##q = _mm512_mask_mov_epi32(k##q, take, r);                                  \
+    }
+#define CP_CLRUN_STORE(q)                                                                 \
+    {                                                                                     \
+        float *yo = y + j##q * ys + 16 * v##q;                                            \
+        if (nt && ((uintptr_t)yo & 63) == 0)                                              \
+            _mm512_stream_ps(yo, m##q);                                                   \
+        else                                                                              \
+            _mm512_storeu_ps(yo, m##q);                                                   \
+        if (yi) {                                                                         \
+            int64_t *io = yi + j##q * ys + 16 * v##q;                                     \
+            const __m512i b = _mm512_set1_epi64(first + j##q * is);                       \
+            __m512i lo = _mm512_add_epi64(b, _mm512_cvtepi32_epi64(                       \
+                                                 _mm512_castsi512_si256(k##q)));          \
+            __m512i hi = _mm512_add_epi64(b, _mm512_cvtepi32_epi64(                       \
+                                                 _mm512_extracti64x4_epi64(k##q, 1)));    \
+            if (nt && ((uintptr_t)io & 63) == 0) {                                        \
+                _mm512_stream_si512((void *)io, lo);                                      \
+                _mm512_stream_si512((void *)(io + 8), hi);                                \
+            } else {                                                                      \
+                _mm512_storeu_si512((void *)io, lo);                                      \
+                _mm512_storeu_si512((void *)(io + 8), hi);                                \
+            }                                                                             \
+        }                                                                                 \
+    }
+#define CP_CLRUN_PREFETCH(q)                                                              \
+    if (npre && j##q > pj) {                                                              \
+        for (ptrdiff_t i = 0; i < npre; i++)                                              \
+            for (ptrdiff_t c = 0; c < nbytes; c += 64)                                    \
+                __builtin_prefetch((const char *)(x + j##q * xs + pre[i]) + c, 0, 3);     \
+        pj = j##q;                                                                        \
+    }
+    for (; u + 4 <= units; u += 4) {
+        CP_CLRUN_UNIT(0) CP_CLRUN_UNIT(1) CP_CLRUN_UNIT(2) CP_CLRUN_UNIT(3)
+        CP_CLRUN_PREFETCH(0) CP_CLRUN_PREFETCH(3)
+        for (ptrdiff_t t = skip; t < taps; t++) {
+            const ptrdiff_t o = offs[t];
+            const __m512i r = _mm512_set1_epi32(rel[t]);
+            CP_CLRUN_TAP(0) CP_CLRUN_TAP(1) CP_CLRUN_TAP(2) CP_CLRUN_TAP(3)
+        }
+        CP_CLRUN_STORE(0) CP_CLRUN_STORE(1) CP_CLRUN_STORE(2) CP_CLRUN_STORE(3)
+    }
+    for (; u < units; u++) {
+        CP_CLRUN_UNIT(0)
+        CP_CLRUN_PREFETCH(0)
+        for (ptrdiff_t t = skip; t < taps; t++) {
+            const ptrdiff_t o = offs[t];
+            const __m512i r = _mm512_set1_epi32(rel[t]);
+            CP_CLRUN_TAP(0)
+        }
+        CP_CLRUN_STORE(0)
+    }
+#undef CP_CLRUN_UNIT
+#undef CP_CLRUN_TAP
+#undef CP_CLRUN_STORE
+#undef CP_CLRUN_PREFETCH
+}
+
 #define CP_WMAX_DISPATCH(SUFFIX)                                                          \
     switch (cp_window_isa()) {                                                            \
     case 2: return cp_wmax512_##SUFFIX(y, yi, x, n, offs, tidx, taps, init, first, firsts,  \
@@ -839,6 +935,27 @@ CP_DEFINE_WMAX256(double, f64, 4, __m256d, d, int64_t, _mm256_set1_epi64x, _mm25
     }
 
 CP_DEFINE_WINDOW_MAX(float, f32)
+
+/* cp_clmax_run512_f32 where the CPU has AVX-512 (returns 1), else 0: the
+ * caller pools those outputs one window at a time */
+static int cp_clmax_run_f32(float *y, int64_t *yi, const float *x, ptrdiff_t m, ptrdiff_t nv,
+                            ptrdiff_t ys, const ptrdiff_t *offs, const int32_t *rel,
+                            ptrdiff_t taps, ptrdiff_t xs, int64_t first, int64_t is,
+                            float init, const ptrdiff_t *pre, ptrdiff_t npre,
+                            ptrdiff_t nbytes, int nt)
+{
+#ifdef CP_HAVE_WINDOW_MAX
+    if (cp_window_isa() == 2) {
+        cp_clmax_run512_f32(y, yi, x, m, nv, ys, offs, rel, taps, xs, first, is, init, pre,
+                            npre, nbytes, nt);
+        return 1;
+    }
+#endif
+    (void)y; (void)yi; (void)x; (void)m; (void)nv; (void)ys; (void)offs; (void)rel;
+    (void)taps; (void)xs; (void)first; (void)is; (void)init; (void)pre; (void)npre;
+    (void)nbytes; (void)nt;
+    return 0;
+}
 CP_DEFINE_WINDOW_MAX(double, f64)
 
 /* The vector part above, then the remaining lanes tap by tap. */

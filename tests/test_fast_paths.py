@@ -2488,3 +2488,46 @@ def test_vendor_choices_follow_the_cpu():
     if _kernels.amd_cores():
         assert "AuthenticAMD" in info
     assert _cpu.DENSE_STREAM_BYTES == (16 << 20 if _kernels.amd_cores() else _cpu.STREAM_BYTES)
+
+
+@pytest.mark.parametrize("C", [16, 48, 64])
+@pytest.mark.parametrize("kw", [dict(kernel_size=2),
+                                dict(kernel_size=3, stride=2, padding=1),
+                                dict(kernel_size=(2, 3), stride=(1, 2), padding=(1, 1),
+                                     dilation=(1, 2), ceil_mode=True)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_channels_last_max_runs_of_shifted_windows_match_torch(monkeypatch, C, kw, threads):
+    # channels-last float32 max, C a multiple of 16: the outputs of a row
+    # whose windows are the same taps shifted go through one call
+    # (cp_clmax_run_f32), four (output, 16 channels) units side by side,
+    # across outputs when C < 64 (48: a unit of one output beside two of the
+    # next); the edge windows clipped by the padding one at a time.
+    # PyTorch's values (of two NaN payloads, a window's last NaN), indices
+    # (ties: the first tap; windows of -inf only: the first tap), values
+    # only, and outputs streamed
+    rng = np.random.default_rng(C + threads)
+    x = np.round(rng.standard_normal((2, C, 9, 23)), 1).astype(np.float32)   # ties
+    flat = x.reshape(-1)
+    flat[::13] = np.array([0x7FC00123], np.uint32).view(np.float32)[0]
+    flat[5::17] = np.array([0xFFC00456], np.uint32).view(np.float32)[0]
+    x[:, 3:9, 2:6, 4:15] = -np.inf
+    want, want_i = F.max_pool2d(torch.from_numpy(x), return_indices=True, **kw)
+    want, want_i = want.numpy(), want_i.numpy()
+    assert np.isnan(want).any() and np.isneginf(want).any()
+    xcl = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    before_x = xcl.copy()
+    before = cypool.get_num_threads()
+    monkeypatch.setattr(_cpu, "SERIAL_WORK", 0)
+    try:
+        cypool.set_num_threads(threads)
+        got = [cypool.max_pool2d(xcl, return_indices=True, channels_last=True, **kw)]
+        only = cypool.max_pool2d(xcl, channels_last=True, **kw)
+        monkeypatch.setattr(_cpu, "STREAM_BYTES", 0)    # every output "large": streamed
+        got.append(cypool.max_pool2d(xcl, return_indices=True, channels_last=True, **kw))
+    finally:
+        cypool.set_num_threads(before)
+    for v, i in got:
+        assert v.transpose(0, 3, 1, 2).tobytes() == want.tobytes()
+        assert np.array_equal(i.transpose(0, 3, 1, 2), want_i)
+    assert only.transpose(0, 3, 1, 2).tobytes() == want.tobytes()
+    assert xcl.tobytes() == before_x.tobytes()
