@@ -1960,7 +1960,11 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
                     for it in range(groups):
                         _sum_planes_chunk(&x[0], &y[0], &g, S, it, lanes)
                 else:
-                    for it in prange(groups, schedule="static", num_threads=nthreads):
+                    # (chunks of 8 a thread handed out as threads come free,
+                    # as the stem's)
+                    for it in prange(groups, schedule="dynamic",
+                                     chunksize=max(1, groups // (8 * nthreads)),
+                                     num_threads=nthreads):
                         _sum_planes_chunk(&x[0], &y[0], &g, S, it, lanes)
             return
     cdef value_t *xpad
@@ -1993,11 +1997,12 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
     if value_t is float:
         if is_max and cp_fmax2_ok() and _pairs22(&g):
             # channels-first 2 x 2 windows 2 apart: rows of 8 outputs a vector,
-            # however short (cp_fmax22_rows_f32), chunks of output rows
+            # however short (cp_fmax22_rows_f32), chunks of output rows, 8 a
+            # thread, handed out as threads come free
             M = g.N * OH
             nfch = min(M, 8 * nthreads)
             with nogil:
-                for it in prange(nfch, schedule="static", num_threads=nthreads):
+                for it in prange(nfch, schedule="dynamic", chunksize=1, num_threads=nthreads):
                     cp_fmax22_rows_f32(&y[0], yp, &x[0], g.N, it * M // nfch,
                                        (it + 1) * M // nfch, g.size[1], g.size[2], OH,
                                        g.osize[2])
@@ -2011,7 +2016,7 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
             nfch = min(M, 8 * nthreads)
             ahead = AVG22_AHEAD if x.shape[0] * sizeof(float) >= PREFETCH_BYTES else 0
             with nogil:
-                for it in prange(nfch, schedule="static", num_threads=nthreads):
+                for it in prange(nfch, schedule="dynamic", chunksize=1, num_threads=nthreads):
                     cp_favg22_rows_f32(&y[0], &x[0], g.N, it * M // nfch,
                                        (it + 1) * M // nfch, g.size[1], g.size[2], OH,
                                        g.osize[2], _avg22_mode(&g), <float> g.div_value,
@@ -2230,7 +2235,8 @@ def forward(const value_t[::1] x, value_t[::1] y, int64_t[::1] yi, Geometry geo,
         # thread reads whole contiguous runs of the input rows
         nbw = min(g.osize[2], (4 * nthreads + rows - 1) // rows)
         with nogil:
-            for it in prange(rows * nbw, schedule="static", num_threads=nthreads):
+            for it in prange(rows * nbw, schedule="dynamic",
+                             chunksize=max(1, rows * nbw // (8 * nthreads)), num_threads=nthreads):
                 lg = g
                 lg.ow_lo = (it % nbw) * g.osize[2] // nbw
                 lg.ow_hi = (it % nbw + 1) * g.osize[2] // nbw
