@@ -231,3 +231,41 @@ def test_every_row_with_torch_also_times_torch_in_the_other_layout():
     for w in _bench.workloads():
         if "torch" in w.peers:
             assert _bench.TORCH_OTHER in w.peers, (w.name, w.layout, w.direction)
+
+
+def _jax_apart():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "jax_apart.py"
+    spec = importlib.util.spec_from_file_location("jax_apart", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_jax_apart_checks_its_arguments_before_timing_anything(capsys):
+    mod = _jax_apart()
+    n = len(_bench.workloads())
+    for bad in (["--rows", str(n)], ["--rows", "0,x"], ["--rows", "-1"],
+                ["--rows", "0", "--timeout", "0"]):
+        with pytest.raises(SystemExit) as e:
+            mod.main(bad)
+        assert e.value.code == 2
+        assert "--rows" in capsys.readouterr().err or "--timeout" in str(bad)
+
+
+def test_jax_apart_says_why_a_row_has_no_jax_time(monkeypatch):
+    from cypool import _peers
+
+    mod = _jax_apart()
+    (i113,) = [i for i, w in enumerate(_bench.workloads())
+               if w.shape == (32, 64, 113, 97) and w.direction == "forward"
+               and w.layout == "NCHW"]
+    real = _peers.available
+    monkeypatch.setattr(_peers, "available", lambda name: name == "jax" or real(name))
+    row = mod.one_row(i113, 1)      # adaptive bins that do not tile: no reduce_window
+    assert row["jax"] == "cannot express this workload" and "speedup" not in row
+    assert row["name"].startswith("adaptive_avg_pool2d (32, 64, 113, 97)")
+    monkeypatch.setattr(_peers, "available", lambda name: name != "jax" and real(name))
+    assert mod.one_row(0, 1)["jax"] == "jax is not installed"
+    assert mod.main(["--rows", "0"]) == 1
