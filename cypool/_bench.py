@@ -410,6 +410,13 @@ def _roofline_probe(n_read: int, n_written: int, threads: int | None = None):
                                            stream)
 
 
+# Calls a sample may batch: min_time's 50 ms samples down to calls of 2.5 us
+# (a cap of 1000 left the tiny rows' samples at 2-4 ms, and cypool's same
+# one-thread code timed under both thread settings 0.91-1.07x apart, against
+# 0.96-1.03x with samples of 50 ms; the four tiny rows then take 14 s, not 1)
+MAX_INNER = 20000
+
+
 def run_workload(w: Workload, repeat: int, min_time: float = 0.05,
                  scaling: bool = False) -> dict:
     """Median seconds of cypool and each peer, timed round-robin; the memory
@@ -424,7 +431,7 @@ def run_workload(w: Workload, repeat: int, min_time: float = 0.05,
         fns[ROOFLINE_1] = _roofline_probe(_bytes_read(w, d), written, threads=1)
     unsupported = _warm_up(fns, d, 1)     # first-touch, caches, lazy init
     one = min(_time_once(f, d) for f in fns.values())
-    inner = max(1, min(1000, int(min_time / max(one, 1e-7))))  # batch tiny calls
+    inner = max(1, min(MAX_INNER, int(min_time / max(one, 1e-7))))  # batch tiny calls
     times = {k: [] for k in fns}
     before = cypool.get_num_threads()
     for _ in range(repeat):
